@@ -1,0 +1,105 @@
+"""Model input channels: the source field followed by constant coefficient fields.
+
+Layouts (channel order is part of the checkpoint contract):
+
+    poisson              source, K11, K22, K12
+    advection_diffusion  source, K11, K22, K12, v1, v2
+    helmholtz            source, D, omega              (D = diffusion[..., 0, 0])
+    mixed                source, K11, K22, K12, v1, v2, omega
+
+``K`` is the full diffusion tensor of the batch (scale included), ``v = (vx, vy)`` the velocity.
+In ``mixed`` a PDE that lacks a coefficient contributes zeros there (the batch already holds zeros).
+Datasets keep ``source`` and the ``[B, C-1]`` coefficients; `assemble_inputs` broadcasts them to
+``[B, n, n, C]`` only when the model needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+__all__ = ["LAYOUTS", "assemble_inputs", "coefficients", "num_channels", "validate_layout"]
+
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "poisson": ("source", "K11", "K22", "K12"),
+    "advection_diffusion": ("source", "K11", "K22", "K12", "v1", "v2"),
+    "helmholtz": ("source", "D", "omega"),
+    "mixed": ("source", "K11", "K22", "K12", "v1", "v2", "omega"),
+}
+
+# Each coefficient channel: (batch key it reads, how it is read from that array).
+_COEFFICIENTS: dict[str, tuple[str, Callable[[Array], Array]]] = {
+    "K11": ("diffusion", lambda k: k[:, 0, 0]),
+    "K22": ("diffusion", lambda k: k[:, 1, 1]),
+    "K12": ("diffusion", lambda k: k[:, 0, 1]),
+    "D": ("diffusion", lambda k: k[:, 0, 0]),
+    "v1": ("velocity", lambda v: v[:, 0]),
+    "v2": ("velocity", lambda v: v[:, 1]),
+    "omega": ("omega", lambda w: w),
+}
+
+_SHAPES = {"diffusion": (2, 2), "velocity": (2,), "omega": ()}
+
+
+def validate_layout(name: str) -> str:
+    """Return ``name`` if it is a known layout, else raise a ValueError listing the valid ones."""
+    if name not in LAYOUTS:
+        raise ValueError(
+            f"unknown channel layout {name!r}; valid layouts are {sorted(LAYOUTS)} "
+            "(one per task name)."
+        )
+    return name
+
+
+def num_channels(layout: str) -> int:
+    """Number of model input channels ``C`` (source + coefficients) of ``layout``."""
+    return len(LAYOUTS[validate_layout(layout)])
+
+
+def coefficients(batch: Mapping[str, Array], layout: str) -> Float[Array, "b c"]:
+    """Per-instance coefficient values ``[B, C-1]`` of ``layout``, in layout order.
+
+    ``batch`` is the task batch dict (``diffusion [B, 2, 2]``, ``velocity [B, 2]``, ``omega [B]``);
+    only the keys the layout needs must be present.
+    """
+    names = LAYOUTS[validate_layout(layout)][1:]
+    columns = []
+    for name in names:
+        key, read = _COEFFICIENTS[name]
+        if key not in batch:
+            raise ValueError(
+                f"layout {layout!r} needs batch[{key!r}] for channel {name}, but the batch has "
+                f"keys {sorted(batch)}; pass the dict returned by task.sample()."
+            )
+        value = jnp.asarray(batch[key])
+        if value.ndim != 1 + len(_SHAPES[key]) or value.shape[1:] != _SHAPES[key]:
+            raise ValueError(
+                f"batch[{key!r}] must have shape [B, {', '.join(map(str, _SHAPES[key]))}] "
+                f"(leading batch axis), got {value.shape}."
+            )
+        columns.append(read(value))
+    return jnp.stack(columns, axis=-1)
+
+
+def assemble_inputs(
+    source: Float[Array, "b ny nx"], coeffs: Float[Array, "b c"]
+) -> Float[Array, "b ny nx c1"]:
+    """Model inputs ``[B, ny, nx, 1 + c]``: the source, then each coefficient as a constant."""
+    source = jnp.asarray(source)
+    coeffs = jnp.asarray(coeffs)
+    if source.ndim != 3:
+        raise ValueError(
+            f"source must have shape [B, ny, nx], got {source.shape}; add a batch axis with "
+            "source[None]."
+        )
+    if coeffs.ndim != 2 or coeffs.shape[0] != source.shape[0]:
+        raise ValueError(
+            f"coeffs must have shape [B, C-1] with B = {source.shape[0]} (the source's batch), "
+            f"got {coeffs.shape}; build it with fno_jax.channels.coefficients(batch, layout)."
+        )
+    dtype = jnp.result_type(source, coeffs)
+    batch, ny, nx = source.shape
+    fields = jnp.broadcast_to(coeffs[:, None, None, :], (batch, ny, nx, coeffs.shape[1]))
+    return jnp.concatenate([source[..., None].astype(dtype), fields.astype(dtype)], axis=-1)

@@ -1,0 +1,191 @@
+"""Per-instance input normalization (Subramanian et al. 2023, Sec. 3).
+
+With the source norm ``s(f) = ||f||_2 * dx * dy`` (``||f||_2`` the Euclidean norm of the grid
+values, ``dx = length / nx``, ``dy = length / ny``), every input of one instance is divided by
+
+    r = s(f) / source_scale,        source_scale = median over the training split of s(f),
+
+and each coefficient channel ``j`` additionally by ``coeff_scale[j]`` (the training median of
+``|coef_j|``, 1.0 where that median is 0, e.g. a coefficient the task never uses).
+
+The target is not scaled: scaling ``f`` and all coefficients by ``c > 0`` leaves the solution ``u``
+of every PDE here unchanged, and the normalized inputs share that invariance because ``r`` scales
+with ``c``.
+
+Statistics over a large split can be built chunk by chunk: concatenate `source_norms` of each
+chunk (``[B]`` floats) and the coefficients (``[B, C-1]``), then call `stats_from_norms`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+__all__ = ["NormStats", "compute_stats", "normalize", "source_norms", "stats_from_norms"]
+
+_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class NormStats:
+    """Training-split statistics used by `normalize`; they travel with the checkpoint.
+
+    Properties:
+        source_scale: median over the training split of ``s(f) = ||f||_2 * dx * dy``.
+        coeff_scale: per coefficient channel (layout order, source excluded), the training
+            median of ``|coef|``, or 1.0 where that median is 0.
+    """
+
+    source_scale: float
+    coeff_scale: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.coeff_scale, str | bytes) or not hasattr(self.coeff_scale, "__iter__"):
+            raise ValueError(
+                f"NormStats.coeff_scale must be a sequence of numbers (one per coefficient "
+                f"channel), got {self.coeff_scale!r}."
+            )
+        _check_positive("source_scale", [self.source_scale])
+        _check_positive("coeff_scale", self.coeff_scale)
+        object.__setattr__(self, "source_scale", float(self.source_scale))
+        object.__setattr__(self, "coeff_scale", tuple(float(c) for c in self.coeff_scale))
+
+    @property
+    def num_coefficients(self) -> int:
+        """Number of coefficient channels (model input channels minus one)."""
+        return len(self.coeff_scale)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form: ``{"version", "source_scale", "coeff_scale"}``."""
+        return {
+            "version": _VERSION,
+            "source_scale": self.source_scale,
+            "coeff_scale": list(self.coeff_scale),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], num_coefficients: int | None = None) -> NormStats:
+        """Inverse of `to_dict`; checks the content (and the channel count, if given)."""
+        missing = {"version", "source_scale", "coeff_scale"} - set(data)
+        if missing:
+            raise ValueError(
+                f"normalization stats are missing keys {sorted(missing)}; expected a dict written "
+                f"by NormStats.to_dict(), got keys {sorted(data)}."
+            )
+        if data["version"] != _VERSION:
+            raise ValueError(
+                f"normalization stats version {data['version']!r} is not supported (this code "
+                f"reads version {_VERSION}); recompute them with compute_stats()."
+            )
+        coeff_scale = data["coeff_scale"]
+        if isinstance(coeff_scale, str | bytes) or not hasattr(coeff_scale, "__len__"):
+            raise ValueError(
+                f"NormStats.coeff_scale must be a list of numbers, got {coeff_scale!r}."
+            )
+        if num_coefficients is not None and len(coeff_scale) != num_coefficients:
+            raise ValueError(
+                f"normalization stats have {len(coeff_scale)} coefficient channels but the model "
+                f"input layout has {num_coefficients}; these stats belong to another layout."
+            )
+        return cls(source_scale=data["source_scale"], coeff_scale=tuple(coeff_scale))
+
+
+def _check_positive(name: str, values: Any) -> None:
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+            raise ValueError(f"NormStats.{name} must hold numbers, got {value!r}.")
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(
+                f"NormStats.{name} must be finite and > 0, got {value!r}; was the training split "
+                "empty or all-zero sources?"
+            )
+
+
+def _check_source(source: Any) -> Array:
+    source = jnp.asarray(source)
+    if source.ndim != 3:
+        raise ValueError(
+            f"source must have shape [B, ny, nx], got {source.shape}; add a batch axis with "
+            "source[None]."
+        )
+    return source
+
+
+def _check_coeffs(coeffs: Any, batch: int) -> Array:
+    coeffs = jnp.asarray(coeffs)
+    if coeffs.ndim != 2 or coeffs.shape[0] != batch:
+        raise ValueError(
+            f"coeffs must have shape [B, C-1] with B = {batch}, got {coeffs.shape}; build it with "
+            "fno_jax.channels.coefficients(batch, layout)."
+        )
+    return coeffs
+
+
+def source_norms(source: Float[ArrayLike, "b ny nx"], length: float = 1.0) -> Float[Array, " b"]:
+    """``s(f) = ||f||_2 * dx * dy`` per instance ``[B]`` on a periodic square of side ``length``."""
+    source = _check_source(source)
+    if not length > 0:
+        raise ValueError(f"length must be > 0 (the domain side), got {length!r}.")
+    dy = length / source.shape[1]
+    dx = length / source.shape[2]
+    return jnp.sqrt(jnp.sum(jnp.square(source), axis=(1, 2))) * (dx * dy)
+
+
+def stats_from_norms(norms: Float[ArrayLike, " b"], coeffs: Float[ArrayLike, "b c"]) -> NormStats:
+    """Statistics from precomputed `source_norms` ``[B]`` and coefficients ``[B, C-1]``.
+
+    Use this to accumulate a large split chunk by chunk (both inputs are small per instance).
+    """
+    norms = np.asarray(norms, dtype=np.float64)
+    if norms.ndim != 1 or norms.size == 0:
+        raise ValueError(f"norms must be a non-empty [B] array of s(f), got shape {norms.shape}.")
+    coeffs = np.asarray(_check_coeffs(coeffs, norms.shape[0]), dtype=np.float64)
+    source_scale = float(np.median(norms))
+    if not source_scale > 0:
+        raise ValueError(
+            f"median source norm is {source_scale}; the training sources are (mostly) zero, "
+            "so the per-instance scale is undefined. Check the data."
+        )
+    medians = np.median(np.abs(coeffs), axis=0)
+    coeff_scale = tuple(float(m) if m > 0 else 1.0 for m in medians)
+    return NormStats(source_scale=source_scale, coeff_scale=coeff_scale)
+
+
+def compute_stats(
+    source: Float[ArrayLike, "b ny nx"], coeffs: Float[ArrayLike, "b c"], length: float = 1.0
+) -> NormStats:
+    """`NormStats` of a split in memory: ``source [B, ny, nx]``, ``coeffs [B, C-1]``."""
+    return stats_from_norms(source_norms(source, length), coeffs)
+
+
+def normalize(
+    source: Float[ArrayLike, "b ny nx"],
+    coeffs: Float[ArrayLike, "b c"],
+    stats: NormStats,
+    length: float = 1.0,
+) -> tuple[Float[Array, "b ny nx"], Float[Array, "b c"]]:
+    """Normalized ``(source_n, coeffs_n)``: divide by ``r = s(f) / source_scale`` per instance,
+    then each coefficient channel by ``stats.coeff_scale``.
+
+    An all-zero source (``s(f) = 0``) is left unscaled (``r = 1``) rather than dividing by zero.
+    Pure and jit-friendly (``stats`` is static data).
+    """
+    source = _check_source(source)
+    coeffs = _check_coeffs(coeffs, source.shape[0])
+    if coeffs.shape[1] != stats.num_coefficients:
+        raise ValueError(
+            f"coeffs has {coeffs.shape[1]} channels but the stats were computed for "
+            f"{stats.num_coefficients}; use the stats of the same channel layout."
+        )
+    norms = source_norms(source, length)
+    ratio = jnp.where(norms > 0, norms / stats.source_scale, 1.0).astype(source.dtype)
+    coeff_scale = jnp.asarray(stats.coeff_scale, dtype=coeffs.dtype)
+    source_n = source / ratio[:, None, None]
+    coeffs_n = coeffs / ratio[:, None].astype(coeffs.dtype) / coeff_scale
+    return source_n, coeffs_n
