@@ -1,0 +1,596 @@
+"""Stored datasets: a directory of tensorstore zarr v3 arrays plus a JSON metadata file.
+
+Layout of a dataset directory ``DIR``::
+
+    DIR/<split>/<array>      zarr v3 array per split (train, val, test) and batch-dict key
+    DIR/progress.json        written first, rewritten after every chunk: parameters + chunks done
+    DIR/metadata.json        written LAST, atomically; its presence marks the dataset complete
+
+Arrays (leading dimension N = samples in the split, n = resolution, arrays indexed [..., y, x]):
+
+    source [N, n, n], solution [N, n, n], diffusion [N, 2, 2], velocity [N, 2], omega [N],
+    volume_fraction [N] (float dtype of the dataset) and pde [N] (int32).
+
+Every array is chunked by samples (``chunk`` samples per chunk, whole trailing dimensions) and
+zstd-compressed. Writing happens chunk by chunk; ``progress.json`` records the chunks done so an
+interrupted write resumes by running the same command again. Reading is JSON + tensorstore only:
+opening a dataset never executes code stored with it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorstore as ts
+
+FORMAT_NAME = "fno-jax-dataset"
+FORMAT_VERSION = 1
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+ARRAYS: tuple[str, ...] = (
+    "source",
+    "solution",
+    "diffusion",
+    "velocity",
+    "omega",
+    "pde",
+    "volume_fraction",
+)
+PDE_CODES: dict[str, int] = {"poisson": 0, "advection_diffusion": 1, "helmholtz": 2}
+
+METADATA_FILE = "metadata.json"
+PROGRESS_FILE = "progress.json"
+
+_FLOAT_DTYPES = ("float32", "float64")
+# Parameters that define a dataset's contents; two writes agree iff these agree.
+_PARAMETER_FIELDS = ("task", "resolution", "length", "seed", "counts", "chunk", "dtype")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset directory does not exist."""
+
+
+class IncompleteDatasetError(ValueError):
+    """The dataset directory has no metadata.json: its write never finished."""
+
+
+class DatasetFormatError(ValueError):
+    """metadata.json is unreadable or from an unknown format/version."""
+
+
+class CorruptDatasetError(ValueError):
+    """A stored chunk is missing or cannot be decoded."""
+
+
+class IncompatibleDatasetError(ValueError):
+    """The dataset does not fit the model (resolution or input channels)."""
+
+
+def package_version() -> str:
+    """Installed version of fno-jax, or "unknown" when running from an uninstalled tree."""
+    try:
+        return importlib.metadata.version("fno-jax")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _array_shape(name: str, count: int, resolution: int) -> tuple[int, ...]:
+    if name in ("source", "solution"):
+        return (count, resolution, resolution)
+    if name == "diffusion":
+        return (count, 2, 2)
+    if name == "velocity":
+        return (count, 2)
+    return (count,)
+
+
+def _array_dtype(name: str, dtype: str) -> str:
+    return "int32" if name == "pde" else dtype
+
+
+def _json_roundtrip(value: Any) -> Any:
+    """The value as it reads back from JSON (tuples become lists), so comparisons are fair."""
+    return json.loads(json.dumps(value))
+
+
+def _write_json_atomic(path: str, value: Mapping[str, Any]) -> None:
+    # Write beside the target then rename: a reader sees the old file or the new, never half.
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path) as f:
+        value = json.load(f)
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return value
+
+
+def _array_spec(
+    root: str, split: str, name: str, shape: tuple[int, ...] | None, dtype: str | None, chunk: int
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "driver": "zarr3",
+        "kvstore": {"driver": "file", "path": os.path.join(root, split, name)},
+        # A missing chunk is an error, not silently the fill value; hence also store chunks equal
+        # to the fill value (all-zero omega of a Poisson set, say): none is legitimately absent.
+        "fill_missing_data_reads": False,
+        "store_data_equal_to_fill_value": True,
+    }
+    if shape is not None:
+        spec["metadata"] = {
+            "shape": list(shape),
+            "data_type": dtype,
+            "chunk_grid": {
+                "name": "regular",
+                "configuration": {"chunk_shape": [chunk, *shape[1:]]},
+            },
+            "codecs": [
+                {"name": "bytes", "configuration": {"endian": "little"}},
+                {"name": "zstd", "configuration": {"level": 3}},
+            ],
+        }
+    return spec
+
+
+def _parameters(
+    spec: Mapping[str, Any],
+    resolution: int,
+    length: float,
+    seed: int,
+    counts: Mapping[str, int],
+    chunk: int,
+    dtype: str,
+) -> dict[str, Any]:
+    return _json_roundtrip(
+        {
+            "task": dict(spec),
+            "resolution": int(resolution),
+            "length": float(length),
+            "seed": int(seed),
+            "counts": {s: int(counts[s]) for s in SPLITS},
+            "chunk": int(chunk),
+            "dtype": dtype,
+        }
+    )
+
+
+def _first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    for field in _PARAMETER_FIELDS:
+        if old.get(field) != new.get(field):
+            return field
+    return None
+
+
+class DatasetWriter:
+    """Writes a dataset chunk by chunk; resumable; ``finalize`` writes metadata.json last.
+
+    Opening a writer on
+      - a new or empty directory creates the arrays and progress.json;
+      - an interrupted write with the same parameters resumes it (``done(split, start)`` tells which
+        chunks are already stored);
+      - a complete dataset with the same parameters does nothing (``complete`` is True);
+      - a dataset (complete or not) with other parameters raises ValueError naming the path and the
+        first differing field; nothing is overwritten.
+
+    Args:
+      path: dataset directory.
+      spec: task spec (JSON-serialisable dict with at least "name").
+      resolution: grid size n of source/solution ([N, n, n]).
+      counts: samples per split, e.g. {"train": 1024, "val": 128, "test": 128}; absent splits: 0.
+      seed: the seed the data was drawn with (recorded; also part of the identity).
+      length: domain size L.
+      chunk: samples per stored chunk; writes happen in whole chunks.
+      dtype: float dtype of the float arrays, "float32" or "float64" (pde is always int32).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        spec: Mapping[str, Any],
+        resolution: int,
+        counts: Mapping[str, int],
+        seed: int,
+        length: float = 1.0,
+        chunk: int = 64,
+        dtype: str = "float32",
+    ) -> None:
+        self.path = os.fspath(path)
+        if not isinstance(spec, Mapping) or "name" not in spec:
+            raise ValueError(f"spec must be a dict with a 'name' entry (the task spec), got {spec!r}")
+        if int(resolution) < 1:
+            raise ValueError(f"resolution must be a positive integer, got {resolution}")
+        if int(chunk) < 1:
+            raise ValueError(f"chunk must be a positive integer (samples per chunk), got {chunk}")
+        if dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"dtype must be one of {_FLOAT_DTYPES}, got {dtype!r}")
+        unknown = set(counts) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"counts has unknown splits {sorted(unknown)}; use {SPLITS}")
+        full_counts = {s: int(counts.get(s, 0)) for s in SPLITS}
+        if any(c < 0 for c in full_counts.values()) or sum(full_counts.values()) == 0:
+            raise ValueError(f"counts must be >= 0 with at least one sample, got {full_counts}")
+        try:
+            self.parameters = _parameters(spec, resolution, length, seed, full_counts, chunk, dtype)
+        except TypeError as e:
+            raise ValueError(f"spec must be JSON-serialisable: {e}") from e
+        self.counts = full_counts
+        self.chunk = int(chunk)
+        self.resolution = int(resolution)
+        self.dtype = dtype
+        self.complete = False
+        self._done: dict[str, list[int]] = {s: [] for s in SPLITS}
+        self._arrays: dict[tuple[str, str], ts.TensorStore] = {}
+
+        metadata_path = os.path.join(self.path, METADATA_FILE)
+        progress_path = os.path.join(self.path, PROGRESS_FILE)
+        if os.path.exists(metadata_path):
+            self._check_same(_read_json(metadata_path), "complete dataset")
+            self.complete = True
+            return
+        if os.path.exists(progress_path):
+            progress = _read_json(progress_path)
+            self._check_same(progress.get("parameters", {}), "unfinished dataset")
+            self._done = {s: sorted(int(i) for i in progress["done"].get(s, [])) for s in SPLITS}
+        elif os.path.isdir(self.path) and os.listdir(self.path):
+            raise ValueError(
+                f"{self.path} exists, is not empty and holds no dataset (no {PROGRESS_FILE} or "
+                f"{METADATA_FILE}); choose a new path for the dataset"
+            )
+        else:
+            os.makedirs(self.path, exist_ok=True)
+            self._save_progress()
+        # open=True, create=True: creates the arrays, or reopens them after an interruption.
+        for split in SPLITS:
+            for name in ARRAYS:
+                shape = _array_shape(name, self.counts[split], self.resolution)
+                self._arrays[split, name] = ts.open(
+                    _array_spec(self.path, split, name, shape, _array_dtype(name, dtype), self.chunk),
+                    create=True,
+                    open=True,
+                ).result()
+
+    def _check_same(self, existing: Mapping[str, Any], what: str) -> None:
+        field = _first_difference(existing, self.parameters)
+        if field is not None:
+            raise ValueError(
+                f"{self.path} holds a {what} with different parameters: {field!r} is "
+                f"{existing.get(field)!r} there but {self.parameters[field]!r} was asked for. "
+                f"Nothing was overwritten; write to a new path (or delete {self.path} yourself)."
+            )
+
+    def _save_progress(self) -> None:
+        _write_json_atomic(
+            os.path.join(self.path, PROGRESS_FILE),
+            {"parameters": self.parameters, "done": self._done},
+        )
+
+    def chunk_starts(self, split: str) -> list[int]:
+        """First sample index of every chunk of a split."""
+        return list(range(0, self.counts[split], self.chunk))
+
+    def done(self, split: str, start: int) -> bool:
+        """Whether the chunk beginning at `start` of `split` is already stored."""
+        return self.complete or start in self._done[split]
+
+    def write_chunk(self, split: str, start: int, batch: Mapping[str, Any]) -> None:
+        """Stores one chunk: samples [start, start + chunk) of `split` (shorter at the end).
+
+        `batch` is a batch dict (see ARRAYS) of host or device arrays whose leading dimension is the
+        chunk's sample count; floats are cast to the dataset dtype, pde to int32.
+        """
+        if self.complete:
+            raise ValueError(f"{self.path} is already complete; nothing to write")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if start % self.chunk or not 0 <= start < self.counts[split]:
+            raise ValueError(
+                f"start must be a multiple of chunk={self.chunk} inside [0, "
+                f"{self.counts[split]}) for split {split!r}, got {start}"
+            )
+        count = min(self.chunk, self.counts[split] - start)
+        missing = [k for k in ARRAYS if k not in batch]
+        if missing:
+            raise ValueError(f"batch lacks arrays {missing}; a batch dict holds {ARRAYS}")
+        host = {}
+        for name in ARRAYS:
+            value = np.asarray(batch[name], dtype=_array_dtype(name, self.dtype))
+            expected = _array_shape(name, count, self.resolution)
+            if value.shape != expected:
+                raise ValueError(
+                    f"batch[{name!r}] has shape {value.shape}, expected {expected} for the "
+                    f"chunk at {start} of split {split!r} (resolution {self.resolution})"
+                )
+            host[name] = value
+        futures = [self._arrays[split, name][start : start + count].write(host[name]) for name in ARRAYS]
+        for future in futures:
+            future.result()
+        # Recorded only after every array is stored: a crash before this line rewrites the chunk.
+        self._done[split] = sorted({*self._done[split], start})
+        self._save_progress()
+
+    def read(self, split: str, index: slice | Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """Reads back stored samples before the dataset is complete (e.g. to compute statistics)."""
+        if self.complete:
+            return open_dataset(self.path).read(split, index)
+        return _read_arrays(self.path, split, {k: self._arrays[split, k] for k in ARRAYS}, index)
+
+    def missing_chunks(self) -> dict[str, list[int]]:
+        """Chunk starts not yet stored, per split."""
+        if self.complete:
+            return {s: [] for s in SPLITS}
+        return {s: [i for i in self.chunk_starts(s) if i not in set(self._done[s])] for s in SPLITS}
+
+    def finalize(
+        self, norm_stats: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Writes metadata.json (atomically, last), marking the dataset complete; returns it.
+
+        `norm_stats` is the dict of normalization statistics (NormStats.to_dict()), `extra` any
+        further JSON-serialisable information. Raises ValueError while chunks are missing.
+        """
+        metadata_path = os.path.join(self.path, METADATA_FILE)
+        if self.complete:
+            return _read_json(metadata_path)
+        missing = {s: v for s, v in self.missing_chunks().items() if v}
+        if missing:
+            raise ValueError(f"{self.path} cannot be finalized: chunks not yet written (split: starts) {missing}")
+        metadata = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            **self.parameters,
+            "arrays": {
+                name: {
+                    "shape": list(_array_shape(name, -1, self.resolution)[1:]),
+                    "dtype": _array_dtype(name, self.dtype),
+                }
+                for name in ARRAYS
+            },
+            "complete": {s: True for s in SPLITS},
+            "package_version": package_version(),
+            "normalization": _json_roundtrip(dict(norm_stats or {})),
+            "extra": _json_roundtrip(dict(extra or {})),
+        }
+        _write_json_atomic(metadata_path, metadata)
+        self.complete = True
+        return metadata
+
+
+def write_dataset(
+    path: str | os.PathLike[str],
+    make_batch: Callable[[str, int, int], Mapping[str, Any]],
+    *,
+    spec: Mapping[str, Any],
+    resolution: int,
+    counts: Mapping[str, int],
+    seed: int,
+    length: float = 1.0,
+    chunk: int = 64,
+    dtype: str = "float32",
+    norm_stats: Mapping[str, Any] | Callable[[dict[str, np.ndarray]], Mapping[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> StoredDataset:
+    """Writes (or resumes, or finds complete) a dataset and returns it opened.
+
+    `make_batch(split, start, count)` returns the batch dict for samples [start, start + count) of
+    `split`; it is called once per chunk not yet stored, in split order then sample order, so its
+    output must depend only on its arguments (e.g. fold the PRNG key with split and start) for a
+    resumed write to equal an uninterrupted one. `norm_stats` is a dict, or a function of the whole
+    stored train split (host numpy batch dict) returning one, evaluated after all chunks are stored.
+    """
+    writer = DatasetWriter(
+        path,
+        spec=spec,
+        resolution=resolution,
+        counts=counts,
+        seed=seed,
+        length=length,
+        chunk=chunk,
+        dtype=dtype,
+    )
+    if not writer.complete:
+        for split in SPLITS:
+            for start in writer.chunk_starts(split):
+                if writer.done(split, start):
+                    continue
+                count = min(writer.chunk, writer.counts[split] - start)
+                writer.write_chunk(split, start, make_batch(split, start, count))
+        stats = norm_stats
+        if callable(stats):
+            stats = stats(writer.read("train", slice(None)))
+        writer.finalize(stats, extra)
+    return open_dataset(path)
+
+
+def _read_arrays(
+    root: str,
+    split: str,
+    arrays: Mapping[str, ts.TensorStore],
+    index: slice | Sequence[int] | np.ndarray,
+) -> dict[str, np.ndarray]:
+    if not isinstance(index, slice):
+        index = np.asarray(index, dtype=np.int64)
+        if index.ndim != 1:
+            raise ValueError(f"indices must be a slice or a 1-D sequence, got shape {index.shape}")
+    futures = {name: arr[index].read() for name, arr in arrays.items()}
+    out = {}
+    for name, future in futures.items():
+        try:
+            out[name] = future.result()
+        except ValueError as e:
+            raise CorruptDatasetError(
+                f"cannot read array {name!r} of split {split!r} in dataset {root}: a stored chunk "
+                f"is missing or damaged ({e}). Regenerate the dataset (delete {root} and re-run "
+                "the command that wrote it)."
+            ) from e
+    return out
+
+
+class StoredDataset:
+    """A complete stored dataset, opened for reading (see `open_dataset`)."""
+
+    def __init__(self, path: str, metadata: dict[str, Any]) -> None:
+        self.path = path
+        self.metadata = metadata
+        self._arrays: dict[tuple[str, str], ts.TensorStore] = {}
+
+    def _array(self, split: str, name: str) -> ts.TensorStore:
+        if (split, name) not in self._arrays:
+            try:
+                self._arrays[split, name] = ts.open(
+                    _array_spec(self.path, split, name, None, None, 1), open=True
+                ).result()
+            except ValueError as e:
+                raise CorruptDatasetError(
+                    f"cannot open array {name!r} of split {split!r} in dataset {self.path} ({e}). "
+                    f"Regenerate the dataset (delete {self.path} and re-run the command that "
+                    "wrote it)."
+                ) from e
+        return self._arrays[split, name]
+
+    @property
+    def resolution(self) -> int:
+        return int(self.metadata["resolution"])
+
+    @property
+    def task(self) -> dict[str, Any]:
+        """The task spec the data was drawn from."""
+        return self.metadata["task"]
+
+    @property
+    def normalization(self) -> dict[str, Any]:
+        """The stored normalization statistics dict (NormStats.to_dict() form)."""
+        return self.metadata.get("normalization", {})
+
+    def _check_split(self, split: str) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+    def num(self, split: str) -> int:
+        """Number of samples in a split."""
+        self._check_split(split)
+        return int(self.metadata["counts"][split])
+
+    def read(self, split: str, index: slice | Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """Samples of a split selected by a slice or 1-D integer indices, as a host batch dict."""
+        self._check_split(split)
+        arrays = {name: self._array(split, name) for name in ARRAYS}
+        n = self.num(split)
+        if not isinstance(index, slice):
+            idx = np.asarray(index)
+            if idx.size and (idx.min() < -n or idx.max() >= n):
+                raise ValueError(f"indices out of range for split {split!r} of {self.path} with {n} samples")
+        return _read_arrays(self.path, split, arrays, index)
+
+    def load(self, split: str) -> dict[str, np.ndarray]:
+        """The whole split in host memory."""
+        return self.read(split, slice(None))
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        indices: Sequence[int] | np.ndarray | None = None,
+        buffer_size: int = 2,
+        sharding: Any = None,
+    ):
+        """Prefetching iterator over consecutive batches of `indices` (default: the whole split).
+
+        The last incomplete batch is dropped. With `sharding` each batch is `jax.device_put` there.
+        """
+        from fno_jax.data.prefetch import Prefetcher
+
+        order = np.arange(self.num(split)) if indices is None else np.asarray(indices)
+        if batch_size < 1 or batch_size > len(order):
+            raise ValueError(f"batch_size must be in [1, {len(order)}] for split {split!r}, got {batch_size}")
+        num_batches = len(order) // batch_size
+
+        def fetch(i: int) -> dict[str, np.ndarray]:
+            chosen = order[i * batch_size : (i + 1) * batch_size]
+            # A contiguous run reads as a slice: whole-chunk reads, no gather.
+            if chosen[-1] - chosen[0] == batch_size - 1 and np.all(np.diff(chosen) == 1):
+                return self.read(split, slice(int(chosen[0]), int(chosen[-1]) + 1))
+            return self.read(split, chosen)
+
+        return Prefetcher(fetch, range(num_batches), buffer_size=buffer_size, sharding=sharding)
+
+    def check_compatible(
+        self,
+        *,
+        resolution: int | None = None,
+        layout: str | None = None,
+        in_channels: int | None = None,
+    ) -> None:
+        """Raises IncompatibleDatasetError unless a model with these settings can use the data.
+
+        `resolution` must equal the stored one; `layout` (poisson, advection_diffusion, helmholtz,
+        mixed) must be the dataset's task name, or "mixed", which holds every PDE; `in_channels`
+        must be the channel count of the dataset's layout (source + coefficients).
+        """
+        if resolution is not None and int(resolution) != self.resolution:
+            raise IncompatibleDatasetError(
+                f"dataset {self.path} has resolution {self.resolution} but the model expects "
+                f"{resolution}; generate a dataset at resolution {resolution} or set "
+                f"data.resolution={self.resolution}"
+            )
+        from fno_jax.channels import LAYOUTS
+
+        name = self.task.get("name")
+        if layout is not None:
+            if layout not in LAYOUTS:
+                raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+            if layout != "mixed" and layout != name:
+                raise IncompatibleDatasetError(
+                    f"dataset {self.path} holds task {name!r} but the model's channel layout is "
+                    f"{layout!r}; use a {layout!r} dataset or a model with layout {name!r}"
+                )
+        if in_channels is not None and (layout or name) in LAYOUTS:
+            expected = len(LAYOUTS[layout or name])
+            if int(in_channels) != expected:
+                raise IncompatibleDatasetError(
+                    f"dataset {self.path} (task {name!r}) gives {expected} input channels but the "
+                    f"model takes {in_channels}; use a model for the {layout or name!r} layout"
+                )
+
+
+def open_dataset(path: str | os.PathLike[str]) -> StoredDataset:
+    """Opens a complete dataset for reading; clear errors when it is missing/incomplete/unknown."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise DatasetNotFoundError(
+            f"no dataset at {path}: the directory does not exist. Check the path, or generate the dataset there first."
+        )
+    metadata_path = os.path.join(path, METADATA_FILE)
+    if not os.path.exists(metadata_path):
+        raise IncompleteDatasetError(
+            f"dataset {path} is incomplete (no {METADATA_FILE}): its write did not finish. "
+            "Re-run the generate command to finish it."
+        )
+    try:
+        metadata = _read_json(metadata_path)
+    except ValueError as e:  # json.JSONDecodeError is a ValueError
+        raise DatasetFormatError(
+            f"{metadata_path} is not valid JSON ({e}); regenerate the dataset at a new path"
+        ) from e
+    if metadata.get("format") != FORMAT_NAME:
+        raise DatasetFormatError(
+            f"{path} is not an fno-jax dataset (format {metadata.get('format')!r}, expected {FORMAT_NAME!r})"
+        )
+    if metadata.get("version") != FORMAT_VERSION:
+        raise DatasetFormatError(
+            f"dataset {path} has format version {metadata.get('version')!r}, but this fno-jax "
+            f"({package_version()}) reads version {FORMAT_VERSION}; use the fno-jax version that "
+            "wrote it or regenerate the dataset"
+        )
+    return StoredDataset(path, metadata)
