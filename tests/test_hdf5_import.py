@@ -1,0 +1,103 @@
+"""Import of HDF5 files (fields [N, 2, n, n], tensor [N, k]) into the stored dataset format."""
+
+import h5py
+import numpy as np
+import pytest
+
+from fno_jax.data import import_hdf5, nested_subset
+from fno_jax.data.hdf5_import import main, split_counts
+
+N, RES = 20, 8
+
+
+def write_h5(path, k, n=N, res=RES, fields_name="fields"):
+    rng = np.random.default_rng(k)
+    fields = rng.standard_normal((n, 2, res, res)).astype(np.float32)
+    tensor = rng.uniform(0.001, 0.05, size=(n, k)).astype(np.float32)
+    with h5py.File(path, "w") as f:
+        f[fields_name] = fields
+        f["tensor"] = tensor
+    return fields, tensor
+
+
+def gather(ds):
+    """All splits concatenated in (train, val, test) order."""
+    parts = [ds.load(s) for s in ("train", "val", "test")]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def test_poisson_round_trip_in_file_order(tmp_path):
+    fields, tensor = write_h5(tmp_path / "p.h5", k=3)
+    ds = import_hdf5(tmp_path / "p.h5", tmp_path / "ds", splits=(12, 4, 4), seed=None, chunk=8)
+    assert ds.task["name"] == "poisson" and ds.resolution == RES
+    assert [ds.num(s) for s in ("train", "val", "test")] == [12, 4, 4]
+    got = gather(ds)
+    np.testing.assert_array_equal(got["source"], fields[:, 0])
+    np.testing.assert_array_equal(got["solution"], fields[:, 1])
+    k11, k22, k12 = tensor.T
+    np.testing.assert_array_equal(got["diffusion"][:, 0, 0], k11)
+    np.testing.assert_array_equal(got["diffusion"][:, 1, 1], k22)
+    np.testing.assert_array_equal(got["diffusion"][:, 0, 1], k12)
+    np.testing.assert_array_equal(got["diffusion"][:, 1, 0], k12)
+    assert not got["velocity"].any() and not got["omega"].any()
+    np.testing.assert_array_equal(got["pde"], np.zeros(N, np.int32))
+    assert np.isnan(got["volume_fraction"]).all()
+    # With vf unknown the nested subsets are still well defined.
+    vf = ds.load("train")["volume_fraction"]
+    assert set(nested_subset(vf, 4, 0)) <= set(nested_subset(vf, 8, 0))
+
+
+def test_advection_diffusion_shuffled_split_is_a_permutation(tmp_path):
+    fields, tensor = write_h5(tmp_path / "a.h5", k=5)
+    ds = import_hdf5(tmp_path / "a.h5", tmp_path / "ds", splits=(0.5, 0.25, 0.25), seed=3, chunk=4)
+    got = gather(ds)
+    order = np.random.default_rng(3).permutation(N)
+    np.testing.assert_array_equal(got["source"], fields[order, 0])
+    np.testing.assert_array_equal(got["solution"], fields[order, 1])
+    np.testing.assert_array_equal(got["velocity"], tensor[order, 3:5])
+    np.testing.assert_array_equal(got["diffusion"][:, 0, 1], tensor[order, 2])
+    np.testing.assert_array_equal(got["pde"], np.ones(N, np.int32))
+
+
+def test_helmholtz_via_command_line(tmp_path, capsys):
+    fields, tensor = write_h5(tmp_path / "h.h5", k=2)
+    main([str(tmp_path / "h.h5"), str(tmp_path / "ds"), "--seed", "-1", "--split", "1", "0", "0"])
+    assert "helmholtz" in capsys.readouterr().out
+    from fno_jax.data import open_dataset
+
+    train = open_dataset(tmp_path / "ds").load("train")
+    np.testing.assert_array_equal(train["diffusion"][:, 0, 0], tensor[:, 0])
+    np.testing.assert_array_equal(train["diffusion"][:, 1, 1], tensor[:, 0])
+    np.testing.assert_array_equal(train["diffusion"][:, 0, 1], np.zeros(N, np.float32))
+    np.testing.assert_array_equal(train["omega"], tensor[:, 1])
+    np.testing.assert_array_equal(train["pde"], np.full(N, 2, np.int32))
+
+
+def test_missing_dataset_in_file(tmp_path):
+    write_h5(tmp_path / "x.h5", k=3, fields_name="data")
+    with pytest.raises(ValueError, match="no dataset 'fields'"):
+        import_hdf5(tmp_path / "x.h5", tmp_path / "ds")
+
+
+def test_wrong_shapes_and_pde(tmp_path):
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        f["fields"] = np.zeros((4, 3, 8, 8), np.float32)
+        f["tensor"] = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"expected \[N, 2, n, n\]"):
+        import_hdf5(tmp_path / "bad.h5", tmp_path / "ds")
+    write_h5(tmp_path / "p.h5", k=3)
+    with pytest.raises(ValueError, match="helmholtz needs 2"):
+        import_hdf5(tmp_path / "p.h5", tmp_path / "ds", pde="helmholtz")
+    write_h5(tmp_path / "k4.h5", k=4)
+    with pytest.raises(ValueError, match="cannot infer the PDE"):
+        import_hdf5(tmp_path / "k4.h5", tmp_path / "ds")
+    with pytest.raises(FileNotFoundError, match="no HDF5 file"):
+        import_hdf5(tmp_path / "missing.h5", tmp_path / "ds")
+
+
+def test_split_counts():
+    assert split_counts(10, (0.8, 0.1, 0.1)) == {"train": 8, "val": 1, "test": 1}
+    assert split_counts(11, (0.8, 0.1, 0.1)) == {"train": 9, "val": 1, "test": 1}
+    assert split_counts(10, {"train": 6, "test": 2}) == {"train": 6, "val": 0, "test": 2}
+    with pytest.raises(ValueError, match="file has 10"):
+        split_counts(10, (8, 2, 2))
