@@ -439,17 +439,21 @@ def _read_arrays(
 class StoredDataset:
     """A complete stored dataset, opened for reading (see `open_dataset`)."""
 
-    def __init__(self, path: str, metadata: dict[str, Any]) -> None:
+    def __init__(self, path: str, metadata: dict[str, Any], cache_bytes: int = 256 << 20) -> None:
         self.path = path
         self.metadata = metadata
         self._arrays: dict[tuple[str, str], ts.TensorStore] = {}
+        # Decoded chunks are kept in a cache shared by all arrays: consecutive batches smaller than
+        # a chunk then decode each chunk once. A complete dataset never changes, so cached chunks
+        # need no re-validation after opening.
+        self._context = ts.Context({"cache_pool": {"total_bytes_limit": int(cache_bytes)}})
 
     def _array(self, split: str, name: str) -> ts.TensorStore:
         if (split, name) not in self._arrays:
             try:
-                self._arrays[split, name] = ts.open(
-                    _array_spec(self.path, split, name, None, None, 1), open=True
-                ).result()
+                spec = _array_spec(self.path, split, name, None, None, 1)
+                spec["recheck_cached_data"] = "open"
+                self._arrays[split, name] = ts.open(spec, open=True, context=self._context).result()
             except ValueError as e:
                 raise CorruptDatasetError(
                     f"cannot open array {name!r} of split {split!r} in dataset {self.path} ({e}). "
