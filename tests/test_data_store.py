@@ -43,7 +43,10 @@ def make_batch(split, start, count, dtype=np.float32):
 
 
 def expected_split(split, dtype=np.float32):
-    parts = [make_batch(split, s, min(CHUNK, COUNTS[split] - s), dtype) for s in range(0, COUNTS[split], CHUNK)]
+    parts = [
+        make_batch(split, s, min(CHUNK, COUNTS[split] - s), dtype)
+        for s in range(0, COUNTS[split], CHUNK)
+    ]
     return {k: np.concatenate([p[k] for p in parts]) for k in ARRAYS}
 
 
@@ -84,6 +87,8 @@ def test_round_trip_is_bit_exact(tmp_path, dtype):
         np.testing.assert_array_equal(got[name], want[name][idx])
     got = ds.read("train", slice(10, 30))
     np.testing.assert_array_equal(got["source"], want["source"][10:30])
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 40\)"):
+        ds.read("train", [0, 40])
 
 
 def test_metadata_contents(tmp_path):
@@ -230,7 +235,9 @@ def test_corrupt_or_missing_chunk(tmp_path, damage):
         chunk_file.unlink()
     ds = open_dataset(path)
     # Chunk 0 is intact and still reads.
-    np.testing.assert_array_equal(ds.read("train", slice(0, 16))["solution"], expected_split("train")["solution"][:16])
+    np.testing.assert_array_equal(
+        ds.read("train", slice(0, 16))["solution"], expected_split("train")["solution"][:16]
+    )
     with pytest.raises(CorruptDatasetError, match="Regenerate") as e:
         ds.load("train")
     message = str(e.value)

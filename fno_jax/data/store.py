@@ -207,7 +207,9 @@ class DatasetWriter:
     ) -> None:
         self.path = os.fspath(path)
         if not isinstance(spec, Mapping) or "name" not in spec:
-            raise ValueError(f"spec must be a dict with a 'name' entry (the task spec), got {spec!r}")
+            raise ValueError(
+                f"spec must be a dict with a 'name' entry (the task spec), got {spec!r}"
+            )
         if int(resolution) < 1:
             raise ValueError(f"resolution must be a positive integer, got {resolution}")
         if int(chunk) < 1:
@@ -255,7 +257,9 @@ class DatasetWriter:
             for name in ARRAYS:
                 shape = _array_shape(name, self.counts[split], self.resolution)
                 self._arrays[split, name] = ts.open(
-                    _array_spec(self.path, split, name, shape, _array_dtype(name, dtype), self.chunk),
+                    _array_spec(
+                        self.path, split, name, shape, _array_dtype(name, dtype), self.chunk
+                    ),
                     create=True,
                     open=True,
                 ).result()
@@ -312,7 +316,9 @@ class DatasetWriter:
                     f"chunk at {start} of split {split!r} (resolution {self.resolution})"
                 )
             host[name] = value
-        futures = [self._arrays[split, name][start : start + count].write(host[name]) for name in ARRAYS]
+        futures = [
+            self._arrays[split, name][start : start + count].write(host[name]) for name in ARRAYS
+        ]
         for future in futures:
             future.result()
         # Recorded only after every array is stored: a crash before this line rewrites the chunk.
@@ -344,7 +350,9 @@ class DatasetWriter:
             return _read_json(metadata_path)
         missing = {s: v for s, v in self.missing_chunks().items() if v}
         if missing:
-            raise ValueError(f"{self.path} cannot be finalized: chunks not yet written (split: starts) {missing}")
+            raise ValueError(
+                f"{self.path} cannot be finalized: chunks not yet written (split: starts) {missing}"
+            )
         metadata = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -377,7 +385,9 @@ def write_dataset(
     length: float = 1.0,
     chunk: int = 64,
     dtype: str = "float32",
-    norm_stats: Mapping[str, Any] | Callable[[dict[str, np.ndarray]], Mapping[str, Any]] | None = None,
+    norm_stats: Mapping[str, Any]
+    | Callable[[dict[str, np.ndarray]], Mapping[str, Any]]
+    | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> StoredDataset:
     """Writes (or resumes, or finds complete) a dataset and returns it opened.
@@ -492,8 +502,11 @@ class StoredDataset:
         n = self.num(split)
         if not isinstance(index, slice):
             idx = np.asarray(index)
-            if idx.size and (idx.min() < -n or idx.max() >= n):
-                raise ValueError(f"indices out of range for split {split!r} of {self.path} with {n} samples")
+            if idx.size and (idx.min() < 0 or idx.max() >= n):
+                raise ValueError(
+                    f"indices must lie in [0, {n}) for split {split!r} of {self.path}, got "
+                    f"values from {idx.min()} to {idx.max()}"
+                )
         return _read_arrays(self.path, split, arrays, index)
 
     def load(self, split: str) -> dict[str, np.ndarray]:
@@ -517,7 +530,9 @@ class StoredDataset:
 
         order = np.arange(self.num(split)) if indices is None else np.asarray(indices)
         if batch_size < 1 or batch_size > len(order):
-            raise ValueError(f"batch_size must be in [1, {len(order)}] for split {split!r}, got {batch_size}")
+            raise ValueError(
+                f"batch_size must be in [1, {len(order)}] for split {split!r}, got {batch_size}"
+            )
         num_batches = len(order) // batch_size
 
         def fetch(i: int) -> dict[str, np.ndarray]:
@@ -573,7 +588,8 @@ def open_dataset(path: str | os.PathLike[str]) -> StoredDataset:
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise DatasetNotFoundError(
-            f"no dataset at {path}: the directory does not exist. Check the path, or generate the dataset there first."
+            f"no dataset at {path}: the directory does not exist. Check the path, or generate "
+            "the dataset there first."
         )
     metadata_path = os.path.join(path, METADATA_FILE)
     if not os.path.exists(metadata_path):
@@ -589,7 +605,8 @@ def open_dataset(path: str | os.PathLike[str]) -> StoredDataset:
         ) from e
     if metadata.get("format") != FORMAT_NAME:
         raise DatasetFormatError(
-            f"{path} is not an fno-jax dataset (format {metadata.get('format')!r}, expected {FORMAT_NAME!r})"
+            f"{path} is not an fno-jax dataset (format {metadata.get('format')!r}, "
+            f"expected {FORMAT_NAME!r})"
         )
     if metadata.get("version") != FORMAT_VERSION:
         raise DatasetFormatError(
