@@ -28,10 +28,14 @@ def spectral_solve(source: jax.Array, symbol: jax.Array, mask: jax.Array) -> jax
 
     The division is guarded so that gradients stay finite at the masked modes.
     """
-    n = source.shape[-1]
-    f_hat = jnp.fft.rfft2(source)
+    return solve_spectrum(jnp.fft.rfft2(source), symbol, mask, source.dtype)
+
+
+def solve_spectrum(f_hat: jax.Array, symbol: jax.Array, mask: jax.Array, dtype) -> jax.Array:
+    """`spectral_solve` for a source given by its rfft2 f_hat [..., n, n // 2 + 1]."""
+    n = f_hat.shape[-2]
     u_hat = jnp.where(mask, f_hat / jnp.where(mask, symbol, 1), 0)
-    return jnp.fft.irfft2(u_hat, s=(n, n)).astype(source.dtype)
+    return jnp.fft.irfft2(u_hat, s=(n, n)).astype(dtype)
 
 
 def _float_dtype(*arrays) -> jnp.dtype:
