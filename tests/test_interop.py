@@ -71,7 +71,7 @@ def test_matches_numpy_reference(x64, ny, nx):
         OUT,
     )
     x = np.random.default_rng(1).normal(size=(2, ny, nx, IN))
-    got = model.apply({"params": params}, jnp.asarray(x))
+    got = jax.jit(model.apply)({"params": params}, jnp.asarray(x))
     want = _numpy_forward(state, x)
     assert got.dtype == jnp.float64 and got.shape == want.shape
     # Same float64 operations in a different order: agreement to ~1e-13 of the O(1) output.
@@ -83,7 +83,7 @@ def test_modes_at_nyquist_limit(x64):
     state = _state_dict(modes=4, depth=1)
     model, params = load_reference_state_dict(state, dtype=jnp.float64)
     x = np.random.default_rng(2).normal(size=(1, 8, 8, IN))
-    got = model.apply({"params": params}, jnp.asarray(x))
+    got = jax.jit(model.apply)({"params": params}, jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(got), _numpy_forward(state, x), rtol=0, atol=1e-12)
 
 
@@ -97,17 +97,18 @@ def test_export_round_trip():
     assert set(export_reference_state_dict({"params": params})) == set(state)
 
 
-def test_export_of_initialised_model_reloads_to_same_function():
+def test_export_of_fno_params_reloads_to_same_function():
     from fno_jax.model import FNO
 
     model = FNO(width=5, modes=2, depth=2, fc_dim=7, out_dim=1)
-    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-    params = model.init(jax.random.key(1), x)["params"]
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 3)), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(1), x)["params"]
+    rng = np.random.default_rng(4)
+    params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), shapes)
     reloaded, params2 = load_reference_state_dict(export_reference_state_dict(params))
-    np.testing.assert_array_equal(
-        np.asarray(model.apply({"params": params}, x)),
-        np.asarray(reloaded.apply({"params": params2}, x)),
-    )
+    assert reloaded == model
+    apply = jax.jit(model.apply)
+    np.testing.assert_array_equal(np.asarray(apply({"params": params}, x)), np.asarray(apply({"params": params2}, x)))
 
 
 def test_bad_state_dicts():
