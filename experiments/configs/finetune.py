@@ -1,0 +1,23 @@
+"""Fine-tuning a pretrained FNO on a downstream task (all weights train, fresh optimizer and schedule).
+
+    python -m experiments.main --config=experiments/configs/finetune.py:poisson \
+        --config.init_from=runs/pretrain_poisson --config.task_ranges.eigenvalue_range="(5.0, 10.0)" \
+        --config.data.num_train=64 --workdir=runs/finetune_poisson_5_10_n64
+
+Zero-shot evaluation of the pretrained model: add --config.train.num_steps=0.
+ARG: the downstream PDE, optionally ",runlocal" for the CPU-sized variant matching pretrain.py:TASK,runlocal.
+"""
+
+from experiments.configs import pretrain
+
+
+def get_config(arg: str = "poisson"):
+    config = pretrain.get_config(arg)
+    # Downstream data are few: smaller batches, fewer steps than pretraining.
+    config.data.num_train = 64 if "runlocal" not in (arg or "") else 32
+    config.train.batch_size = min(config.train.batch_size, config.data.num_train)
+    config.train.num_steps = 2000 if "runlocal" not in (arg or "") else 100
+    config.train.eval_every = min(config.train.eval_every, config.train.num_steps)
+    config.train.checkpoint_every = min(config.train.checkpoint_every, config.train.num_steps)
+    config.require_init_from = True  # set --config.init_from=PRETRAINED_WORKDIR
+    return config

@@ -1,0 +1,34 @@
+"""Pre-training on one PDE family (or the mixture), at the paper's scale.
+
+    python -m experiments.main --config=experiments/configs/pretrain.py:poisson --workdir=runs/pretrain_poisson
+    python -m experiments.main --config=experiments/configs/pretrain.py:mixed --workdir=runs/pretrain_mixed
+
+ARG: poisson | advection_diffusion | helmholtz | mixed, optionally followed by ",runlocal" for a CPU-sized variant
+(32x32, small model, a few hundred steps) that checks the whole path in about a minute.
+"""
+
+from fno_jax.config import TASKS, default_config
+
+
+def get_config(arg: str = "poisson"):
+    task, _, variant = (arg or "poisson").partition(",")
+    if task not in TASKS:
+        raise ValueError(f"pretrain.py:{arg}: the PDE must be one of {TASKS}, e.g. pretrain.py:poisson.")
+    config = default_config()
+    config.task = task
+    # The paper's in-distribution ranges (defaults of default_config): e in [1, 5], ratio in [0.2, 1], omega 1..10.
+    if variant == "runlocal":
+        config.data.resolution = 32
+        config.data.num_train = 256
+        config.data.num_val = 64
+        config.data.num_test = 64
+        config.model.width = 16
+        config.model.modes = 8
+        config.train.batch_size = 32
+        config.train.num_steps = 200
+        config.train.eval_every = 50
+        config.train.checkpoint_every = 100
+        config.train.log_every = 25
+    elif variant:
+        raise ValueError(f"pretrain.py:{arg}: unknown variant {variant!r}; the only one is 'runlocal'.")
+    return config

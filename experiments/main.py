@@ -1,0 +1,43 @@
+"""Train, fine-tune or evaluate one FNO run.
+
+    python -m experiments.main --config=experiments/configs/pretrain.py:poisson --workdir=runs/pretrain_poisson \
+        [--config.train.num_steps=1000 ...]
+
+Running the same command again on the same workdir resumes from the latest checkpoint.
+"""
+
+import logging
+import sys
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+from fno_jax.train import train_and_evaluate
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Run configuration file (path[:arg]).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from fno_jax.distributed import maybe_initialize
+
+    maybe_initialize()
+    # Library chatter (checkpoint I/O) at warning level; the run's own progress through the "fno_jax" logger.
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logger = logging.getLogger("fno_jax")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,181 @@
+"""Orbax checkpoints under `workdir/checkpoints/<step>/`.
+
+Each step holds three items: `params` and `opt_state` (array trees, `StandardSave`) and `meta` (JSON: model config,
+channel layout, normalization statistics, task spec, run config, provenance, best-validation bookkeeping). Fine-tuning
+restores the `params` item alone. Orbax writes each step into a temporary directory and renames it when complete, so
+a killed save never looks like a checkpoint; a step that still fails to restore is skipped with a warning in favour
+of the previous one.
+"""
+
+import json
+import os
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+ITEMS = ("params", "opt_state", "meta")
+
+
+def checkpoint_dir(workdir: str | os.PathLike) -> str:
+    return os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint where one was expected."""
+
+
+class Checkpointer:
+    """Saves and restores a run's state; keeps the newest `max_to_keep` steps plus any protected (best) step."""
+
+    def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3, read_only: bool = False):
+        self.directory = checkpoint_dir(workdir)
+        self.max_to_keep = max(int(max_to_keep), 1)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None,
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+    # ---- queries ---------------------------------------------------------------------------------------------
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def meta(self, step: int) -> dict[str, Any]:
+        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
+
+    # ---- save ------------------------------------------------------------------------------------------------
+    def save(self, step: int, params, opt_state, meta: dict[str, Any], *, protect: Iterable[int] = ()) -> None:
+        """Save `step` (asynchronously; arrays are copied off the device before this returns)."""
+        self.manager.wait_until_finished()
+        if step in self.manager.all_steps():
+            return
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params),
+                opt_state=ocp.args.StandardSave(opt_state),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
+        self._prune(keep={step, *protect})
+
+    def _prune(self, keep: set[int]) -> None:
+        steps = sorted(self.manager.all_steps())
+        newest = set(steps[-self.max_to_keep :])
+        for s in steps:
+            if s not in newest and s not in keep:
+                self.manager.wait_until_finished()
+                self.manager.delete(s)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+    # ---- restore ---------------------------------------------------------------------------------------------
+    def restore(self, step: int, abstract_params, abstract_opt_state) -> tuple[Any, Any, dict]:
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(abstract_params),
+                opt_state=ocp.args.StandardRestore(abstract_opt_state),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        return restored["params"], restored["opt_state"], dict(restored["meta"])
+
+    def restore_latest(self, abstract_params, abstract_opt_state) -> tuple[int, Any, Any, dict] | None:
+        """The newest step that restores; broken newer steps are reported and skipped (never deleted)."""
+        for step in reversed(self.steps()):
+            try:
+                params, opt_state, meta = self.restore(step, abstract_params, abstract_opt_state)
+            except Exception as err:  # noqa: BLE001 - any unreadable step falls back to an older one
+                warnings.warn(
+                    f"checkpoint {self.directory}/{step} could not be restored ({type(err).__name__}: "
+                    f"{str(err)[:200]}); falling back to the previous checkpoint.",
+                    stacklevel=2,
+                )
+                continue
+            return step, params, opt_state, meta
+        return None
+
+    def restore_params(self, step: int, abstract_params=None):
+        args = ocp.args.StandardRestore(abstract_params) if abstract_params is not None else None
+        if args is None:
+            args = ocp.args.StandardRestore()
+        restored = self.manager.restore(step, args=ocp.args.Composite(params=args))
+        return restored["params"]
+
+
+def _resolve_step(ckpt: Checkpointer, workdir, step: int | None | str) -> int:
+    steps = ckpt.steps()
+    if not steps:
+        raise CheckpointError(
+            f"no checkpoint under {ckpt.directory}; train a model there first "
+            "(python -m experiments.main --config=... --workdir=...)."
+        )
+    if step is None:
+        return steps[-1]
+    if step == "best" or step == -1:
+        best = ckpt.meta(steps[-1]).get("best_step")
+        if best is None or best not in steps:
+            return steps[-1]
+        return int(best)
+    if int(step) not in steps:
+        raise CheckpointError(f"no checkpoint for step {step} in {ckpt.directory}; available steps: {steps}.")
+    return int(step)
+
+
+def load_params(workdir: str | os.PathLike, step: int | None | str = None):
+    """The params pytree saved in `workdir` at `step` (latest by default; "best" or -1: best validation)."""
+    ckpt = Checkpointer(workdir, read_only=True)
+    try:
+        resolved = _resolve_step(ckpt, workdir, step)
+        params = ckpt.restore_params(resolved)
+    finally:
+        ckpt.close()
+    return jax.tree_util.tree_map(np.asarray, params)
+
+
+def load_meta(workdir: str | os.PathLike, step: int | None | str = None) -> tuple[int, dict[str, Any]]:
+    """(step, meta) of a checkpoint in `workdir` (latest by default; "best" or -1: best validation)."""
+    ckpt = Checkpointer(workdir, read_only=True)
+    try:
+        resolved = _resolve_step(ckpt, workdir, step)
+        return resolved, ckpt.meta(resolved)
+    finally:
+        ckpt.close()
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to `path` through a temporary file and a rename, so readers never see half a file."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic | np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

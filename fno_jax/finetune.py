@@ -1,0 +1,129 @@
+"""Fine-tuning: a pretrained params pytree swapped into a fresh train state.
+
+Only the `params` item of the pretrained checkpoint is restored; the optimizer state and schedule start fresh.
+Channel adaptation (documented contract): the lifting layer `lift` maps input channels to the hidden width, one
+kernel row per channel. For a downstream layout that differs from the pretrained one, each downstream channel takes
+  - the pretrained row of the same name, if there is one;
+  - for Helmholtz's `D` (its diffusion is D * identity, i.e. K11 = K22 = D, K12 = 0), the sum of the pretrained
+    `K11` and `K22` rows, which is exactly how the pretrained model sees that PDE in its own layout;
+  - otherwise zeros (a new channel): the model's initial function on the shared channels is unchanged.
+Pretrained channels the downstream lacks are dropped (as if they were zero). A downstream `K11`/`K22`/`K12` from a
+pretrained `D` cannot be mapped (one number cannot say three): use the `mixed` layout for such transfers.
+"""
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from fno_jax import channels, checkpoint
+from fno_jax.normalization import NormStats
+
+MODEL_KEYS = ("width", "modes", "depth", "fc_dim")
+
+
+class TransferError(ValueError):
+    """A pretrained model that cannot initialise the requested downstream model."""
+
+
+def load_pretrained(init_from: str, init_step: int = -1) -> tuple[int, Any, dict[str, Any]]:
+    """(step, params as numpy, meta) of a pretrained workdir; `init_step=-1` picks its best-validation step."""
+    if not os.path.isdir(init_from):
+        raise TransferError(
+            f"config.init_from={init_from!r} is not a directory; point it at the workdir of a finished pretraining run."
+        )
+    try:
+        step, meta = checkpoint.load_meta(init_from, "best" if init_step in (-1, None) else init_step)
+        params = checkpoint.load_params(init_from, step)
+    except checkpoint.CheckpointError as err:
+        raise TransferError(f"config.init_from={init_from!r}: {err}") from err
+    return step, params, meta
+
+
+def check_architecture(pretrained_model: Mapping[str, int], model: Mapping[str, int], init_from: str) -> None:
+    """Same width/modes/depth/fc_dim, or a TransferError naming what differs."""
+    diff = {k: (pretrained_model.get(k), model[k]) for k in MODEL_KEYS if pretrained_model.get(k) != model[k]}
+    if diff:
+        text = ", ".join(f"{k}: pretrained {a} vs config {b}" for k, (a, b) in diff.items())
+        raise TransferError(
+            f"the checkpoint in {init_from} is another architecture ({text}); set config.model to the pretrained "
+            "sizes or choose a matching init_from."
+        )
+
+
+def check_shapes(pretrained, fresh) -> None:
+    """Every leaf but the lift kernel must match the fresh model's shape; names the mismatches."""
+    flat_p = {checkpoint_path(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(pretrained)}
+    flat_f = {checkpoint_path(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(fresh)}
+    bad = []
+    for name in sorted(set(flat_p) | set(flat_f)):
+        if name == "lift/kernel":
+            continue
+        if flat_p.get(name) != flat_f.get(name):
+            bad.append(f"{name}: pretrained {flat_p.get(name)} vs model {flat_f.get(name)}")
+    if bad:
+        raise TransferError("pretrained params do not fit the model: " + "; ".join(bad[:8]))
+
+
+def checkpoint_path(path) -> str:
+    return "/".join(str(getattr(e, "key", getattr(e, "name", e))) for e in path)
+
+
+def channel_map(pretrained_layout: str, layout: str) -> list[list[int]]:
+    """For each downstream channel, the pretrained channel indices whose lift rows it takes (summed)."""
+    src = channels.LAYOUTS[channels.validate_layout(pretrained_layout)]
+    dst = channels.LAYOUTS[channels.validate_layout(layout)]
+    index = {name: i for i, name in enumerate(src)}
+    mapping = []
+    for name in dst:
+        if name in index:
+            mapping.append([index[name]])
+        elif name == "D" and "K11" in index and "K22" in index:
+            mapping.append([index["K11"], index["K22"]])
+        elif name in ("K11", "K22", "K12") and "D" in index:
+            raise TransferError(
+                f"channel {name} of layout {layout!r} cannot be mapped from the pretrained layout "
+                f"{pretrained_layout!r} (it has only the scalar D); pretrain and fine-tune with data.layout='mixed'."
+            )
+        else:
+            mapping.append([])
+    return mapping
+
+
+def adapt_lift_kernel(kernel: np.ndarray, pretrained_layout: str, layout: str) -> np.ndarray:
+    """Lift kernel [C_pretrained, width] -> [C_downstream, width] per `channel_map`."""
+    kernel = np.asarray(kernel)
+    expected = len(channels.LAYOUTS[pretrained_layout])
+    if kernel.shape[0] != expected:
+        raise TransferError(
+            f"pretrained lift kernel has {kernel.shape[0]} input channels but layout {pretrained_layout!r} has "
+            f"{expected}; the checkpoint's metadata is inconsistent."
+        )
+    rows = [
+        kernel[idx].sum(axis=0) if idx else np.zeros(kernel.shape[1], kernel.dtype)
+        for idx in channel_map(pretrained_layout, layout)
+    ]
+    return np.stack(rows)
+
+
+def transfer_params(pretrained, fresh, pretrained_layout: str, layout: str):
+    """The pretrained params, lift adapted to `layout`, cast to the fresh params' dtypes (a new pytree)."""
+    check_shapes(pretrained, fresh)
+    adapted = jax.tree_util.tree_map(np.asarray, pretrained)
+    adapted = {k: dict(v) if isinstance(v, Mapping) else v for k, v in adapted.items()}
+    adapted["lift"]["kernel"] = adapt_lift_kernel(adapted["lift"]["kernel"], pretrained_layout, layout)
+    return jax.tree_util.tree_map(lambda p, f: np.asarray(p, dtype=np.asarray(f).dtype), adapted, fresh)
+
+
+def transfer_stats(pretrained: NormStats, downstream: NormStats, pretrained_layout: str, layout: str) -> NormStats:
+    """`finetune.norm_stats="pretrained"`: the pretrained source scale and coefficient scales for channels that
+    map one-to-one; downstream scales for the rest."""
+    scales = []
+    for j, idx in enumerate(channel_map(pretrained_layout, layout)[1:]):
+        if len(idx) == 1:
+            scales.append(pretrained.coeff_scale[idx[0] - 1])
+        else:
+            scales.append(downstream.coeff_scale[j])
+    return NormStats(source_scale=pretrained.source_scale, coeff_scale=tuple(scales))

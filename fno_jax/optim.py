@@ -1,0 +1,75 @@
+"""Optimizer: Adam(W) with linear warmup and cosine decay (the paper's schedule), optional frozen subtrees."""
+
+import re
+from collections.abc import Sequence
+
+import jax
+import optax
+
+
+def learning_rate_schedule(learning_rate: float, num_steps: int, warmup_steps: int = 0) -> optax.Schedule:
+    """Linear warmup from 0 over `warmup_steps`, then cosine decay to 0 at `num_steps`."""
+    num_steps = max(int(num_steps), 1)
+    warmup_steps = min(int(warmup_steps), num_steps - 1) if num_steps > 1 else 0
+    if warmup_steps > 0:
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0,
+            peak_value=learning_rate,
+            warmup_steps=warmup_steps,
+            decay_steps=num_steps,
+            end_value=0.0,
+        )
+    return optax.cosine_decay_schedule(learning_rate, decay_steps=num_steps)
+
+
+def param_path(path: tuple) -> str:
+    """'/'-joined names of a pytree key path, e.g. 'spectral_0/weights1'."""
+    parts = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+    return "/".join(parts)
+
+
+def freeze_labels(params, patterns: Sequence[str]):
+    """'frozen' for every leaf whose path matches one of the regexes `patterns`, else 'trainable'."""
+    compiled = [re.compile(p) for p in patterns]
+
+    def label(path, _):
+        name = param_path(path)
+        return "frozen" if any(c.search(name) for c in compiled) else "trainable"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(
+    learning_rate: float,
+    num_steps: int,
+    *,
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+    freeze: Sequence[str] = (),
+    params=None,
+) -> optax.GradientTransformation:
+    """Adam with the schedule above; leaves matching `freeze` get exactly zero updates.
+
+    `params` is needed only when `freeze` is given (to label the leaves).
+    """
+    schedule = learning_rate_schedule(learning_rate, num_steps, warmup_steps)
+    if weight_decay > 0:
+        base = optax.adamw(schedule, weight_decay=weight_decay)
+    else:
+        base = optax.adam(schedule)
+    if not freeze:
+        return base
+    if params is None:
+        raise ValueError("make_optimizer: `params` is required to label leaves when `freeze` is set.")
+    labels = freeze_labels(params, freeze)
+    if "trainable" not in jax.tree_util.tree_leaves(labels):
+        raise ValueError(
+            f"finetune.freeze={tuple(freeze)} matches every parameter, so nothing would train; "
+            "use narrower patterns (e.g. 'spectral_.*' to freeze the Fourier layers only)."
+        )
+    return optax.multi_transform({"trainable": base, "frozen": optax.set_to_zero()}, labels)

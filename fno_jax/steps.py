@@ -1,0 +1,97 @@
+"""Pure, per-device train and eval steps.
+
+The train state is a plain dict `{"params", "opt_state", "step"}`. A batch is a dict of raw physical arrays
+`{"source": [B, n, n], "coeffs": [B, C-1], "solution": [B, n, n]}`; normalization and channel assembly happen inside
+the step, so datasets hold no broadcast coefficient fields. Functions here are written for one device: with
+`axis_name` set they average over that mesh axis (`lax.pmean`), which is all data parallelism needs.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from fno_jax import channels, normalization
+from fno_jax.losses import relative_l2, sum_squared_error
+
+State = dict[str, Any]
+Batch = dict[str, jax.Array]
+
+
+def model_inputs(batch: Batch, norm: normalization.NormStats, length: float) -> jax.Array:
+    """Normalized, channels-last model input [B, n, n, C] from a raw batch."""
+    source, coeffs = normalization.normalize(batch["source"], batch["coeffs"], norm, length=length)
+    return channels.assemble_inputs(source, coeffs)
+
+
+def predict(params, batch: Batch, *, model: nn.Module, norm, length: float) -> jax.Array:
+    """The model's u [B, n, n] for a raw batch."""
+    return model.apply({"params": params}, model_inputs(batch, norm, length))[..., 0]
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def train_step(
+    state: State,
+    batch: Batch,
+    *,
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    norm: normalization.NormStats,
+    length: float,
+    axis_name: str | None = None,
+) -> tuple[State, dict[str, jax.Array]]:
+    """One Adam step on the sum-of-squares loss; a non-finite loss or gradient leaves params unchanged.
+
+    Returns the new state and `{"loss", "grad_norm", "finite"}` (averaged over `axis_name` when given).
+    """
+
+    def loss_fn(params):
+        return sum_squared_error(predict(params, batch, model=model, norm=norm, length=length), batch["solution"])
+
+    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+    if axis_name is not None:
+        loss, grads = jax.lax.pmean((loss, grads), axis_name)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    # Skip the update rather than poison the state: the outer loop stops at its next check and names this step.
+    keep = lambda new, old: jnp.where(finite, new, old)
+    new_state = {
+        "params": jax.tree_util.tree_map(keep, params, state["params"]),
+        "opt_state": jax.tree_util.tree_map(keep, opt_state, state["opt_state"]),
+        "step": state["step"] + 1,
+    }
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite}
+    return new_state, metrics
+
+
+def eval_step(
+    params,
+    batch: Batch,
+    mask: jax.Array,
+    *,
+    model: nn.Module,
+    norm: normalization.NormStats,
+    length: float,
+    axis_name: str | None = None,
+) -> dict[str, jax.Array]:
+    """Sums of per-sample relative L2 error and of the loss over the samples where `mask` is true."""
+    prediction = predict(params, batch, model=model, norm=norm, length=length)
+    rel = relative_l2(prediction, batch["solution"])
+    diff = (prediction - batch["solution"]).reshape(rel.shape[0], -1)
+    sse = jnp.sum(diff * diff, axis=-1)
+    mask = mask.astype(rel.dtype)
+    out = {
+        "rel_l2_sum": jnp.sum(rel * mask),
+        "sse_sum": jnp.sum(sse * mask),
+        "count": jnp.sum(mask),
+    }
+    if axis_name is not None:
+        out = jax.lax.psum(out, axis_name)
+    return out

@@ -1,0 +1,468 @@
+"""One run: data -> normalization -> FNO -> data-parallel training -> checkpoints -> test summary.
+
+`train_and_evaluate(config, workdir)` is the whole job; `experiments/main.py` is a thin CLI around it. Everything a
+step depends on (batch order, stream samples, init) is a function of (seed, step), so rerunning the same command on
+the same workdir resumes from the newest good checkpoint and ends with the same parameters as an uninterrupted run.
+
+Workdir: config.json, metrics.jsonl, checkpoints/<step>/ (orbax), summary.json (at the end), .lock (while running).
+"""
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fno_jax import channels, checkpoint, finetune, steps
+from fno_jax.config import ConfigError, validate_config
+from fno_jax.data import generate, nested_subset, open_dataset
+from fno_jax.model import FNO
+from fno_jax.normalization import NormStats, source_norms, stats_from_norms
+from fno_jax.optim import make_optimizer
+from fno_jax.parallel import DataParallel
+from fno_jax.progress import Progress
+from fno_jax.workdir_lock import WorkdirLock
+
+log = logging.getLogger("fno_jax")
+
+TRAIN_KEYS = ("source", "coeffs", "solution")
+# Config sections that define what a workdir's checkpoints are; changing them on a resume is an error.
+_IDENTITY_KEYS = ("seed", "task", "task_ranges", "data", "model", "init_from", "init_step")
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a non-finite loss or gradient."""
+
+
+@dataclasses.dataclass
+class Splits:
+    """Host arrays of the run's splits, each {"source", "coeffs", "solution"}; the train split's source indices."""
+
+    train: dict[str, np.ndarray] | None
+    val: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    train_indices: np.ndarray | None
+
+
+def layout_of(config: ml_collections.ConfigDict) -> str:
+    return config.data.layout or config.task
+
+
+def model_from_config(config: ml_collections.ConfigDict) -> FNO:
+    dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
+    m = config.model
+    return FNO(width=m.width, modes=m.modes, depth=m.depth, fc_dim=m.fc_dim, out_dim=1, dtype=dtype)
+
+
+def num_params(params) -> int:
+    return int(sum(np.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params)))
+
+
+# ---- data -----------------------------------------------------------------------------------------------------
+def _to_train_arrays(batch: dict[str, np.ndarray], layout: str) -> dict[str, np.ndarray]:
+    coeffs = np.asarray(channels.coefficients(batch, layout))
+    return {"source": np.asarray(batch["source"]), "coeffs": coeffs, "solution": np.asarray(batch["solution"])}
+
+
+def load_splits(config: ml_collections.ConfigDict, task, layout: str, *, need_train: bool) -> Splits:
+    """Train (nested subset of the pool), val and test splits as host arrays, per `config.data.source`."""
+    d = config.data
+    source = d.source
+    if source in ("generate", "stream"):
+        make = functools.partial(
+            generate.generate_split, task, config.seed, resolution=d.resolution, chunk=d.generate_chunk
+        )
+        val = _to_train_arrays(make("val", d.num_val), layout)
+        test = _to_train_arrays(make("test", d.num_test), layout)
+        if not need_train or source == "stream":
+            return Splits(None, val, test, None)
+        pool = make("train", d.num_train_pool or d.num_train)
+        indices = nested_subset(pool["volume_fraction"], d.num_train, config.seed)
+        train = _to_train_arrays({k: v[indices] for k, v in pool.items()}, layout)
+        return Splits(train, val, test, indices)
+
+    dataset = open_dataset(source)
+    dataset.check_compatible(resolution=d.resolution, layout=layout)
+    spec = dataset.task
+    if config.task != "mixed" and spec.get("name") not in (config.task, None):
+        raise ConfigError(
+            f"dataset {source} holds task {spec.get('name')!r} but config.task={config.task!r}; "
+            f"set config.task={spec.get('name')!r} or use a {config.task!r} dataset."
+        )
+    for split, wanted in (("val", d.num_val), ("test", d.num_test)):
+        if wanted > dataset.num(split):
+            raise ConfigError(
+                f"config.data.num_{split}={wanted} exceeds the {dataset.num(split)} samples of split {split!r} in "
+                f"{source}; lower it or generate a bigger dataset."
+            )
+    val = _to_train_arrays(dataset.read("val", slice(0, d.num_val)), layout)
+    test = _to_train_arrays(dataset.read("test", slice(0, d.num_test)), layout)
+    if not need_train:
+        return Splits(None, val, test, None)
+    if d.num_train > dataset.num("train"):
+        raise ConfigError(
+            f"config.data.num_train={d.num_train} exceeds the {dataset.num('train')} training samples in {source}; "
+            "lower it or generate a bigger dataset."
+        )
+    vf = dataset.read("train", slice(None))["volume_fraction"] if d.num_train < dataset.num("train") else None
+    indices = nested_subset(vf, d.num_train, config.seed) if vf is not None else np.arange(d.num_train)
+    train = _to_train_arrays(dataset.read("train", indices), layout)
+    return Splits(train, val, test, indices)
+
+
+def stream_stats(config: ml_collections.ConfigDict, task, layout: str, num: int = 1024) -> NormStats:
+    """Normalization statistics of stream mode: from the first `num` samples of the stream's pilot split."""
+    d = config.data
+    pilot = generate.generate_split(task, config.seed, "train", num, d.resolution, chunk=d.generate_chunk)
+    arrays = _to_train_arrays(pilot, layout)
+    return stats_from_norms(source_norms(arrays["source"], d.length), arrays["coeffs"])
+
+
+# ---- steps ----------------------------------------------------------------------------------------------------
+def batch_indices(step: jax.Array, *, num: int, batch_size: int, seed: int) -> jax.Array:
+    """Indices of the samples of training step `step`: epoch-wise permutations seeded by (seed, epoch)."""
+    per_epoch = num // batch_size
+    epoch = step // per_epoch
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 2000), epoch)
+    order = jax.random.permutation(key, num)
+    return jax.lax.dynamic_slice_in_dim(order, (step % per_epoch) * batch_size, batch_size)
+
+
+def _select_from_data(step, data, *, num, batch_size, seed):
+    index = batch_indices(step, num=num, batch_size=batch_size, seed=seed)
+    return {k: data[k][index] for k in TRAIN_KEYS}
+
+
+def _select_from_stream(step, data, *, task, seed, batch_size, resolution, layout):
+    del data
+    batch = generate.stream_batch(task, seed, step, batch_size, resolution)
+    return {"source": batch["source"], "coeffs": channels.coefficients(batch, layout), "solution": batch["solution"]}
+
+
+def evaluate(eval_fn: Callable, params, data: dict[str, jax.Array], batch_size: int) -> dict[str, float]:
+    """Mean relative L2 and loss over a device-resident split."""
+    num = int(data["source"].shape[0])
+    totals = [eval_fn(params, data, jnp.int32(start)) for start in range(0, num, batch_size)]
+    totals = jax.device_get(totals)
+    count = sum(float(t["count"]) for t in totals)
+    return {
+        "rel_l2": sum(float(t["rel_l2_sum"]) for t in totals) / count,
+        "loss": sum(float(t["sse_sum"]) for t in totals) / count,
+    }
+
+
+# ---- the run --------------------------------------------------------------------------------------------------
+def _is_main() -> bool:
+    return jax.process_index() == 0
+
+
+def _write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """config.json; a workdir that already holds another run's identity (model, data, task) is refused."""
+    path = os.path.join(workdir, "config.json")
+    new = json.loads(config.to_json())
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        changed = [k for k in _IDENTITY_KEYS if old.get(k) != new.get(k)]
+        if changed:
+            k = changed[0]
+            raise ConfigError(
+                f"workdir {workdir} holds a run with a different config.{k} ({old.get(k)!r} there, {new.get(k)!r} "
+                "now); use a new --workdir, or the same config to resume."
+            )
+    if _is_main():
+        checkpoint.write_json_atomic(path, new)
+
+
+def _truncate_metrics(path: str, step: int) -> None:
+    """Drop metrics lines past `step` (written by a run that died after its last checkpoint)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+
+
+def _append_metrics(path: str, record: dict[str, Any]) -> None:
+    if _is_main():
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _mode(config) -> str:
+    if not config.init_from:
+        return "scratch"
+    return "zeroshot" if config.train.num_steps == 0 else "finetune"
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Train (or, with num_steps=0 and init_from, only evaluate) one run in `workdir`; returns the summary."""
+    validate_config(config)
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    lock = WorkdirLock(workdir) if _is_main() else None
+    if lock:
+        lock.acquire()
+    try:
+        return _train_and_evaluate(config, workdir)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    c, t, d = config, config.train, config.data
+    layout = layout_of(c)
+    parallel = DataParallel(t.parallel)
+    parallel.check_batch_size(t.batch_size)
+    eval_batch = -(-t.eval_batch_size // parallel.num_devices) * parallel.num_devices
+    task = generate.task_from_config(c)
+    model = model_from_config(c)
+    model_cfg = {k: int(c.model[k]) for k in finetune.MODEL_KEYS}
+
+    # Pretrained model first: its errors must come before any data is made.
+    pretrained = None
+    if c.init_from:
+        p_step, p_params, p_meta = finetune.load_pretrained(c.init_from, c.init_step)
+        finetune.check_architecture(p_meta["model"], model_cfg, c.init_from)
+        finetune.channel_map(p_meta["layout"], layout)  # raises when channels cannot be mapped
+        pretrained = (p_step, p_params, p_meta)
+
+    ckpt = checkpoint.Checkpointer(workdir, max_to_keep=t.max_to_keep)
+    if ckpt.steps():
+        _, meta = ckpt.steps()[-1], ckpt.meta(ckpt.steps()[-1])
+        if meta.get("model") != model_cfg or meta.get("layout") != layout:
+            ckpt.close()
+            raise ConfigError(
+                f"workdir {workdir} holds checkpoints of another architecture (model {meta.get('model')}, layout "
+                f"{meta.get('layout')!r}; this config: model {model_cfg}, layout {layout!r}); use a new --workdir."
+            )
+    _write_config(workdir, c)
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+
+    # Data.
+    mode = _mode(c)
+    splits = load_splits(c, task, layout, need_train=mode != "zeroshot")
+    if d.source == "stream":
+        stats = stream_stats(c, task, layout)
+    elif splits.train is not None:
+        stats = stats_from_norms(source_norms(splits.train["source"], d.length), splits.train["coeffs"])
+    else:  # zero-shot: the downstream stats are those of its (unused) train pool, made the same way as a run's
+        pool = generate.generate_split(task, c.seed, "train", d.num_train, d.resolution, chunk=d.generate_chunk)
+        arrays = _to_train_arrays(pool, layout)
+        stats = stats_from_norms(source_norms(arrays["source"], d.length), arrays["coeffs"])
+    if pretrained is not None and c.finetune.norm_stats == "pretrained":
+        p_stats = NormStats.from_dict(pretrained[2]["norm_stats"])
+        stats = finetune.transfer_stats(p_stats, stats, pretrained[2]["layout"], layout)
+
+    # Params: fresh init, then the pretrained params swapped in.
+    init_key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 3000)
+    dummy = jnp.zeros((1, d.resolution, d.resolution, channels.num_channels(layout)), jnp.float32)
+    params = jax.jit(lambda k: model.init(k, dummy)["params"])(init_key)
+    if pretrained is not None:
+        params = finetune.transfer_params(pretrained[1], params, pretrained[2]["layout"], layout)
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    optimizer = make_optimizer(
+        t.learning_rate,
+        max(t.num_steps, 1),
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        freeze=tuple(c.finetune.freeze),
+        params=params,
+    )
+    state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.int32(0)}
+
+    meta = {
+        "model": model_cfg,
+        "layout": layout,
+        "norm_stats": stats.to_dict(),
+        "task_spec": task.spec(),
+        "config": json.loads(c.to_json()),
+        "provenance": _provenance(c, pretrained),
+        "best_step": None,
+        "best_val_rel_l2": None,
+    }
+    restored = None
+    if ckpt.steps():
+        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+        restored = ckpt.restore_latest(abstract["params"], abstract["opt_state"])
+    if restored is not None:
+        r_step, r_params, r_opt, r_meta = restored
+        state = {"params": r_params, "opt_state": r_opt, "step": jnp.int32(r_step)}
+        stats = NormStats.from_dict(r_meta["norm_stats"])
+        meta.update(best_step=r_meta.get("best_step"), best_val_rel_l2=r_meta.get("best_val_rel_l2"))
+        meta["norm_stats"] = r_meta["norm_stats"]
+        _truncate_metrics(metrics_path, r_step)
+        if _is_main():
+            log.info("resuming %s from step %d", workdir, r_step)
+    elif os.path.exists(metrics_path) and _is_main():
+        os.remove(metrics_path)
+    start_step = int(state["step"])
+
+    eval_fn = parallel.compile_eval(
+        functools.partial(steps.eval_step, model=model, norm=stats, length=d.length), eval_batch
+    )
+    val_data = parallel.put_data(splits.val, for_training=False)
+    summary_extra: dict[str, Any] = {}
+
+    if t.num_steps > 0 and start_step < t.num_steps:
+        state, summary_extra = _train_loop(
+            c, workdir, parallel, model, optimizer, stats, task, layout, splits, state, meta, ckpt, eval_fn,
+            val_data, eval_batch, metrics_path,
+        )  # fmt: skip
+
+    # Final evaluation with the best-validation params.
+    if t.num_steps == 0:
+        best_params, best_step = state["params"], 0
+        val = evaluate(eval_fn, parallel.eval_params(parallel.replicate(best_params)), val_data, eval_batch)
+        meta.update(best_step=0, best_val_rel_l2=val["rel_l2"])
+    else:
+        best_step = meta["best_step"] if meta["best_step"] is not None else int(ckpt.latest_step())
+        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+        best_params = ckpt.restore_params(best_step, abstract)
+    ckpt.close()
+    test_data = parallel.put_data(splits.test, for_training=False)
+    eval_params = parallel.eval_params(parallel.replicate(jax.device_get(best_params)))
+    test = evaluate(eval_fn, eval_params, test_data, eval_batch)
+    summary = {
+        "task": c.task,
+        "layout": layout,
+        "mode": mode,
+        "num_train": int(d.num_train) if mode != "zeroshot" else 0,
+        "model": model_cfg,
+        "num_params": num_params(params),
+        "test_rel_l2": test["rel_l2"],
+        "test_loss": test["loss"],
+        "val_rel_l2": meta["best_val_rel_l2"],
+        "best_step": best_step,
+        "learning_rate": float(t.learning_rate),
+        "steps": int(t.num_steps),
+        "task_spec": task.spec(),
+        "init_from": c.init_from,
+        "devices": parallel.num_devices,
+        "wall_s": time.perf_counter() - t_start,
+        **summary_extra,
+    }
+    if _is_main():
+        checkpoint.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+        log.info("test rel L2 %.4g (best step %s)", test["rel_l2"], best_step)
+    return summary
+
+
+def _provenance(config, pretrained) -> dict[str, Any]:
+    from fno_jax.data.store import package_version
+
+    return {
+        "package_version": package_version(),
+        "seed": int(config.seed),
+        "jax_version": jax.__version__,
+        "init_from": config.init_from,
+        "init_step": pretrained[0] if pretrained else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _train_loop(
+    c, workdir, parallel, model, optimizer, stats, task, layout, splits, state, meta, ckpt, eval_fn, val_data,
+    eval_batch, metrics_path,
+):  # fmt: skip
+    t, d = c.train, c.data
+    per_device = functools.partial(steps.train_step, model=model, optimizer=optimizer, norm=stats, length=d.length)
+    if d.source == "stream":
+        select = functools.partial(
+            _select_from_stream, task=task, seed=c.seed, batch_size=t.batch_size, resolution=d.resolution, layout=layout
+        )
+        train_data = {}
+    else:
+        num = splits.train["source"].shape[0]
+        select = functools.partial(_select_from_data, num=num, batch_size=t.batch_size, seed=c.seed)
+        train_data = parallel.put_data(splits.train, for_training=True)
+    step_fn = parallel.compile_train(per_device, select)
+
+    state = parallel.replicate(jax.device_get(state))
+    step = int(jax.device_get(parallel.unreplicate(state)["step"]))
+    progress = Progress(t.num_steps, start=step)
+    pending: list[tuple[int, dict]] = []
+    t_window, window_start = time.perf_counter(), step
+    compile_s = None
+    while step < t.num_steps:
+        t0 = time.perf_counter()
+        state, metrics = step_fn(state, train_data)
+        step += 1
+        if compile_s is None:
+            jax.block_until_ready(metrics)
+            compile_s = time.perf_counter() - t0
+            t_window, window_start = time.perf_counter(), step
+        pending.append((step, metrics))
+        last = step == t.num_steps
+        if step % t.log_every == 0 or step % t.eval_every == 0 or step % t.checkpoint_every == 0 or last:
+            host = jax.device_get([parallel.unreplicate(m) for _, m in pending])
+            for (s, _), m in zip(pending, host, strict=True):
+                if not bool(m["finite"]):
+                    raise NonFiniteError(_nonfinite_message(c, s, m, splits, workdir, ckpt))
+            elapsed = time.perf_counter() - t_window
+            record = {
+                "step": step,
+                "train_loss": float(np.mean([m["loss"] for m in host])),
+                "grad_norm": float(np.mean([m["grad_norm"] for m in host])),
+                "steps_per_s": (step - window_start) / elapsed if elapsed > 0 else None,
+            }
+            pending.clear()
+            t_window, window_start = time.perf_counter(), step
+            if step % t.eval_every == 0 or last:
+                params = parallel.eval_params(state["params"])
+                val = evaluate(eval_fn, params, val_data, eval_batch)
+                record.update(val_rel_l2=val["rel_l2"], val_loss=val["loss"])
+                best = meta["best_val_rel_l2"]
+                if best is None or val["rel_l2"] < best:
+                    meta.update(best_step=step, best_val_rel_l2=val["rel_l2"])
+                    record["best"] = True
+                    _save(ckpt, parallel, state, step, meta)
+            if step % t.checkpoint_every == 0 or last:
+                _save(ckpt, parallel, state, step, meta)
+            _append_metrics(metrics_path, record)
+            progress.update(step, force=True, loss=record["train_loss"], val=meta["best_val_rel_l2"] or float("nan"))
+        else:
+            progress.update(step)
+    progress.close()
+    ckpt.wait()
+    return parallel.unreplicate(state), {"compile_s": compile_s}
+
+
+def _save(ckpt, parallel, state, step, meta) -> None:
+    single = parallel.unreplicate(state)
+    protect = {meta["best_step"]} if meta["best_step"] is not None else set()
+    ckpt.save(step, single["params"], single["opt_state"], dict(meta, step=step), protect=protect)
+
+
+def _nonfinite_message(c, step, metrics, splits, workdir, ckpt) -> str:
+    last = ckpt.latest_step()
+    where = f"the last good checkpoint is step {last} in {workdir}/checkpoints" if last else "no checkpoint was written"
+    batch = ""
+    if splits.train is not None:
+        index = batch_indices(
+            jnp.int32(step - 1), num=splits.train["source"].shape[0], batch_size=c.train.batch_size, seed=c.seed
+        )
+        sample = splits.train_indices[np.asarray(index)] if splits.train_indices is not None else np.asarray(index)
+        batch = f" (batch of train samples {sorted(int(i) for i in sample)[:16]})"
+    else:
+        batch = f" (stream batch of step {step - 1})"
+    return (
+        f"non-finite training loss or gradient at step {step}{batch}: loss={float(metrics['loss'])}, "
+        f"grad_norm={float(metrics['grad_norm'])}. The update was skipped and the run stopped; {where}. "
+        "Check the data for NaN/Inf or lower config.train.learning_rate."
+    )
