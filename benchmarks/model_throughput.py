@@ -1,0 +1,172 @@
+"""Inference throughput of the FNO forward pass (and, optionally, of the PyTorch reference).
+
+    python -m benchmarks.model_throughput --resolution 128 --batch 32 --width 16 --modes 8 \
+        [--depth 4] [--fc-dim 128] [--channels 4] [--dtype float32|bfloat16] [--steps 20] \
+        [--baseline] [--json]
+
+(also reached as ``python -m benchmarks.throughput infer ...``). The forward pass is jitted; the
+first call (trace + compile + one run) is reported as ``compile_s`` and excluded from the timing.
+Each timed step ends in ``block_until_ready``; ``step_ms_median`` is the median over ``--steps``.
+With ``--baseline`` and torch importable, the reference PyTorch model (same sizes, float32,
+``torch.no_grad``, CPU or CUDA when present) is timed the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fno_jax.model import FNO
+
+__all__ = ["add_arguments", "run"]
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
+    # The throughput front end may already define the flags shared by its subcommands.
+    if flag not in parser._option_string_actions:
+        parser.add_argument(flag, **kwargs)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the inference-benchmark flags to ``parser`` (flags it already has are kept)."""
+    _add(parser, "--resolution", type=int, default=128, help="grid points per side")
+    _add(parser, "--batch", type=int, default=32, help="samples per forward pass")
+    _add(parser, "--width", type=int, default=16)
+    _add(parser, "--modes", type=int, default=8)
+    _add(parser, "--depth", type=int, default=4)
+    _add(parser, "--fc-dim", type=int, default=128)
+    _add(parser, "--channels", type=int, default=4, help="input channels (4 = poisson)")
+    _add(parser, "--dtype", choices=sorted(_DTYPES), default="float32", help="compute dtype")
+    _add(parser, "--steps", type=int, default=20, help="timed forward passes")
+    _add(parser, "--warmup", type=int, default=2, help="untimed passes after compiling")
+    _add(parser, "--seed", type=int, default=0)
+    _add(parser, "--baseline", action="store_true", help="also time the PyTorch reference")
+    _add(parser, "--json", action="store_true", help="print one JSON line at the end")
+
+
+def _time(fn: Callable[[], Any], steps: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _peak_bytes(device: Any) -> int | None:
+    try:
+        stats = device.memory_stats()
+    except Exception:  # backends without allocator stats (CPU) raise or return None
+        return None
+    if not stats:
+        return None
+    return stats.get("peak_bytes_in_use")
+
+
+def _torch_baseline(args: argparse.Namespace, x: np.ndarray) -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        return {"torch_skipped": "torch is not importable"}
+    from benchmarks.reference_torch import make_reference_model
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(args.seed)
+    model = make_reference_model(args.width, args.modes, args.depth, args.fc_dim, args.channels, 1).to(device)
+    inputs = torch.from_numpy(x).to(device)
+
+    def step() -> None:
+        with torch.no_grad():
+            model(inputs)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    times = _time(step, args.steps, args.warmup + 1)
+    step_s = statistics.median(times)
+    return {
+        "torch_device": device,
+        "torch_step_ms_median": 1e3 * step_s,
+        "torch_samples_per_s": args.batch / step_s,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Time the jitted FNO forward pass; return the measurements as a JSON-serialisable dict."""
+    for name in ("resolution", "batch", "width", "modes", "depth", "fc_dim", "channels", "steps"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}.")
+    if args.modes > args.resolution // 2:
+        raise ValueError(
+            f"--modes {args.modes} is too many for --resolution {args.resolution}; "
+            f"use --modes <= {args.resolution // 2}."
+        )
+    dtype = _DTYPES[args.dtype]
+    model = FNO(width=args.width, modes=args.modes, depth=args.depth, fc_dim=args.fc_dim, dtype=dtype)
+    rng = np.random.default_rng(args.seed)
+    x_host = rng.normal(size=(args.batch, args.resolution, args.resolution, args.channels))
+    x_host = x_host.astype(np.float32)
+    device = jax.devices()[0]
+    x = jax.device_put(jnp.asarray(x_host), device)
+    variables = jax.jit(model.init)(jax.random.key(args.seed), x)
+    forward = jax.jit(model.apply)
+
+    start = time.perf_counter()
+    forward(variables, x).block_until_ready()
+    compile_s = time.perf_counter() - start
+
+    times = _time(lambda: forward(variables, x).block_until_ready(), args.steps, args.warmup)
+    step_s = statistics.median(times)
+    num_params = sum(leaf.size for leaf in jax.tree.leaves(variables))
+    result: dict[str, Any] = {
+        "benchmark": "infer",
+        "resolution": args.resolution,
+        "batch": args.batch,
+        "width": args.width,
+        "modes": args.modes,
+        "depth": args.depth,
+        "fc_dim": args.fc_dim,
+        "channels": args.channels,
+        "dtype": args.dtype,
+        "num_params": int(num_params),
+        "steps": args.steps,
+        "compile_s": compile_s,
+        "step_ms_median": 1e3 * step_s,
+        "step_ms_min": 1e3 * min(times),
+        "samples_per_s": args.batch / step_s,
+        "device": f"{device.platform}:{device.device_kind}",
+        "num_devices": jax.device_count(),
+        "jax_version": jax.__version__,
+        "peak_bytes": _peak_bytes(device),
+    }
+    if args.baseline:
+        result.update(_torch_baseline(args, x_host))
+        if "torch_samples_per_s" in result:
+            result["speedup_vs_torch"] = result["samples_per_s"] / result["torch_samples_per_s"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    result = run(args)
+    for key, value in result.items():
+        print(f"{key:>22}: {value}")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
