@@ -1,4 +1,4 @@
-"""Train, fine-tune or evaluate one FNO run.
+"""Train, fine-tune or evaluate one FNO run, or write a dataset (configs with job = "generate").
 
     python -m experiments.main --config=experiments/configs/pretrain.py:poisson --workdir=runs/pretrain_poisson \
         [--config.train.num_steps=1000 ...]
@@ -36,7 +36,12 @@ def main(argv):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if FLAGS.config.get("job", "train") == "generate":
+        from fno_jax.data.build import generate_dataset
+
+        generate_dataset(FLAGS.config, FLAGS.workdir)
+    else:
+        train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
