@@ -4,7 +4,8 @@
     python -m experiments.main --config=experiments/configs/pretrain.py:mixed --workdir=runs/pretrain_mixed
 
 ARG: poisson | advection_diffusion | helmholtz | mixed, optionally followed by ",runlocal" for a CPU-sized variant
-(32x32, small model, a few hundred steps) that checks the whole path in about a minute.
+(32x32, small model, a few hundred steps) that checks the whole path in about a minute, or ",tiny" (16x16, ten
+steps: seconds; what the tests run).
 """
 
 from fno_jax.config import TASKS, default_config
@@ -29,6 +30,22 @@ def get_config(arg: str = "poisson"):
         config.train.eval_every = 50
         config.train.checkpoint_every = 100
         config.train.log_every = 25
+    elif variant == "tiny":  # seconds on a CPU: the test suite's end-to-end runs
+        config.data.resolution = 16
+        config.data.num_train = 32
+        config.data.num_val = 16
+        config.data.num_test = 16
+        config.data.generate_chunk = 16
+        config.model.width = 8
+        config.model.modes = 4
+        config.model.depth = 2
+        config.model.fc_dim = 16
+        config.train.batch_size = 8
+        config.train.eval_batch_size = 16
+        config.train.num_steps = 10
+        config.train.eval_every = 5
+        config.train.checkpoint_every = 5
+        config.train.log_every = 5
     elif variant:
-        raise ValueError(f"pretrain.py:{arg}: unknown variant {variant!r}; the only one is 'runlocal'.")
+        raise ValueError(f"pretrain.py:{arg}: unknown variant {variant!r}; use 'runlocal' or 'tiny'.")
     return config
