@@ -16,7 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.report import build_report
-from experiments.sweep import run_sweep
+from experiments.sweep import quiet_checkpoint_logs, run_sweep
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py")
 
@@ -42,6 +42,7 @@ def _cli() -> None:
     def main(argv: Sequence[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        quiet_checkpoint_logs()
         run_quickstart(config.value, workdir.value)
 
     app.run(main)

@@ -327,7 +327,7 @@ def _plots(sweep_dir: str, runs: Sequence[dict], fits: list[dict]) -> list[str]:
         ax.legend(fontsize=8)
         name = f"error_vs_n_{_slug(task, shift, _model_label(model) if multi_model else '')}.png"
         fig.tight_layout()
-        fig.savefig(os.path.join(plot_dir, name), dpi=110)
+        fig.savefig(os.path.join(plot_dir, name), dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(os.path.join("plots", name))
 
@@ -340,22 +340,26 @@ def _plots(sweep_dir: str, runs: Sequence[dict], fits: list[dict]) -> list[str]:
                     lines[(r["mode"], r["pretrain"], r["num_train"])].append((r["num_params"], r["test_rel_l2"]))
             if not lines:
                 continue
-            fig, ax = plt.subplots(figsize=(5.5, 4.2))
+            fig, ax = plt.subplots(figsize=(7.0, 4.2))
+            # Colour = N (same colour for every mode at one N), line style = mode.
+            sizes = sorted({key[2] for key in lines})
+            cmap = plt.get_cmap("viridis")
             for (mode, pretrain, n), pts in sorted(lines.items()):
                 pts.sort()
                 style = {"scratch": "o-", "finetune": "s--", "zeroshot": "^:"}[mode]
+                color = "k" if mode == "zeroshot" else cmap(sizes.index(n) / max(1, len(sizes) - 1))
                 label = f"{mode}" + (f" ({pretrain})" if pretrain else "") + (f" N={n}" if mode != "zeroshot" else "")
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("parameters")
             ax.set_ylabel("test relative L2 error")
             ax.set_title(f"{task} {shift}: error vs model size")
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=6, ncol=2)
+            ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
             name = f"error_vs_model_size_{_slug(task, shift)}.png"
             fig.tight_layout()
-            fig.savefig(os.path.join(plot_dir, name), dpi=110)
+            fig.savefig(os.path.join(plot_dir, name), dpi=110, bbox_inches="tight")
             plt.close(fig)
             written.append(os.path.join("plots", name))
 
@@ -373,7 +377,7 @@ def _plots(sweep_dir: str, runs: Sequence[dict], fits: list[dict]) -> list[str]:
         ax.set_ylabel("test relative L2 error")
         ax.set_title("zero-shot error of pretrained models")
         fig.tight_layout()
-        fig.savefig(os.path.join(plot_dir, "zeroshot.png"), dpi=110)
+        fig.savefig(os.path.join(plot_dir, "zeroshot.png"), dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(os.path.join("plots", "zeroshot.png"))
     return written

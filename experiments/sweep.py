@@ -248,6 +248,15 @@ def run_sweep(
     return records
 
 
+def quiet_checkpoint_logs() -> None:
+    """Hide the checkpoint library's INFO lines (dozens per run) so the per-run progress stays readable."""
+    from absl import logging
+
+    logging.get_absl_handler().addFilter(
+        lambda record: record.levelno >= logging.converter.STANDARD_WARNING or "/orbax/" not in record.pathname
+    )
+
+
 def _cli() -> None:
     # Flags are defined only when this module is the program, so importing it (quickstart, tests,
     # experiments.main in the same process) never registers duplicate absl flags.
@@ -261,6 +270,7 @@ def _cli() -> None:
     def main(argv: Sequence[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        quiet_checkpoint_logs()
         run_sweep(
             config.value,
             workdir.value,

@@ -1,0 +1,161 @@
+"""Report: best-LR selection, power-law fits, the data-savings figure of merit, report.json/md and plots."""
+
+import json
+import math
+import os
+
+import pytest
+
+from experiments.report import build_report, equivalent_scratch_size, fit_power_law
+
+MODEL = {"width": 16, "modes": 8, "depth": 4, "fc_dim": 64}
+SIZES = [2**k for k in range(1, 11)]
+FACTOR = 3.0  # finetune err(N) = scratch err(FACTOR * N): fine-tuning saves exactly FACTOR x data
+
+
+def _record(mode, n, err, lr, val=None, model=MODEL, pretrain="poisson", num_params=1000):
+    return {
+        "name": f"{mode}-{n}-{lr}-{model['width']}",
+        "kind": "downstream",
+        "group": "poisson_e5_10",
+        "task": "poisson",
+        "shift": "e5-10",
+        "task_ranges": {"eigenvalue_range": [5.0, 10.0]},
+        "mode": mode,
+        "pretrain": "" if mode == "scratch" else pretrain,
+        "num_train": n,
+        "model": model,
+        "num_params": num_params,
+        "test_rel_l2": err,
+        "val_rel_l2": err if val is None else val,
+        "learning_rate": lr,
+    }
+
+
+def _power_law_records(model=MODEL, num_params=1000, scale=1.0):
+    records = []
+    for n in SIZES:
+        for mode, err in (("scratch", scale * n**-0.5), ("finetune", scale * (FACTOR * n) ** -0.5)):
+            records.append(_record(mode, n, err, 1e-3, model=model, num_params=num_params))
+            # A worse-validation LR with a *better* test error: selection must use validation.
+            records.append(_record(mode, n, err / 2, 1e-4, val=err * 2, model=model, num_params=num_params))
+    records.append(_record("zeroshot", 0, 0.3 * scale, 1e-3, model=model, num_params=num_params))
+    return records
+
+
+def _write(sweep_dir, records):
+    pretrain = dict(_record("scratch", 4096, 0.05, 1e-3), kind="pretrain", name="pretrain-poisson", shift="pretrain")
+    with open(os.path.join(sweep_dir, "results.jsonl"), "w") as f:
+        for r in [pretrain, *records]:
+            f.write(json.dumps(r) + "\n")
+
+
+def test_figure_of_merit_on_an_exact_power_law(tmp_path, capsys):
+    _write(tmp_path, _power_law_records())
+    report = build_report(str(tmp_path), verbose=True)
+
+    [savings] = report["data_savings"]
+    assert [p["num_train"] for p in savings["points"]] == SIZES
+    for point in savings["points"]:
+        # Interpolation in log-log is exact for a power law; past the largest scratch N the fit (also exact) is used.
+        assert point["savings"] == pytest.approx(FACTOR, rel=1e-9)
+        assert point["extrapolated"] == (FACTOR * point["num_train"] > max(SIZES))
+    fits = {f["mode"]: f for f in report["fits"]}
+    assert fits["scratch"]["a"] == pytest.approx(1.0, rel=1e-9)
+    assert fits["scratch"]["b"] == pytest.approx(0.5, rel=1e-9)
+    assert fits["finetune"]["a"] == pytest.approx(FACTOR**-0.5, rel=1e-9)
+    assert fits["finetune"]["b"] == pytest.approx(0.5, rel=1e-9)
+    assert "zeroshot" not in fits
+    assert "| N | scratch | finetune (poisson) | savings (poisson) |" in capsys.readouterr().out
+
+
+def test_report_schema_best_lr_and_files(tmp_path):
+    _write(tmp_path, _power_law_records())
+    build_report(str(tmp_path))
+    with open(tmp_path / "report.json") as f:
+        report = json.load(f)
+    assert {"runs", "fits", "data_savings", "pretrain", "all_runs", "plots"} <= set(report)
+    assert len(report["runs"]) == 2 * len(SIZES) + 1  # one per (mode, N) after LR selection, + zero-shot
+    assert len(report["all_runs"]) == 4 * len(SIZES) + 2
+    assert [p["name"] for p in report["pretrain"]] == ["pretrain-poisson"]
+    for run in report["runs"]:
+        assert {"task", "mode", "num_train", "model", "test_rel_l2", "learning_rate", "shift", "lr_grid"} <= set(run)
+        assert run["mode"] in ("scratch", "finetune", "zeroshot")
+        assert set(run["model"]) == {"width", "modes", "depth", "fc_dim"}
+        if run["mode"] != "zeroshot":
+            assert run["learning_rate"] == 1e-3  # the best-validation LR, not the best-test one
+            assert [g["learning_rate"] for g in run["lr_grid"]] == [1e-4, 1e-3]
+    zeroshot = [r for r in report["runs"] if r["mode"] == "zeroshot"]
+    assert [(z["num_train"], z["test_rel_l2"]) for z in zeroshot] == [(0, 0.3)]
+
+    assert sorted(report["plots"]) == ["plots/error_vs_n_poisson_e5-10.png", "plots/zeroshot.png"]
+    for plot in report["plots"]:
+        with open(tmp_path / plot, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Error by downstream size" in markdown and "zero-shot (poisson)" in markdown
+    assert "Error by model size" not in markdown
+
+
+def test_model_size_table_and_plot(tmp_path):
+    small = {"width": 8, "modes": 4, "depth": 4, "fc_dim": 64}
+    _write(tmp_path, _power_law_records() + _power_law_records(model=small, num_params=100, scale=2.0))
+    report = build_report(str(tmp_path))
+    assert "plots/error_vs_model_size_poisson_e5-10.png" in report["plots"]
+    assert os.path.exists(tmp_path / "plots" / "error_vs_model_size_poisson_e5-10.png")
+    assert len(report["data_savings"]) == 2
+    assert "## Error by model size" in (tmp_path / "report.md").read_text()
+
+
+def test_equivalent_scratch_size_edges():
+    n, err = [1, 10, 100], [1.0, 0.1, 0.01]
+    fit = fit_power_law(n, err)
+    assert fit["b"] == pytest.approx(1.0, rel=1e-12)
+    assert equivalent_scratch_size(0.1, n, err, fit) == (pytest.approx(10.0, rel=1e-12), False)
+    # Between points: linear in log-log.
+    assert equivalent_scratch_size(10**-1.5, n, err, fit)[0] == pytest.approx(10**1.5, rel=1e-12)
+    # Better than the best scratch point, and worse than the first: extrapolated by the fit.
+    assert equivalent_scratch_size(0.001, n, err, fit) == (pytest.approx(1000.0, rel=1e-9), True)
+    assert equivalent_scratch_size(2.0, n, err, fit) == (pytest.approx(0.5, rel=1e-9), True)
+    # A non-monotone scratch curve: the smallest N that reaches the error counts.
+    bumpy = [1.0, 0.1, 0.3, 0.01]
+    assert equivalent_scratch_size(0.2, [1, 10, 100, 1000], bumpy, None)[0] < 10
+    # No decreasing fit to extrapolate with.
+    assert equivalent_scratch_size(0.001, [1, 10], [0.1, 0.2], fit_power_law([1, 10], [0.1, 0.2])) == (None, True)
+    assert math.isclose(fit_power_law([2, 4], [0.5, 0.25])["b"], 1.0)
+    assert fit_power_law([2, 2], [0.5, 0.4]) is None
+
+
+def test_missing_results_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no results.jsonl"):
+        build_report(str(tmp_path))
+    (tmp_path / "results.jsonl").write_text(json.dumps({"task": "poisson"}) + "\n")
+    with pytest.raises(ValueError, match="lacks"):
+        build_report(str(tmp_path))
+
+
+def test_quickstart_end_to_end_with_a_fake_trainer(tmp_path, capsys):
+    from experiments.configs.quickstart import get_config
+    from experiments.quickstart import run_quickstart
+
+    def fake_train(config, workdir):
+        mode = "zeroshot" if config.train.num_steps == 0 else ("finetune" if config.init_from else "scratch")
+        err = (0.5 if mode == "finetune" else 1.0) * config.data.num_train**-0.5
+        summary = {
+            "task": config.task,
+            "mode": mode,
+            "num_train": config.data.num_train,
+            "model": dict(config.model),
+            "test_rel_l2": err,
+            "val_rel_l2": err,
+            "learning_rate": config.train.learning_rate,
+        }
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f)
+        return summary
+
+    report = run_quickstart(get_config("runlocal"), str(tmp_path), run_fn=fake_train)
+    assert {r["mode"] for r in report["runs"]} == {"scratch", "finetune", "zeroshot"}
+    assert os.path.exists(tmp_path / "report.md") and os.path.exists(tmp_path / "report.json")
+    assert "report.md" in capsys.readouterr().out
