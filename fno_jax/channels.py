@@ -46,10 +46,7 @@ _SHAPES = {"diffusion": (2, 2), "velocity": (2,), "omega": ()}
 def validate_layout(name: str) -> str:
     """Return ``name`` if it is a known layout, else raise a ValueError listing the valid ones."""
     if name not in LAYOUTS:
-        raise ValueError(
-            f"unknown channel layout {name!r}; valid layouts are {sorted(LAYOUTS)} "
-            "(one per task name)."
-        )
+        raise ValueError(f"unknown channel layout {name!r}; valid layouts are {sorted(LAYOUTS)} (one per task name).")
     return name
 
 
@@ -83,17 +80,12 @@ def coefficients(batch: Mapping[str, Array], layout: str) -> Float[Array, "b c"]
     return jnp.stack(columns, axis=-1)
 
 
-def assemble_inputs(
-    source: Float[Array, "b ny nx"], coeffs: Float[Array, "b c"]
-) -> Float[Array, "b ny nx c1"]:
+def assemble_inputs(source: Float[Array, "b ny nx"], coeffs: Float[Array, "b c"]) -> Float[Array, "b ny nx c1"]:
     """Model inputs ``[B, ny, nx, 1 + c]``: the source, then each coefficient as a constant."""
     source = jnp.asarray(source)
     coeffs = jnp.asarray(coeffs)
     if source.ndim != 3:
-        raise ValueError(
-            f"source must have shape [B, ny, nx], got {source.shape}; add a batch axis with "
-            "source[None]."
-        )
+        raise ValueError(f"source must have shape [B, ny, nx], got {source.shape}; add a batch axis with source[None].")
     if coeffs.ndim != 2 or coeffs.shape[0] != source.shape[0]:
         raise ValueError(
             f"coeffs must have shape [B, C-1] with B = {source.shape[0]} (the source's batch), "

@@ -73,8 +73,7 @@ class FNO(nn.Module):
         for name in ("dtype", "param_dtype"):
             if not jnp.issubdtype(jnp.dtype(getattr(self, name)), jnp.floating):
                 raise ValueError(
-                    f"FNO {name} must be a floating dtype (float32, bfloat16, float64), "
-                    f"got {getattr(self, name)!r}."
+                    f"FNO {name} must be a floating dtype (float32, bfloat16, float64), got {getattr(self, name)!r}."
                 )
         super().__post_init__()
 

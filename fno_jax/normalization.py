@@ -85,9 +85,7 @@ class NormStats:
             )
         coeff_scale = data["coeff_scale"]
         if isinstance(coeff_scale, str | bytes) or not hasattr(coeff_scale, "__len__"):
-            raise ValueError(
-                f"NormStats.coeff_scale must be a list of numbers, got {coeff_scale!r}."
-            )
+            raise ValueError(f"NormStats.coeff_scale must be a list of numbers, got {coeff_scale!r}.")
         if num_coefficients is not None and len(coeff_scale) != num_coefficients:
             raise ValueError(
                 f"normalization stats have {len(coeff_scale)} coefficient channels but the model "
@@ -110,10 +108,7 @@ def _check_positive(name: str, values: Any) -> None:
 def _check_source(source: Any) -> Array:
     source = jnp.asarray(source)
     if source.ndim != 3:
-        raise ValueError(
-            f"source must have shape [B, ny, nx], got {source.shape}; add a batch axis with "
-            "source[None]."
-        )
+        raise ValueError(f"source must have shape [B, ny, nx], got {source.shape}; add a batch axis with source[None].")
     return source
 
 

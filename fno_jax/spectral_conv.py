@@ -79,9 +79,7 @@ def mode_mixing(
     return jnp.einsum("byxi,ioyx->byxo", block, weights)
 
 
-def pad_modes(
-    block: Complex[Array, "b two_m m c"], ny: int, nx: int
-) -> Complex[Array, "b ny kx c"]:
+def pad_modes(block: Complex[Array, "b two_m m c"], ny: int, nx: int) -> Complex[Array, "b ny kx c"]:
     """Inverse of `truncate_modes`: corner blocks into a zero ``[b, ny, nx // 2 + 1, c]``."""
     modes = block.shape[2]
     batch, channels = block.shape[0], block.shape[-1]

@@ -53,9 +53,7 @@ def test_assemble_inputs_constant_fields(x64):
 
 
 def test_assemble_inputs_promotes_dtype():
-    inputs = channels.assemble_inputs(
-        jnp.zeros((1, 2, 2), jnp.float32), jnp.ones((1, 3), jnp.float32)
-    )
+    inputs = channels.assemble_inputs(jnp.zeros((1, 2, 2), jnp.float32), jnp.ones((1, 3), jnp.float32))
     assert inputs.dtype == jnp.float32
 
 
