@@ -185,7 +185,7 @@ def _train_stats(writer: DatasetWriter, layout: str, length: float) -> dict[str,
     """NormStats of the stored train split, read back a stored chunk at a time (bounded memory)."""
     norms, coeffs = [], []
     for start in writer.chunk_starts("train"):
-        batch = writer.read("train", slice(start, start + writer.chunk))
+        batch = writer.read("train", slice(start, min(start + writer.chunk, writer.counts["train"])))
         norms.append(np.asarray(source_norms(batch["source"], length)))
         coeffs.append(np.asarray(channels.coefficients(batch, layout)))
     return stats_from_norms(np.concatenate(norms), np.concatenate(coeffs)).to_dict()
@@ -243,8 +243,11 @@ def generate_dataset(config: ml_collections.ConfigDict, path: str | os.PathLike[
         todo = [s for s in starts if not writer.done(split, s)]
         if not todo:
             continue
-        log.info("[%s] %d/%d chunks stored; writing %d samples to %s", split, len(starts) - len(todo), len(starts),
-                 sum(min(writer.chunk, counts[split] - s) for s in todo), path)  # fmt: skip
+        log.info(
+            "[%s] %d/%d chunks stored; writing %d samples to %s on %d devices",
+            split, len(starts) - len(todo), len(starts), sum(min(writer.chunk, counts[split] - s) for s in todo),
+            path, jax.local_device_count(),
+        )  # fmt: skip
         bar = Progress(len(starts), label=f"[{split}]", start=len(starts) - len(todo))
         t0, samples = time.perf_counter(), 0
         for start in todo:
