@@ -3,12 +3,14 @@
 Each step holds three items: `params` and `opt_state` (array trees, `StandardSave`) and `meta` (JSON: model config,
 channel layout, normalization statistics, task spec, run config, provenance, best-validation bookkeeping). Fine-tuning
 restores the `params` item alone. Orbax writes each step into a temporary directory and renames it when complete, so
-a killed save never looks like a checkpoint; a step that still fails to restore is skipped with a warning in favour
-of the previous one.
+a killed save never looks like a checkpoint. A step that still fails to restore (e.g. a corrupted array file) is
+skipped with a warning in favour of the previous one, and moved to `workdir/broken_checkpoints/<step>` so that the
+resumed run can write that step again; nothing is deleted.
 """
 
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -33,6 +35,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3, read_only: bool = False):
         self.directory = checkpoint_dir(workdir)
+        self.read_only = read_only
         self.max_to_keep = max(int(max_to_keep), 1)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None,
@@ -99,19 +102,42 @@ class Checkpointer:
         return restored["params"], restored["opt_state"], dict(restored["meta"])
 
     def restore_latest(self, abstract_params, abstract_opt_state) -> tuple[int, Any, Any, dict] | None:
-        """The newest step that restores; broken newer steps are reported and skipped (never deleted)."""
+        """The newest step that restores, as (step, params, opt_state, meta); None when no step restores.
+
+        Broken newer steps are reported with a warning and, unless read-only, moved to
+        `workdir/broken_checkpoints/` (kept for inspection, out of the way of the resumed run's saves).
+        """
+        broken: list[int] = []
         for step in reversed(self.steps()):
             try:
                 params, opt_state, meta = self.restore(step, abstract_params, abstract_opt_state)
             except Exception as err:  # noqa: BLE001 - any unreadable step falls back to an older one
+                broken.append(step)
                 warnings.warn(
                     f"checkpoint {self.directory}/{step} could not be restored ({type(err).__name__}: "
                     f"{str(err)[:200]}); falling back to the previous checkpoint.",
                     stacklevel=2,
                 )
                 continue
+            self._quarantine(broken)
             return step, params, opt_state, meta
         return None
+
+    def _quarantine(self, steps: Iterable[int]) -> None:
+        """Move unrestorable steps to `workdir/broken_checkpoints/<step>[.N]` and forget them."""
+        steps = list(steps)
+        if self.read_only or not steps:
+            return
+        target_root = os.path.join(os.path.dirname(self.directory), "broken_checkpoints")
+        os.makedirs(target_root, exist_ok=True)
+        for step in steps:
+            target, n = os.path.join(target_root, str(step)), 0
+            while os.path.exists(target):
+                n += 1
+                target = os.path.join(target_root, f"{step}.{n}")
+            shutil.move(os.path.join(self.directory, str(step)), target)
+            warnings.warn(f"moved the unrestorable checkpoint of step {step} to {target}.", stacklevel=3)
+        self.manager.reload()
 
     def restore_params(self, step: int, abstract_params=None):
         args = ocp.args.StandardRestore(abstract_params) if abstract_params is not None else None
@@ -145,7 +171,15 @@ def load_params(workdir: str | os.PathLike, step: int | None | str = None):
     ckpt = Checkpointer(workdir, read_only=True)
     try:
         resolved = _resolve_step(ckpt, workdir, step)
-        params = ckpt.restore_params(resolved)
+        try:
+            params = ckpt.restore_params(resolved)
+        except Exception as err:  # noqa: BLE001 - orbax/tensorstore raise many types for unreadable files
+            older = [s for s in ckpt.steps() if s < resolved]
+            hint = f"load an older step ({older[-1]})" if older else "retrain"
+            raise CheckpointError(
+                f"checkpoint step {resolved} in {ckpt.directory} cannot be read ({type(err).__name__}: "
+                f"{str(err)[:160]}); {hint}."
+            ) from err
     finally:
         ckpt.close()
     return jax.tree_util.tree_map(np.asarray, params)
