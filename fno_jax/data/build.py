@@ -25,6 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -132,22 +133,38 @@ class _BlockSource:
     """Samples [start, start + count) of a split, made in aligned blocks of `generate_chunk` x devices samples.
 
     Writes go in sample order, so each block is made once and kept until the writer moves past it; stored chunks
-    that straddle two blocks read from both.
+    that straddle two blocks read from both. The next block still to be written is made in a background thread
+    while the current one is compressed and stored (values are unchanged: a block depends on its index alone).
     """
 
-    def __init__(self, task, seed: int, resolution: int, generate_chunk: int, counts: Mapping[str, int]):
+    def __init__(self, task, seed: int, resolution: int, generate_chunk: int, writer: DatasetWriter):
         self.task, self.seed, self.resolution, self.chunk = task, seed, resolution, generate_chunk
-        self.counts = counts
+        self.writer = writer
         self.block = generate_chunk * jax.local_device_count()
-        self._cached: tuple[str, int, dict[str, np.ndarray]] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self._blocks: dict[tuple[str, int], Future] = {}
+
+    def _make(self, split: str, b: int) -> dict[str, np.ndarray]:
+        start = b * self.block
+        num = min(self.block, self.writer.counts[split] - start)
+        return generate_split(self.task, self.seed, split, num, self.resolution, chunk=self.chunk, start=start)
+
+    def _needed(self, split: str, b: int) -> bool:
+        """Whether block b of the split exists and overlaps a stored chunk not yet written."""
+        lo, hi = b * self.block, min((b + 1) * self.block, self.writer.counts[split])
+        c = self.writer.chunk
+        return lo < hi and any(not self.writer.done(split, s) for s in range(lo // c * c, hi, c))
 
     def _get_block(self, split: str, b: int) -> dict[str, np.ndarray]:
-        if self._cached is None or self._cached[:2] != (split, b):
-            start = b * self.block
-            num = min(self.block, self.counts[split] - start)
-            batch = generate_split(self.task, self.seed, split, num, self.resolution, chunk=self.chunk, start=start)
-            self._cached = (split, b, batch)
-        return self._cached[2]
+        self._blocks = {k: f for k, f in self._blocks.items() if k[0] == split and k[1] >= b}
+        if (split, b) not in self._blocks:
+            self._blocks[split, b] = self._pool.submit(self._make, split, b)
+        if (split, b + 1) not in self._blocks and self._needed(split, b + 1):
+            self._blocks[split, b + 1] = self._pool.submit(self._make, split, b + 1)
+        return self._blocks[split, b].result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __call__(self, split: str, start: int, count: int) -> dict[str, np.ndarray]:
         parts, pos, end = [], start, start + count
@@ -237,26 +254,29 @@ def generate_dataset(config: ml_collections.ConfigDict, path: str | os.PathLike[
         log.info("dataset %s is already complete", path)
         return open_dataset(path)
 
-    make_batch = _BlockSource(task, int(config.seed), int(d.resolution), int(d.generate_chunk), counts)
-    for split in SPLITS:
-        starts = writer.chunk_starts(split)
-        todo = [s for s in starts if not writer.done(split, s)]
-        if not todo:
-            continue
-        log.info(
-            "[%s] %d/%d chunks stored; writing %d samples to %s on %d devices",
-            split, len(starts) - len(todo), len(starts), sum(min(writer.chunk, counts[split] - s) for s in todo),
-            path, jax.local_device_count(),
-        )  # fmt: skip
-        bar = Progress(len(starts), label=f"[{split}]", start=len(starts) - len(todo))
-        t0, samples = time.perf_counter(), 0
-        for start in todo:
-            count = min(writer.chunk, counts[split] - start)
-            writer.write_chunk(split, start, make_batch(split, start, count))
-            samples += count
-            bar.update(start // writer.chunk + 1, force=start == todo[-1], samples_per_s=samples / _since(t0))
-        bar.close()
-        log.info("[%s] %d/%d chunks, %.1f samples/s", split, len(starts), len(starts), samples / _since(t0))
+    make_batch = _BlockSource(task, int(config.seed), int(d.resolution), int(d.generate_chunk), writer)
+    try:
+        for split in SPLITS:
+            starts = writer.chunk_starts(split)
+            todo = [s for s in starts if not writer.done(split, s)]
+            if not todo:
+                continue
+            log.info(
+                "[%s] %d/%d chunks stored; writing %d samples to %s on %d devices",
+                split, len(starts) - len(todo), len(starts), sum(min(writer.chunk, counts[split] - s) for s in todo),
+                path, jax.local_device_count(),
+            )  # fmt: skip
+            bar = Progress(len(starts), label=f"[{split}]", start=len(starts) - len(todo))
+            t0, samples = time.perf_counter(), 0
+            for start in todo:
+                count = min(writer.chunk, counts[split] - start)
+                writer.write_chunk(split, start, make_batch(split, start, count))
+                samples += count
+                bar.update(start // writer.chunk + 1, force=start == todo[-1], samples_per_s=samples / _since(t0))
+            bar.close()
+            log.info("[%s] %d/%d chunks, %.1f samples/s", split, len(starts), len(starts), samples / _since(t0))
+    finally:
+        make_batch.close()
     stats = _train_stats(writer, config.task, float(d.length))
     writer.finalize(stats, {"generator": generator, "layout": config.task})
     log.info("dataset %s complete: %s", path, counts)
