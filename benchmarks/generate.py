@@ -1,0 +1,97 @@
+"""Throughput of on-device data generation (`solvers.tasks.<Task>.sample`).
+
+    python -m benchmarks.generate --pde poisson --resolution 128 --batch 1024 [--baseline] [--json]
+
+(also reachable as `python -m benchmarks.throughput generate ...`).  Timing excludes compilation
+(ahead-of-time `lower().compile()`), synchronises with `block_until_ready`, and reports the median
+over repeats, each with a fresh key.  `--baseline` also times the per-sample numpy reference
+generator (benchmarks/numpy_reference.py) in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+import jax
+
+from benchmarks import numpy_reference
+from solvers import tasks
+
+_TASKS = {
+    "poisson": tasks.Poisson,
+    "advection_diffusion": tasks.AdvectionDiffusion,
+    "helmholtz": tasks.Helmholtz,
+    "mixed": lambda: tasks.Mixed((tasks.Poisson(), tasks.AdvectionDiffusion(), tasks.Helmholtz())),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the `generate` benchmark."""
+    parser.add_argument("--pde", choices=sorted(_TASKS), default="poisson")
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=10, help="timed batches (median)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline", action="store_true", help="also time the numpy reference")
+    parser.add_argument("--baseline-samples", type=int, default=64, help="samples timed for the numpy reference")
+    parser.add_argument("--json", action="store_true", help="print one JSON object last")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Time generation; returns samples_per_s, step_ms_median, compile_s, device, ...."""
+    task = _TASKS[args.pde]()
+    sample = jax.jit(lambda key: task.sample(key, args.batch, args.resolution))
+    key = jax.random.key(args.seed)
+    start = time.perf_counter()
+    compiled = sample.lower(key).compile()
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(compiled(jax.random.fold_in(key, 10**6)))  # warm-up
+    times = []
+    for i in range(args.repeats):
+        k = jax.random.fold_in(key, i)
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(k))
+        times.append(time.perf_counter() - start)
+    step = statistics.median(times)
+    device = jax.devices()[0]
+    result: dict[str, Any] = {
+        "benchmark": "generate",
+        "pde": args.pde,
+        "resolution": args.resolution,
+        "batch": args.batch,
+        "samples_per_s": args.batch / step,
+        "step_ms_median": step * 1e3,
+        "compile_s": compile_s,
+        "device": f"{device.platform}:{device.device_kind}",
+        "num_devices": jax.device_count(),
+    }
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "peak_bytes_in_use" in stats:
+        result["peak_bytes"] = int(stats["peak_bytes_in_use"])
+    if args.baseline:
+        ref = numpy_reference.samples_per_s(args.pde, args.resolution, args.baseline_samples)
+        result["numpy_reference_samples_per_s"] = ref
+        result["speedup"] = result["samples_per_s"] / ref
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    result = run(args)
+    print("command: python -m benchmarks.generate " + " ".join(sys.argv[1:] if argv is None else argv))
+    for name, value in result.items():
+        print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
+    if args.json:
+        print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
