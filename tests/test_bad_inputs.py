@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import tensorstore as ts
 
 from experiments.configs.finetune import get_config as finetune_config
 from experiments.configs.pretrain import get_config
@@ -281,3 +282,13 @@ def test_dataset_too_small_for_the_config(tmp_path):
     path = write_tiny_dataset(tmp_path / "ds")
     with pytest.raises(ConfigError, match=r"config\.data\.num_val=6 exceeds the 4 samples of split 'val'"):
         train_and_evaluate(_dataset_config(path, **{"data.num_val": 6}), str(tmp_path / "run"))
+
+
+def test_dataset_with_a_nan_source_is_refused_before_training(tmp_path):
+    path = write_tiny_dataset(tmp_path / "nan")
+    source = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": os.path.join(path, "train", "source")}})
+    source = source.result()
+    source[:, 0, 0] = np.full(source.shape[0], np.nan, np.float32)
+    with pytest.raises(ValueError, match=r"median source norm is nan.*Check the data"):
+        train_and_evaluate(_dataset_config(path), str(tmp_path / "run"))
+    assert not os.listdir(tmp_path / "run" / "checkpoints")  # nothing trained, nothing saved
