@@ -38,10 +38,9 @@ def rotated_diffusion(
 def draw_diffusion(key: jax.Array, eigenvalue_range: tuple[float, float], dtype=None) -> Float[Array, "2 2"]:
     """One sample's K with e ~ U(eigenvalue_range), t ~ U(0, 2 pi)."""
     dtype = dtype or jnp.asarray(0.0).dtype
-    k_e, k_t = jax.random.split(key)
-    e = jax.random.uniform(k_e, (), dtype, *eigenvalue_range)
-    t = jax.random.uniform(k_t, (), dtype, 0.0, 2 * jnp.pi)
-    return rotated_diffusion(e, t)
+    u = jax.random.uniform(key, (2,), dtype)
+    lo, hi = eigenvalue_range
+    return rotated_diffusion(lo + (hi - lo) * u[0], 2 * jnp.pi * u[1])
 
 
 def _ratio_terms(source_hat, diffusion, direction, length):

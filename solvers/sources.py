@@ -62,18 +62,24 @@ def _profiles(n: int, length: float) -> np.ndarray:
 
 
 def draw_bump_amplitudes(key: jax.Array, dtype=None) -> tuple[Float[Array, "12 12"], jax.Array]:
-    """One sample's amplitudes a [12, 12] (zeros for switched-off bumps) and its vf."""
-    k_vf, k_on, k_amp, k_force = jax.random.split(key, 4)
+    """One sample's amplitudes a [12, 12] (zeros for switched-off bumps) and its vf.
+
+    All of a sample's random numbers come from one `uniform` call (one threefry evaluation, which
+    keeps compile times short): u[0] picks vf, u[1] the bump forced on when none is, the next 144
+    switch bumps on (u < 1 - vf), the last 144 are the amplitudes.
+    """
     dtype = dtype or jnp.asarray(0.0).dtype
-    vf = jax.random.choice(k_vf, jnp.asarray(VOLUME_FRACTIONS, dtype))
-    shape = (BUMPS_PER_AXIS, BUMPS_PER_AXIS)
-    on = jax.random.bernoulli(k_on, 1 - vf, shape)
-    forced = jax.random.randint(k_force, (), 0, on.size)
-    forced_on = (jnp.arange(on.size) == forced).reshape(shape)
-    on = jnp.where(jnp.any(on), on, forced_on)
+    count = BUMPS_PER_AXIS**2
+    u = jax.random.uniform(key, (2 + 2 * count,), dtype)
+    fractions = jnp.asarray(VOLUME_FRACTIONS, dtype)
+    vf = fractions[jnp.minimum((u[0] * len(VOLUME_FRACTIONS)).astype(jnp.int32), 3)]
+    forced = jnp.minimum((u[1] * count).astype(jnp.int32), count - 1)
+    on = u[2 : 2 + count] < 1 - vf
+    on = jnp.where(jnp.any(on), on, jnp.arange(count) == forced)
     lo, hi = AMPLITUDE_RANGE
-    amplitude = jax.random.uniform(k_amp, shape, dtype, lo, hi)
-    return jnp.where(on, amplitude, 0), vf
+    amplitude = lo + (hi - lo) * u[2 + count :]
+    shape = (BUMPS_PER_AXIS, BUMPS_PER_AXIS)
+    return jnp.where(on, amplitude, 0).reshape(shape), vf
 
 
 def _superpose(amplitudes: jax.Array, profiles_y: jax.Array, profiles_x=None) -> jax.Array:

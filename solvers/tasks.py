@@ -212,12 +212,14 @@ class AdvectionDiffusion(_Task):
         dtype = _default_float()
 
         def draw(k):
-            k_src, k_diff, k_dir, k_ratio = jax.random.split(k, 4)
+            k_src, k_diff, k_adv = jax.random.split(k, 3)
             amplitudes, vf = draw_bump_amplitudes(k_src, dtype)
             diffusion = draw_diffusion(k_diff, self.eigenvalue_range, dtype)
-            angle = jax.random.uniform(k_dir, (), dtype, 0.0, 2 * jnp.pi)
+            u = jax.random.uniform(k_adv, (2,), dtype)
+            angle = 2 * jnp.pi * u[0]
             direction = jnp.stack([jnp.cos(angle), jnp.sin(angle)])
-            ratio = jax.random.uniform(k_ratio, (), dtype, *self.ratio_range)
+            lo, hi = self.ratio_range
+            ratio = lo + (hi - lo) * u[1]
             return amplitudes, vf, diffusion, direction, ratio
 
         amplitudes, vf, diffusion0, direction, ratio = jax.vmap(draw)(_sample_keys(key, indices))
@@ -285,7 +287,9 @@ class Helmholtz(_Task):
         def draw(k, attempt):
             k_src, k_omega = jax.random.split(jax.random.fold_in(k, attempt))
             amplitudes, vf = draw_bump_amplitudes(k_src, dtype)
-            omega = jax.random.randint(k_omega, (), lo, hi + 1).astype(dtype)
+            # floor(lo + (hi - lo + 1) u), u in [0, 1): integers lo..hi with equal probability.
+            u = jax.random.uniform(k_omega, (), dtype)
+            omega = jnp.minimum(jnp.floor(lo + (hi - lo + 1) * u), hi).astype(dtype)
             return amplitudes, vf, omega
 
         def solve_at(amplitudes, omega, n):
