@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Complex, Float
+from jaxtyping import Array, Float
 
 __all__ = [
     "BUMPS_PER_AXIS",
@@ -30,7 +30,6 @@ __all__ = [
     "draw_bump_amplitudes",
     "gaussian_source",
     "lattice_maximum",
-    "source_spectrum",
 ]
 
 BUMPS_PER_AXIS = 12
@@ -110,22 +109,3 @@ def gaussian_source(
     if remove_mean:
         f = f - jnp.mean(f, axis=(-2, -1), keepdims=True)
     return f
-
-
-def source_spectrum(
-    amplitudes: Float[Array, "b 12 12"], resolution: int, *, length: float = 1.0
-) -> Complex[Array, "b n m"]:
-    """rfft2 of `gaussian_source(..., remove_mean=True)` without an FFT, shape [b, n, n//2+1].
-
-    The DFT is linear, so rfft2(G A G^T) = fft_y(G) A rfft_x(G)^T: the profile transforms are
-    computed once (float64 numpy) and each sample costs two small complex matmuls.  The mean
-    removal is the k = 0 mode set to 0.  Equal to the FFT of the sampled source up to rounding.
-    """
-    g = _profiles(resolution, length)
-    real_dtype = amplitudes.dtype
-    complex_dtype = jnp.result_type(real_dtype, 1j)
-    g_y = jnp.asarray(np.fft.fft(g, axis=0), complex_dtype)
-    g_x = jnp.asarray(np.fft.rfft(g, axis=0), complex_dtype)
-    f_hat = _superpose(amplitudes.astype(complex_dtype), g_y, g_x)
-    f_hat = f_hat / lattice_maximum(amplitudes, length)[:, None, None]
-    return f_hat.at[:, 0, 0].set(0)

@@ -33,8 +33,7 @@ import jax.numpy as jnp
 
 from solvers import _checks, solve
 from solvers.coefficients import advection_strength, draw_diffusion
-from solvers.sources import draw_bump_amplitudes, gaussian_source, source_spectrum
-from solvers.symbols import advection_diffusion_symbol, diffusion_symbol, nonzero_mode_mask
+from solvers.sources import draw_bump_amplitudes, gaussian_source
 
 __all__ = ["Poisson", "AdvectionDiffusion", "Helmholtz", "Mixed", "from_spec", "PDE_IDS"]
 
@@ -166,10 +165,7 @@ class Poisson(_Task):
 
         amplitudes, vf, diffusion = jax.vmap(draw)(_sample_keys(key, indices))
         source = gaussian_source(amplitudes, resolution, length=self.length, remove_mean=True)
-        # Same as solve.poisson(source, diffusion) up to rounding, without the forward FFT.
-        source_hat = source_spectrum(amplitudes, resolution, length=self.length)
-        symbol = diffusion_symbol(diffusion, resolution, self.length)
-        solution = solve.solve_spectrum(source_hat, symbol, nonzero_mode_mask(resolution), dtype)
+        solution = solve.poisson(source, diffusion, length=self.length)
         b = indices.shape[0]
         zeros = jnp.zeros((b,), dtype)
         velocity = jnp.zeros((b, 2), dtype)
@@ -228,10 +224,7 @@ class AdvectionDiffusion(_Task):
         diffusion = (1 - lam)[:, None, None] * diffusion0
         velocity = lam[:, None] * direction
         source = gaussian_source(amplitudes, resolution, length=self.length, remove_mean=True)
-        # Same as solve.advection_diffusion(source, ...) up to rounding, without the forward FFT.
-        source_hat = source_spectrum(amplitudes, resolution, length=self.length)
-        symbol = advection_diffusion_symbol(diffusion, velocity, resolution, self.length)
-        solution = solve.solve_spectrum(source_hat, symbol, nonzero_mode_mask(resolution), dtype)
+        solution = solve.advection_diffusion(source, diffusion, velocity, length=self.length)
         zeros = jnp.zeros(indices.shape, dtype)
         return _batch(source, solution, diffusion, velocity, zeros, self.name, vf), None
 
