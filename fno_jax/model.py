@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from fno_jax.spectral_conv import SpectralConv2d, check_modes
+from fno_jax.spectral_conv import SPECTRAL_IMPLS, SpectralConv2d, check_modes
 
 __all__ = ["FNO"]
 
@@ -48,6 +48,8 @@ class FNO(nn.Module):
         out_dim: output channels.
         dtype: compute dtype (e.g. ``jnp.float32`` or ``jnp.bfloat16``).
         param_dtype: parameter dtype.
+        spectral_impl: algorithm of the spectral convolutions, ``"fft"`` (default) or ``"dft"``
+            (truncated DFTs as matmuls); same function and params, see `fno_jax.spectral_conv`.
 
     Input ``[batch, y, x, in_channels]`` -> output ``[batch, y, x, out_dim]``. Param tree:
     ``lift``, ``spectral_{i}`` (``weights1``, ``weights2``), ``pointwise_{i}`` for
@@ -61,6 +63,7 @@ class FNO(nn.Module):
     out_dim: int = 1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    spectral_impl: str = "fft"
 
     def __post_init__(self) -> None:
         for name in ("width", "modes", "depth", "fc_dim", "out_dim"):
@@ -75,6 +78,11 @@ class FNO(nn.Module):
                 raise ValueError(
                     f"FNO {name} must be a floating dtype (float32, bfloat16, float64), got {getattr(self, name)!r}."
                 )
+        if self.spectral_impl not in SPECTRAL_IMPLS:
+            raise ValueError(
+                f"FNO spectral_impl must be one of {SPECTRAL_IMPLS}, got {self.spectral_impl!r}; "
+                "'fft' is the default, 'dft' computes the kept modes with matmuls."
+            )
         super().__post_init__()
 
     @nn.compact
@@ -88,7 +96,9 @@ class FNO(nn.Module):
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = nn.Dense(self.width, name="lift", **dense)(x)
         for i in range(self.depth):
-            spectral = SpectralConv2d(self.width, self.modes, name=f"spectral_{i}", **dense)(x)
+            spectral = SpectralConv2d(
+                self.width, self.modes, name=f"spectral_{i}", spectral_impl=self.spectral_impl, **dense
+            )(x)
             x = spectral + nn.Dense(self.width, name=f"pointwise_{i}", **dense)(x)
             if i < self.depth - 1:
                 x = _gelu(x)

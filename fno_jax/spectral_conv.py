@@ -11,9 +11,20 @@ zeroes every other mode and transforms back with ``irfft2(norm="ortho")`` to the
 
     out_hat[b, ky, kx, o] = sum_i x_hat[b, ky, kx, i] * W[i, o, ky, kx]     (retained modes only)
 
-The work is split into three pure functions (`truncate_modes`, `mode_mixing`, `pad_modes`) so that
-an alternative implementation (a different contraction order, a DFT-as-matmul, a fused kernel)
-can replace one step without touching the others or the parameter layout.
+Two implementations of the same linear map, selected by ``impl`` (``SpectralConv2d.spectral_impl``):
+
+``"fft"`` (default)
+    ``rfft`` along x, keep the ``m`` columns, ``fft`` along y of those columns only, keep the two
+    row blocks, mix, and the mirror image back (`truncate_modes`, `mode_mixing`, `pad_modes` are
+    the pieces). Transforming y only on the kept columns skips ``(nx//2 + 1 - m) / (nx//2 + 1)`` of
+    the second FFT and of the zero padding of the full-spectrum path.
+``"dft"``
+    Truncated DFTs as dense matmuls (`dft_matrices`): only the kept modes are ever formed, each
+    stage is one real matrix product with the (real, imag) pair as a contraction axis, and the
+    mixing is one batched real matmul over modes. ``O(n * m)`` work per line instead of
+    ``O(n log n)``, but all of it in the matrix units and no complex or padded spectrum in memory.
+
+Both give the same numbers up to rounding (tested in float64).
 """
 
 from __future__ import annotations
@@ -23,17 +34,23 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Complex, Float
 
 __all__ = [
     "SpectralConv2d",
+    "SPECTRAL_IMPLS",
     "complex_weights",
+    "dft_matrices",
     "fft_dtype",
     "mode_mixing",
     "pad_modes",
+    "spectral_conv",
     "spectral_init",
     "truncate_modes",
 ]
+
+SPECTRAL_IMPLS = ("fft", "dft")
 
 
 def fft_dtype(dtype: Any) -> jnp.dtype:
@@ -88,6 +105,95 @@ def pad_modes(block: Complex[Array, "b two_m m c"], ny: int, nx: int) -> Complex
     return jnp.pad(rows, ((0, 0), (0, 0), (0, nx // 2 + 1 - modes), (0, 0)))
 
 
+def _rows(modes: int, ny: int) -> np.ndarray:
+    """Row indices of the kept ky: ``0 .. m-1`` then ``ny-m .. ny-1`` (ky = -m .. -1)."""
+    return np.concatenate([np.arange(modes), np.arange(ny - modes, ny)])
+
+
+def dft_matrices(modes: int, ny: int, nx: int, dtype: Any) -> tuple[np.ndarray, ...]:
+    """Real matrices of the truncated, ortho-normalised 2-D DFT and its inverse (``impl="dft"``).
+
+    With ``theta = 2 pi kx x / nx`` (``kx < m``) and ``phi = 2 pi ky y / ny`` (ky over `_rows`):
+
+    - ``fx [nx, 2, m]``: ``(cos theta, -sin theta) / sqrt(nx)``, the forward real DFT along x;
+    - ``fy [2, 2m, 2, ny]``: multiplication by ``exp(-i phi) / sqrt(ny)`` acting on (real, imag);
+    - ``gy [2, ny, 2, 2m]``: multiplication by ``exp(+i phi) / sqrt(ny)``;
+    - ``gx [2, m, nx]``: ``c_k (cos theta, -sin theta) / sqrt(nx)``, ``c_0 = 1`` and ``c_k = 2``
+      otherwise: the inverse real DFT of a half spectrum whose columns ``>= m`` are zero (the
+      imaginary part of column 0 drops out, as in ``irfft``).
+
+    Built in float64 with numpy (trace-time constants), returned in ``dtype``.
+    """
+    kx = np.arange(modes)
+    theta = 2 * np.pi * np.outer(np.arange(nx), kx) / nx  # [nx, m]
+    phi = 2 * np.pi * np.outer(_rows(modes, ny), np.arange(ny)) / ny  # [2m, ny]
+    cos_t, sin_t, cos_p, sin_p = np.cos(theta), np.sin(theta), np.cos(phi), np.sin(phi)
+    fx = np.stack([cos_t, -sin_t], axis=1) / np.sqrt(nx)
+    # (a + ib)(cos - i sin) = (a cos + b sin) + i (b cos - a sin); indices [out re/im, ky, in re/im, y].
+    fy = np.stack([np.stack([cos_p, sin_p], axis=1), np.stack([-sin_p, cos_p], axis=1)]) / np.sqrt(ny)
+    # (a + ib)(cos + i sin) = (a cos - b sin) + i (a sin + b cos); indices [out re/im, y, in re/im, ky].
+    gy = np.stack([np.stack([cos_p.T, -sin_p.T], axis=1), np.stack([sin_p.T, cos_p.T], axis=1)]) / np.sqrt(ny)
+    weight = np.where(kx == 0, 1.0, 2.0)[:, None]
+    gx = np.stack([weight * cos_t.T, -weight * sin_t.T]) / np.sqrt(nx)
+    return tuple(np.asarray(a, dtype) for a in (fx, fy, gy, gx))
+
+
+def _real_mixing_matrix(weights: Float[Array, "i o two_m m 2"]) -> Float[Array, "two_m m two_i two_o"]:
+    """Complex ``[i, o]`` per mode as the real ``[2i, 2o]`` block ``[[Wr, Wi], [-Wi, Wr]]``.
+
+    Row block = input (real, imag), column block = output (real, imag), so ``[xr, xi] @ M`` is
+    ``(xr Wr - xi Wi, xr Wi + xi Wr)``, the real and imaginary parts of ``x * W``.
+    """
+    wr, wi = weights[..., 0], weights[..., 1]
+    blocks = jnp.stack([jnp.stack([wr, wi]), jnp.stack([-wi, wr])])  # [p, q, i, o, z, k]
+    channels_in, channels_out, two_m, modes = wr.shape
+    return jnp.transpose(blocks, (4, 5, 0, 2, 1, 3)).reshape(two_m, modes, 2 * channels_in, 2 * channels_out)
+
+
+def _fft_conv(x: Float[Array, "b ny nx i"], weights: Float[Array, "i o two_m m 2"]) -> Float[Array, "b ny nx o"]:
+    _, ny, nx, _ = x.shape
+    modes = weights.shape[3]
+    # Separable transform: only the kept columns go through the y FFT (both ways).
+    cols = jnp.fft.rfft(x, axis=2, norm="ortho")[:, :, :modes, :]
+    x_hat = jnp.fft.fft(cols, axis=1, norm="ortho")
+    out_hat = mode_mixing(truncate_modes(x_hat, modes), complex_weights(weights, x.dtype))
+    batch, _, _, channels_out = out_hat.shape
+    gap = jnp.zeros((batch, ny - 2 * modes, modes, channels_out), out_hat.dtype)
+    rows = jnp.concatenate([out_hat[:, :modes], gap, out_hat[:, modes:]], axis=1)
+    cols = jnp.fft.ifft(rows, axis=1, norm="ortho")
+    cols = jnp.pad(cols, ((0, 0), (0, 0), (0, nx // 2 + 1 - modes), (0, 0)))
+    return jnp.fft.irfft(cols, n=nx, axis=2, norm="ortho")
+
+
+def _dft_conv(x: Float[Array, "b ny nx i"], weights: Float[Array, "i o two_m m 2"]) -> Float[Array, "b ny nx o"]:
+    batch, ny, nx, channels_in = x.shape
+    modes = weights.shape[3]
+    fx, fy, gy, gx = (jnp.asarray(a) for a in dft_matrices(modes, ny, nx, x.dtype))
+    mixing = _real_mixing_matrix(weights.astype(x.dtype))
+    a = jnp.einsum("byxc,xpk->bypkc", x, fx)  # [b, ny, 2, m, i]
+    a = jnp.einsum("bypkc,qzpy->bzkqc", a, fy).reshape(batch, 2 * modes, modes, 2 * channels_in)
+    a = jnp.einsum("bzkj,zkjl->bzkl", a, mixing).reshape(batch, 2 * modes, modes, 2, -1)
+    a = jnp.einsum("bzkqo,pyqz->bypko", a, gy)  # [b, ny, 2, m, o]
+    return jnp.einsum("bypko,pkx->byxo", a, gx)
+
+
+def spectral_conv(
+    x: Float[Array, "b ny nx i"], weights: Float[Array, "i o two_m m 2"], impl: str = "fft"
+) -> Float[Array, "b ny nx o"]:
+    """The spectral convolution of the module docstring, as a pure function.
+
+    Args:
+        x: real field ``[batch, ny, nx, in]``; its dtype is the working precision.
+        weights: ``concatenate([weights1, weights2], axis=2)``, real ``[in, out, 2m, m, 2]``.
+        impl: ``"fft"`` or ``"dft"`` (same map, different algorithm).
+    """
+    if impl == "fft":
+        return _fft_conv(x, weights)
+    if impl == "dft":
+        return _dft_conv(x, weights)
+    raise ValueError(f"spectral_impl must be one of {SPECTRAL_IMPLS}, got {impl!r}.")
+
+
 class SpectralConv2d(nn.Module):
     """Fourier-space convolution keeping ``modes x modes`` corner blocks at both signs of ky.
 
@@ -96,6 +202,7 @@ class SpectralConv2d(nn.Module):
         modes: retained modes per spatial direction; needs ``modes <= min(ny, nx) // 2``.
         dtype: compute dtype of the output; FFTs and mixing run in `fft_dtype(dtype)`.
         param_dtype: dtype of the stored weights.
+        spectral_impl: ``"fft"`` (default) or ``"dft"``; see the module docstring.
 
     Params: ``weights1`` (rows ``[:m]``) and ``weights2`` (rows ``[-m:]``), both real
     ``[in, out, modes, modes, 2]`` holding (real, imag). No bias: the pointwise branch of the FNO
@@ -106,6 +213,7 @@ class SpectralConv2d(nn.Module):
     modes: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    spectral_impl: str = "fft"
 
     @nn.compact
     def __call__(self, x: Float[Array, "b ny nx i"]) -> Float[Array, "b ny nx o"]:
@@ -114,17 +222,15 @@ class SpectralConv2d(nn.Module):
                 f"SpectralConv2d expects x of shape [batch, y, x, channels], got shape {x.shape}; "
                 "add a batch axis with x[None] or map over extra axes with jax.vmap."
             )
+        if self.spectral_impl not in SPECTRAL_IMPLS:
+            raise ValueError(f"spectral_impl must be one of {SPECTRAL_IMPLS}, got {self.spectral_impl!r}.")
         _, ny, nx, in_features = x.shape
         check_modes(self.modes, ny, nx)
         shape = (in_features, self.features, self.modes, self.modes, 2)
         weights1 = self.param("weights1", spectral_init, shape, self.param_dtype)
         weights2 = self.param("weights2", spectral_init, shape, self.param_dtype)
-
-        real = fft_dtype(self.dtype)
-        weights = complex_weights(jnp.concatenate([weights1, weights2], axis=2), real)
-        x_hat = jnp.fft.rfft2(x.astype(real), axes=(1, 2), norm="ortho")
-        out_hat = pad_modes(mode_mixing(truncate_modes(x_hat, self.modes), weights), ny, nx)
-        out = jnp.fft.irfft2(out_hat, s=(ny, nx), axes=(1, 2), norm="ortho")
+        weights = jnp.concatenate([weights1, weights2], axis=2)
+        out = spectral_conv(x.astype(fft_dtype(self.dtype)), weights, self.spectral_impl)
         return out.astype(self.dtype)
 
 

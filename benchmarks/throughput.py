@@ -1,0 +1,81 @@
+"""Throughput benchmarks behind one command line: data generation, training and inference.
+
+    python -m benchmarks.throughput generate --pde poisson --resolution 128 --batch 1024 [--json]
+    python -m benchmarks.throughput train --resolution 128 --batch 32 --width 16 --modes 8 \
+        [--steps N] [--dtype float32|bfloat16] [--spectral-impl fft|dft] [--baseline] [--json]
+    python -m benchmarks.throughput infer ...same flags as train...
+
+Each subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> dict``
+(`benchmarks.generate`, `benchmarks.train_throughput`, `benchmarks.model_throughput`). The result is
+printed as ``key: value`` lines; with ``--json`` the last line printed is the whole result as one
+JSON object (at least ``samples_per_s``, ``step_ms_median``, ``compile_s``, ``device``,
+``peak_bytes``; ``peak_bytes`` is null where the backend keeps no allocator statistics).
+Timings exclude compilation and end each step on ``block_until_ready``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
+# Subcommand -> module; modules are imported only when their subcommand runs (or for --help).
+SUBCOMMANDS = {
+    "generate": "benchmarks.generate",
+    "train": "benchmarks.train_throughput",
+    "infer": "benchmarks.model_throughput",
+}
+_REQUIRED_KEYS = ("samples_per_s", "step_ms_median", "compile_s", "device", "peak_bytes")
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The argument parser of one subcommand, with the module's own flags and ``--json``."""
+    if command not in SUBCOMMANDS:
+        raise ValueError(f"unknown benchmark {command!r}; choose one of {sorted(SUBCOMMANDS)}.")
+    module = importlib.import_module(SUBCOMMANDS[command])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m benchmarks.throughput {command}",
+        description=(module.__doc__ or command).strip().splitlines()[0],
+    )
+    module.add_arguments(parser)
+    if "--json" not in parser._option_string_actions:
+        parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
+    return parser
+
+
+def _jsonable(value: Any) -> Any:
+    # numpy / jax scalars from a module's result become plain Python numbers.
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
+        print(__doc__, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"error: unknown benchmark {argv[0]!r}; choose one of {sorted(SUBCOMMANDS)}.", file=sys.stderr)
+            return 2
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    parser = build_parser(command)
+    args = parser.parse_args(rest)
+    run = importlib.import_module(SUBCOMMANDS[command]).run
+    result = {key: _jsonable(value) for key, value in run(args).items()}
+    result.setdefault("benchmark", command)
+    for key in _REQUIRED_KEYS:
+        result.setdefault(key, None)
+    for key, value in result.items():
+        print(f"{key:>24}: {value}")
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Training throughput of the real FNO train step (and, optionally, of the PyTorch reference).
+
+    python -m benchmarks.train_throughput --resolution 128 --batch 32 --width 16 --modes 8 \
+        [--depth 4] [--fc-dim 128] [--channels 4] [--dtype float32|bfloat16] [--spectral-impl fft|dft] \
+        [--steps 20] [--baseline] [--json]
+
+(also reached as ``python -m benchmarks.throughput train ...``). The step timed is
+`fno_jax.steps.train_step` (normalization, channel assembly, forward, sum-of-squares loss, backward,
+Adam, the finite-update guard) under ``jax.jit(..., donate_argnums=0)``, on a fixed random batch
+already on the device. The first call (trace + compile + one step) is ``compile_s``; each timed step
+ends in ``block_until_ready`` on the new state and metrics; ``step_ms_median`` is the median.
+
+With ``--baseline`` and torch importable, the reference PyTorch model (same sizes, float32, Adam,
+the same loss on the same inputs, CUDA when available with ``torch.cuda.synchronize``) is timed
+the same way in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fno_jax import steps
+from fno_jax.model import FNO
+from fno_jax.normalization import NormStats
+from fno_jax.spectral_conv import SPECTRAL_IMPLS
+
+__all__ = ["add_arguments", "run"]
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_SIZES = ("resolution", "batch", "width", "modes", "depth", "fc_dim", "channels", "steps")
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
+    # The throughput front end may already define the flags shared by its subcommands.
+    if flag not in parser._option_string_actions:
+        parser.add_argument(flag, **kwargs)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the training-benchmark flags to ``parser`` (flags it already has are kept)."""
+    _add(parser, "--resolution", type=int, default=128, help="grid points per side")
+    _add(parser, "--batch", type=int, default=32, help="samples per train step")
+    _add(parser, "--width", type=int, default=16)
+    _add(parser, "--modes", type=int, default=8)
+    _add(parser, "--depth", type=int, default=4)
+    _add(parser, "--fc-dim", type=int, default=128)
+    _add(parser, "--channels", type=int, default=4, help="input channels (4 = poisson)")
+    _add(parser, "--dtype", choices=sorted(_DTYPES), default="float32", help="compute dtype")
+    _add(parser, "--spectral-impl", choices=SPECTRAL_IMPLS, default="fft", help="spectral conv algorithm")
+    _add(parser, "--steps", type=int, default=20, help="timed train steps")
+    _add(parser, "--warmup", type=int, default=2, help="untimed steps after compiling")
+    _add(parser, "--learning-rate", type=float, default=1e-3)
+    _add(parser, "--seed", type=int, default=0)
+    _add(parser, "--baseline", action="store_true", help="also time the PyTorch reference")
+    _add(parser, "--json", action="store_true", help="print one JSON line at the end")
+
+
+def _time(fn: Callable[[], Any], steps_: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps_):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _peak_bytes(device: Any) -> int | None:
+    try:
+        stats = device.memory_stats()
+    except Exception:  # backends without allocator stats (CPU) raise or return None
+        return None
+    return stats.get("peak_bytes_in_use") if stats else None
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Raise ValueError naming the flag for sizes that cannot be benchmarked."""
+    for name in _SIZES:
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}.")
+    if args.channels < 2:
+        raise ValueError(f"--channels must be >= 2 (source plus coefficients), got {args.channels}.")
+    if args.modes > args.resolution // 2:
+        raise ValueError(
+            f"--modes {args.modes} is too many for --resolution {args.resolution}; "
+            f"use --modes <= {args.resolution // 2}."
+        )
+
+
+def _random_batch(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(args.seed)
+    n = args.resolution
+    return {
+        "source": rng.normal(size=(args.batch, n, n)).astype(np.float32),
+        "coeffs": rng.uniform(0.5, 1.5, size=(args.batch, args.channels - 1)).astype(np.float32),
+        "solution": rng.normal(size=(args.batch, n, n)).astype(np.float32),
+    }
+
+
+def _torch_baseline(args: argparse.Namespace, inputs: np.ndarray, target: np.ndarray) -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        return {"torch_skipped": "torch is not importable"}
+    from benchmarks.reference_torch import make_reference_model
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(args.seed)
+    model = make_reference_model(args.width, args.modes, args.depth, args.fc_dim, args.channels, 1).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
+    x = torch.from_numpy(np.array(inputs)).to(device)
+    y = torch.from_numpy(np.array(target)).to(device)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        diff = (model(x)[..., 0] - y).reshape(x.shape[0], -1)
+        loss = (diff * diff).sum(dim=-1).mean()
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    start = time.perf_counter()
+    step()
+    first_s = time.perf_counter() - start
+    times = _time(step, args.steps, args.warmup)
+    step_s = statistics.median(times)
+    return {
+        "torch_device": device,
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_first_step_s": first_s,
+        "torch_step_ms_median": 1e3 * step_s,
+        "torch_samples_per_s": args.batch / step_s,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Time the jitted, donating FNO train step; return the measurements as a JSON-serialisable dict."""
+    check_args(args)
+    dtype = _DTYPES[args.dtype]
+    model = FNO(
+        width=args.width,
+        modes=args.modes,
+        depth=args.depth,
+        fc_dim=args.fc_dim,
+        dtype=dtype,
+        spectral_impl=args.spectral_impl,
+    )
+    norm = NormStats(source_scale=1.0, coeff_scale=(1.0,) * (args.channels - 1))
+    optimizer = optax.adam(args.learning_rate)
+    device = jax.devices()[0]
+    host = _random_batch(args)
+    batch = jax.device_put({k: jnp.asarray(v) for k, v in host.items()}, device)
+
+    dummy = jnp.zeros((1, args.resolution, args.resolution, args.channels), jnp.float32)
+    params = jax.jit(lambda key: model.init(key, dummy)["params"])(jax.random.key(args.seed))
+    state = jax.jit(lambda p: {"params": p, "opt_state": optimizer.init(p), "step": jnp.zeros((), jnp.int32)})(params)
+    num_params = sum(leaf.size for leaf in jax.tree.leaves(params))
+    del params  # the state holds its own copy; the donated buffers must not be referenced elsewhere
+    train_step = jax.jit(
+        functools.partial(steps.train_step, model=model, optimizer=optimizer, norm=norm, length=1.0),
+        donate_argnums=(0,),
+    )
+    holder = {"state": state}
+
+    def one_step() -> None:
+        holder["state"], metrics = train_step(holder["state"], batch)
+        jax.block_until_ready((holder["state"], metrics))
+
+    start = time.perf_counter()
+    one_step()
+    compile_s = time.perf_counter() - start
+    times = _time(one_step, args.steps, args.warmup)
+    _, metrics = train_step(holder["state"], batch)
+    step_s = statistics.median(times)
+    result: dict[str, Any] = {
+        "benchmark": "train",
+        "resolution": args.resolution,
+        "batch": args.batch,
+        "width": args.width,
+        "modes": args.modes,
+        "depth": args.depth,
+        "fc_dim": args.fc_dim,
+        "channels": args.channels,
+        "dtype": args.dtype,
+        "spectral_impl": args.spectral_impl,
+        "num_params": int(num_params),
+        "steps": args.steps,
+        "compile_s": compile_s,
+        "step_ms_median": 1e3 * step_s,
+        "step_ms_min": 1e3 * min(times),
+        "samples_per_s": args.batch / step_s,
+        "final_loss": float(metrics["loss"]),
+        "device": f"{device.platform}:{device.device_kind}",
+        "num_devices": jax.device_count(),
+        "jax_version": jax.__version__,
+        "peak_bytes": _peak_bytes(device),
+    }
+    if args.baseline:
+        inputs = np.asarray(steps.model_inputs(batch, norm, 1.0))
+        result.update(_torch_baseline(args, inputs, host["solution"]))
+        if "torch_samples_per_s" in result:
+            result["speedup_vs_torch"] = result["samples_per_s"] / result["torch_samples_per_s"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    result = run(args)
+    for key, value in result.items():
+        print(f"{key:>22}: {value}")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
