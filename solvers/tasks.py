@@ -268,9 +268,9 @@ class Helmholtz(_Task):
         return (
             f"helmholtz: no admissible sample (max|u| <= {self.max_amplitude}) found for some "
             f"samples after {MAX_TRIES} tries with omega_range={self.omega_range}; this range "
-            "is (nearly) resonant for D = {self.diffusivity}: choose another omega_range or "
+            f"is (nearly) resonant for D = {self.diffusivity}: choose another omega_range or "
             "raise max_amplitude."
-        ).replace("{self.diffusivity}", str(self.diffusivity))
+        )
 
     def _sample_indices(self, key, indices, resolution):
         dtype = _default_float()
