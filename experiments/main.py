@@ -9,6 +9,7 @@ Running the same command again on the same workdir resumes from the latest check
 import logging
 import sys
 
+import jax
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
@@ -30,7 +31,7 @@ def main(argv):
     # Library chatter (checkpoint I/O) at warning level; the run's own progress through the "fno_jax" logger.
     absl_logging.set_verbosity(absl_logging.WARNING)
     logger = logging.getLogger("fno_jax")
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
     logger.propagate = False
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)

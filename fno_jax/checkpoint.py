@@ -26,6 +26,15 @@ def checkpoint_dir(workdir: str | os.PathLike) -> str:
     return os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
 
 
+def _handlers() -> dict[str, Any]:
+    # Registered up front so that item metadata (shapes, dtypes) can be read before any restore.
+    return {
+        "params": ocp.StandardCheckpointHandler(),
+        "opt_state": ocp.StandardCheckpointHandler(),
+        "meta": ocp.JsonCheckpointHandler(),
+    }
+
+
 class CheckpointError(RuntimeError):
     """No usable checkpoint where one was expected."""
 
@@ -43,7 +52,7 @@ class Checkpointer:
             read_only=read_only,
             enable_async_checkpointing=True,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=_handlers())
 
     # ---- queries ---------------------------------------------------------------------------------------------
     def steps(self) -> list[int]:
@@ -140,10 +149,18 @@ class Checkpointer:
         self.manager.reload()
 
     def restore_params(self, step: int, abstract_params=None):
-        args = ocp.args.StandardRestore(abstract_params) if abstract_params is not None else None
-        if args is None:
-            args = ocp.args.StandardRestore()
-        restored = self.manager.restore(step, args=ocp.args.Composite(params=args))
+        """The `params` item of `step`, laid out like `abstract_params` (default: on this process's first device).
+
+        Without a target the arrays are placed on one local device, so a checkpoint written on any number of
+        devices (or hosts) loads anywhere.
+        """
+        if abstract_params is None:
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            metadata = self.manager.item_metadata(step)["params"]
+            abstract_params = jax.tree_util.tree_map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata
+            )
+        restored = self.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params)))
         return restored["params"]
 
 

@@ -97,6 +97,15 @@ def load_splits(config: ml_collections.ConfigDict, task, layout: str, *, need_tr
             f"dataset {source} holds task {spec.get('name')!r} but config.task={config.task!r}; "
             f"set config.task={spec.get('name')!r} or use a {config.task!r} dataset."
         )
+    if spec.get("name") == config.task and "imported_from" not in spec:
+        # Same PDE but other coefficient ranges or domain size would train (and record in the checkpoint's
+        # task_spec) something other than what the config says. Imported datasets carry no ranges to compare.
+        expected = json.loads(json.dumps(task.spec()))
+        if spec != expected:
+            raise ConfigError(
+                f"dataset {source} was generated with task spec {spec} but the config asks for {expected}; set "
+                "config.task_ranges and config.data.length to the dataset's values or generate a dataset for these."
+            )
     for split, wanted in (("val", d.num_val), ("test", d.num_test)):
         if wanted > dataset.num(split):
             raise ConfigError(
@@ -243,124 +252,135 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         pretrained = (p_step, p_params, p_meta)
 
     ckpt = checkpoint.Checkpointer(workdir, max_to_keep=t.max_to_keep)
-    if ckpt.steps():
-        _, meta = ckpt.steps()[-1], ckpt.meta(ckpt.steps()[-1])
-        if meta.get("model") != model_cfg or meta.get("layout") != layout:
-            ckpt.close()
+    try:
+        previous = _newest_readable_meta(ckpt)
+        if previous is not None and (previous.get("model") != model_cfg or previous.get("layout") != layout):
             raise ConfigError(
-                f"workdir {workdir} holds checkpoints of another architecture (model {meta.get('model')}, layout "
-                f"{meta.get('layout')!r}; this config: model {model_cfg}, layout {layout!r}); use a new --workdir."
+                f"workdir {workdir} holds checkpoints of another architecture (model {previous.get('model')}, "
+                f"layout {previous.get('layout')!r}; this config: model {model_cfg}, layout {layout!r}); "
+                "use a new --workdir."
             )
-    _write_config(workdir, c)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
+        _write_config(workdir, c)
+        metrics_path = os.path.join(workdir, "metrics.jsonl")
 
-    # Data.
-    mode = _mode(c)
-    splits = load_splits(c, task, layout, need_train=mode != "zeroshot")
-    if d.source == "stream":
-        stats = stream_stats(c, task, layout)
-    elif splits.train is not None:
-        stats = stats_from_norms(source_norms(splits.train["source"], d.length), splits.train["coeffs"])
-    else:  # zero-shot: the downstream stats are those of its (unused) train pool, made the same way as a run's
-        pool = generate.generate_split(task, c.seed, "train", d.num_train, d.resolution, chunk=d.generate_chunk)
-        arrays = _to_train_arrays(pool, layout)
-        stats = stats_from_norms(source_norms(arrays["source"], d.length), arrays["coeffs"])
-    if pretrained is not None and c.finetune.norm_stats == "pretrained":
-        p_stats = NormStats.from_dict(pretrained[2]["norm_stats"])
-        stats = finetune.transfer_stats(p_stats, stats, pretrained[2]["layout"], layout)
+        # Data.
+        mode = _mode(c)
+        splits = load_splits(c, task, layout, need_train=mode != "zeroshot")
+        if d.source == "stream":
+            stats = stream_stats(c, task, layout)
+        elif splits.train is not None:
+            stats = stats_from_norms(source_norms(splits.train["source"], d.length), splits.train["coeffs"])
+        else:  # zero-shot: the downstream stats are those of its (unused) train pool, made the same way as a run's
+            pool = generate.generate_split(task, c.seed, "train", d.num_train, d.resolution, chunk=d.generate_chunk)
+            arrays = _to_train_arrays(pool, layout)
+            stats = stats_from_norms(source_norms(arrays["source"], d.length), arrays["coeffs"])
+        if pretrained is not None and c.finetune.norm_stats == "pretrained":
+            p_stats = NormStats.from_dict(pretrained[2]["norm_stats"])
+            stats = finetune.transfer_stats(p_stats, stats, pretrained[2]["layout"], layout)
 
-    # Params: fresh init, then the pretrained params swapped in.
-    init_key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 3000)
-    dummy = jnp.zeros((1, d.resolution, d.resolution, channels.num_channels(layout)), jnp.float32)
-    params = jax.jit(lambda k: model.init(k, dummy)["params"])(init_key)
-    if pretrained is not None:
-        params = finetune.transfer_params(pretrained[1], params, pretrained[2]["layout"], layout)
-    params = jax.tree_util.tree_map(jnp.asarray, params)
-    optimizer = make_optimizer(
-        t.learning_rate,
-        max(t.num_steps, 1),
-        warmup_steps=t.warmup_steps,
-        weight_decay=t.weight_decay,
-        freeze=tuple(c.finetune.freeze),
-        params=params,
-    )
-    state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.int32(0)}
+        # Params: fresh init, then the pretrained params swapped in.
+        init_key = jax.random.fold_in(jax.random.PRNGKey(c.seed), 3000)
+        dummy = jnp.zeros((1, d.resolution, d.resolution, channels.num_channels(layout)), jnp.float32)
+        params = jax.jit(lambda k: model.init(k, dummy)["params"])(init_key)
+        if pretrained is not None:
+            params = finetune.transfer_params(pretrained[1], params, pretrained[2]["layout"], layout)
+        params = jax.tree_util.tree_map(jnp.asarray, params)
+        optimizer = make_optimizer(
+            t.learning_rate,
+            max(t.num_steps, 1),
+            warmup_steps=t.warmup_steps,
+            weight_decay=t.weight_decay,
+            freeze=tuple(c.finetune.freeze),
+            params=params,
+        )
+        state = {"params": params, "opt_state": optimizer.init(params), "step": jnp.int32(0)}
 
-    meta = {
-        "model": model_cfg,
-        "layout": layout,
-        "norm_stats": stats.to_dict(),
-        "task_spec": task.spec(),
-        "config": json.loads(c.to_json()),
-        "provenance": _provenance(c, pretrained),
-        "best_step": None,
-        "best_val_rel_l2": None,
-    }
-    restored = None
-    if ckpt.steps():
-        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-        restored = ckpt.restore_latest(abstract["params"], abstract["opt_state"])
-    if restored is not None:
-        r_step, r_params, r_opt, r_meta = restored
-        state = {"params": r_params, "opt_state": r_opt, "step": jnp.int32(r_step)}
-        stats = NormStats.from_dict(r_meta["norm_stats"])
-        meta.update(best_step=r_meta.get("best_step"), best_val_rel_l2=r_meta.get("best_val_rel_l2"))
-        meta["norm_stats"] = r_meta["norm_stats"]
-        _truncate_metrics(metrics_path, r_step)
+        meta = {
+            "model": model_cfg,
+            "layout": layout,
+            "norm_stats": stats.to_dict(),
+            "task_spec": task.spec(),
+            "config": json.loads(c.to_json()),
+            "provenance": _provenance(c, pretrained),
+            "best_step": None,
+            "best_val_rel_l2": None,
+        }
+        restored = None
+        if ckpt.steps():
+            abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+            restored = ckpt.restore_latest(abstract["params"], abstract["opt_state"])
+        if restored is not None:
+            r_step, r_params, r_opt, r_meta = restored
+            state = {"params": r_params, "opt_state": r_opt, "step": jnp.int32(r_step)}
+            stats = NormStats.from_dict(r_meta["norm_stats"])
+            meta.update(best_step=r_meta.get("best_step"), best_val_rel_l2=r_meta.get("best_val_rel_l2"))
+            meta["norm_stats"] = r_meta["norm_stats"]
+            _truncate_metrics(metrics_path, r_step)
+            if _is_main():
+                log.info("resuming %s from step %d", workdir, r_step)
+        elif os.path.exists(metrics_path) and _is_main():
+            os.remove(metrics_path)
+        start_step = int(state["step"])
+
+        eval_fn = parallel.compile_eval(
+            functools.partial(steps.eval_step, model=model, norm=stats, length=d.length), eval_batch
+        )
+        val_data = parallel.put_data(splits.val, for_training=False)
+        summary_extra: dict[str, Any] = {}
+
+        if t.num_steps > 0 and start_step < t.num_steps:
+            state, summary_extra = _train_loop(
+                c, workdir, parallel, model, optimizer, stats, task, layout, splits, state, meta, ckpt, eval_fn,
+                val_data, eval_batch, metrics_path,
+            )  # fmt: skip
+
+        # Final evaluation with the best-validation params.
+        if t.num_steps == 0:
+            best_params, best_step = state["params"], 0
+            val = evaluate(eval_fn, parallel.eval_params(parallel.replicate(best_params)), val_data, eval_batch)
+            meta.update(best_step=0, best_val_rel_l2=val["rel_l2"])
+        else:
+            best_step = meta["best_step"] if meta["best_step"] is not None else int(ckpt.latest_step())
+            abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+            best_params = ckpt.restore_params(best_step, abstract)
+        test_data = parallel.put_data(splits.test, for_training=False)
+        eval_params = parallel.eval_params(parallel.replicate(jax.device_get(best_params)))
+        test = evaluate(eval_fn, eval_params, test_data, eval_batch)
+        summary = {
+            "task": c.task,
+            "layout": layout,
+            "mode": mode,
+            "num_train": int(d.num_train) if mode != "zeroshot" else 0,
+            "model": model_cfg,
+            "num_params": num_params(params),
+            "test_rel_l2": test["rel_l2"],
+            "test_loss": test["loss"],
+            "val_rel_l2": meta["best_val_rel_l2"],
+            "best_step": best_step,
+            "learning_rate": float(t.learning_rate),
+            "steps": int(t.num_steps),
+            "task_spec": task.spec(),
+            "init_from": c.init_from,
+            "devices": parallel.num_devices,
+            "wall_s": time.perf_counter() - t_start,
+            **summary_extra,
+        }
         if _is_main():
-            log.info("resuming %s from step %d", workdir, r_step)
-    elif os.path.exists(metrics_path) and _is_main():
-        os.remove(metrics_path)
-    start_step = int(state["step"])
+            checkpoint.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+            log.info("test rel L2 %.4g (best step %s)", test["rel_l2"], best_step)
+        return summary
+    finally:
+        ckpt.close()
 
-    eval_fn = parallel.compile_eval(
-        functools.partial(steps.eval_step, model=model, norm=stats, length=d.length), eval_batch
-    )
-    val_data = parallel.put_data(splits.val, for_training=False)
-    summary_extra: dict[str, Any] = {}
 
-    if t.num_steps > 0 and start_step < t.num_steps:
-        state, summary_extra = _train_loop(
-            c, workdir, parallel, model, optimizer, stats, task, layout, splits, state, meta, ckpt, eval_fn,
-            val_data, eval_batch, metrics_path,
-        )  # fmt: skip
-
-    # Final evaluation with the best-validation params.
-    if t.num_steps == 0:
-        best_params, best_step = state["params"], 0
-        val = evaluate(eval_fn, parallel.eval_params(parallel.replicate(best_params)), val_data, eval_batch)
-        meta.update(best_step=0, best_val_rel_l2=val["rel_l2"])
-    else:
-        best_step = meta["best_step"] if meta["best_step"] is not None else int(ckpt.latest_step())
-        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-        best_params = ckpt.restore_params(best_step, abstract)
-    ckpt.close()
-    test_data = parallel.put_data(splits.test, for_training=False)
-    eval_params = parallel.eval_params(parallel.replicate(jax.device_get(best_params)))
-    test = evaluate(eval_fn, eval_params, test_data, eval_batch)
-    summary = {
-        "task": c.task,
-        "layout": layout,
-        "mode": mode,
-        "num_train": int(d.num_train) if mode != "zeroshot" else 0,
-        "model": model_cfg,
-        "num_params": num_params(params),
-        "test_rel_l2": test["rel_l2"],
-        "test_loss": test["loss"],
-        "val_rel_l2": meta["best_val_rel_l2"],
-        "best_step": best_step,
-        "learning_rate": float(t.learning_rate),
-        "steps": int(t.num_steps),
-        "task_spec": task.spec(),
-        "init_from": c.init_from,
-        "devices": parallel.num_devices,
-        "wall_s": time.perf_counter() - t_start,
-        **summary_extra,
-    }
-    if _is_main():
-        checkpoint.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-        log.info("test rel L2 %.4g (best step %s)", test["rel_l2"], best_step)
-    return summary
+def _newest_readable_meta(ckpt: checkpoint.Checkpointer) -> dict[str, Any] | None:
+    """Metadata of the newest checkpoint whose metadata reads (broken steps are handled by restore_latest)."""
+    for step in reversed(ckpt.steps()):
+        try:
+            return ckpt.meta(step)
+        except Exception:  # noqa: BLE001, S112 - any unreadable step: look at an older one
+            continue
+    return None
 
 
 def _provenance(config, pretrained) -> dict[str, Any]:
@@ -413,6 +433,7 @@ def _train_loop(
             host = jax.device_get([parallel.unreplicate(m) for _, m in pending])
             for (s, _), m in zip(pending, host, strict=True):
                 if not bool(m["finite"]):
+                    ckpt.wait()  # the last good (asynchronous) save must be on disk before the run stops
                     raise NonFiniteError(_nonfinite_message(c, s, m, splits, workdir, ckpt))
             elapsed = time.perf_counter() - t_window
             record = {
