@@ -70,3 +70,13 @@ def test_module_entry_point_runs():
     cmd += ["--width", "2", "--modes", "2", "--depth", "1", "--fc-dim", "4", "--steps", "1", "--json"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True, timeout=120).stdout
     assert REQUIRED <= set(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_flop_model_counts_dense_layers_exactly():
+    from benchmarks.flops import train_step_cost
+
+    rows = {r["part"]: r for r in train_step_cost(8, width=4, modes=2, depth=2, fc_dim=6, channels=3)}
+    # Dense on 64 points: 2 * 64 * 4 * 4 per layer forward; backward doubles it.
+    assert rows["pointwise x2"]["fwd_flops"] == 2 * 2 * 64 * 4 * 4
+    assert rows["pointwise x2"]["train_flops"] == 3 * rows["pointwise x2"]["fwd_flops"]
+    assert rows["total"]["train_flops"] == sum(r["train_flops"] for p, r in rows.items() if p != "total")

@@ -1,0 +1,112 @@
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+# Accelerator check of the throughput targets, one short script (<= 6 minutes), run from the repo root:
+#
+#     bash benchmarks/device_check.sh              # paper config on the accelerator
+#     SMALL=1 PYTHON=.venv/bin/python bash benchmarks/device_check.sh   # tiny sizes, any machine (CPU smoke run)
+#
+# Needs jax (+ CUDA) and, for the baseline, torch; nothing from the network (ml_collections comes from .whl/).
+# Every result goes as one JSON line (plus a "label") into $OUT/results.jsonl; each command's full output goes
+# to $OUT/<label>.log; a table is printed at the end. Each command runs under `timeout` and a failure is
+# recorded as {"label", "error"} so the rest still runs; commands left when the time budget is spent are skipped.
+set -u
+
+PY=${PYTHON:-python3}
+OUT=${OUT:-/tmp/device_check}
+BUDGET_S=${BUDGET_S:-330}
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+# Grow GPU memory on demand: the PyTorch baseline shares the process, and peak_bytes stays the real peak.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+
+if [ "${SMALL:-0}" = "1" ]; then
+  MODEL=(--resolution 16 --batch 4 --width 8 --modes 4 --fc-dim 16)
+  STEPS=(--steps 2 --warmup 1)
+  GEN=(--pde poisson --resolution 16 --batch 8 --repeats 2)
+  T_TRAIN=120 T_INFER=90 T_GEN=60
+else
+  # The paper's model: width 64, 32 modes, 4 layers, fc 128, Poisson inputs (4 channels), 128 x 128, batch 128.
+  MODEL=(--resolution 128 --batch 128 --width 64 --modes 32 --fc-dim 128)
+  STEPS=(--steps 20 --warmup 3)
+  GEN=(--pde poisson --resolution 128 --batch 8192 --repeats 20)
+  T_TRAIN=60 T_INFER=45 T_GEN=45
+fi
+
+echo "== device_check $(date -u +%Y-%m-%dT%H:%M:%SZ) SMALL=${SMALL:-0} git=$(git rev-parse --short HEAD 2>/dev/null || echo none)"
+nvidia-smi 2>&1 | head -n 20 || echo "nvidia-smi: not available"
+"$PY" - <<'EOF' 2>&1
+import sys
+print("python", sys.version.split()[0])
+try:
+    import jax
+    print("jax", jax.__version__, "devices", jax.devices())
+except Exception as exc:  # report and go on: the cases below record their own failures
+    print("jax import failed:", exc)
+for name in ("flax", "optax", "ml_collections", "torch"):
+    try:
+        module = __import__(name)
+        extra = f" cuda={module.cuda.is_available()}" if name == "torch" else ""
+        print(name, getattr(module, "__version__", "?") + extra)
+    except Exception as exc:
+        print(name, "not importable:", exc)
+EOF
+
+# run_case LABEL TIMEOUT_S ARGS... : one benchmark, its last stdout line appended to results.jsonl.
+run_case() {
+  local label=$1 limit=$2
+  shift 2
+  if [ "$SECONDS" -ge "$BUDGET_S" ]; then
+    echo "-- $label: skipped (time budget of ${BUDGET_S}s spent)"
+    echo "{\"label\": \"$label\", \"error\": \"skipped: time budget spent\"}" >>"$RESULTS"
+    return 0
+  fi
+  echo "-- $label: $PY -m benchmarks.throughput $* --json"
+  local log="$OUT/$label.log" start=$SECONDS
+  timeout -k 5 "$limit" "$PY" -m benchmarks.throughput "$@" --json >"$log" 2>&1
+  local rc=$?
+  LABEL=$label RC=$rc "$PY" - "$log" >>"$RESULTS" <<'EOF'
+import json, os, sys
+lines = open(sys.argv[1], errors="replace").read().strip().splitlines()
+label, rc = os.environ["LABEL"], int(os.environ["RC"])
+try:
+    result = json.loads(lines[-1])
+    if not isinstance(result, dict):
+        raise ValueError("not an object")
+except (IndexError, ValueError):
+    result = {"error": f"exit {rc}" + (" (timeout)" if rc in (124, 137) else ""), "tail": lines[-3:]}
+print(json.dumps({"label": label, **result}))
+EOF
+  echo "   rc=$rc in $((SECONDS - start))s; last lines:"
+  tail -n 2 "$log" | cut -c1-300
+}
+
+run_case train_f32_fft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --spectral-impl fft --baseline
+run_case train_bf16_fft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype bfloat16 --spectral-impl fft
+run_case train_f32_dft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --spectral-impl dft
+run_case train_bf16_dft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype bfloat16 --spectral-impl dft
+run_case infer_f32 "$T_INFER" infer "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --baseline
+run_case infer_bf16 "$T_INFER" infer "${MODEL[@]}" "${STEPS[@]}" --dtype bfloat16
+run_case generate_poisson "$T_GEN" generate "${GEN[@]}"
+
+echo "== results ($RESULTS), total ${SECONDS}s"
+"$PY" - "$RESULTS" <<'EOF'
+import json, sys
+head = f"{'label':<18}{'samples/s':>12}{'step ms':>10}{'compile s':>10}{'peak GB':>9}{'torch s/s':>11}{'x torch':>8}"
+print(head)
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "error" in r:
+        print(f"{r['label']:<18} ERROR {r['error']}")
+        continue
+    def num(key, scale=1.0, fmt="{:.1f}"):
+        value = r.get(key)
+        return fmt.format(value * scale) if isinstance(value, (int, float)) else "-"
+    print(
+        f"{r['label']:<18}{num('samples_per_s'):>12}{num('step_ms_median', fmt='{:.2f}'):>10}"
+        f"{num('compile_s', fmt='{:.2f}'):>10}{num('peak_bytes', 1e-9, '{:.2f}'):>9}"
+        f"{num('torch_samples_per_s'):>11}{num('speedup_vs_torch', fmt='{:.2f}'):>8}"
+    )
+print("device:", next((json.loads(l).get("device") for l in open(sys.argv[1]) if '"device"' in l), "?"))
+EOF
+exit 0
