@@ -316,6 +316,9 @@ def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSp
             apply_overrides(downstream, group.get("overrides"), gwhere)
             if models:
                 downstream.model.width, downstream.model.modes = width, modes
+            # Every N of the group draws from one train pool, so N=8 lies inside N=16 inside ... (unless a
+            # stored dataset, whose train split is the pool, is used).
+            downstream.data.num_train_pool = max(int(downstream.data.num_train_pool), max(sizes))
 
             for n in sizes:
                 for mode in [m for m in MODES if m in group.modes and m != "zeroshot"]:

@@ -26,6 +26,7 @@ from fno_jax.data import (
     IncompleteDatasetError,
     write_dataset,
 )
+from fno_jax.data.generate import make_task
 from fno_jax.finetune import TransferError
 from fno_jax.model import FNO
 from fno_jax.parallel import DataParallel
@@ -235,7 +236,9 @@ def write_tiny_dataset(path, *, name="poisson", resolution=16, counts=None):
             "volume_fraction": np.full(count, 0.4, np.float32),
         }
 
-    write_dataset(path, make_batch, spec={"name": name}, resolution=resolution, counts=counts, seed=0)
+    # The spec of the tiny config's task, so that only the defect under test differs.
+    spec = make_task(name, get_config(f"{name},tiny").task_ranges).spec()
+    write_dataset(path, make_batch, spec=spec, resolution=resolution, counts=counts, seed=0)
     return str(path)
 
 
