@@ -77,11 +77,14 @@ def test_resolution_independence(x64, task):
 
 
 def test_source_construction(x64):
-    batch = tasks.Helmholtz().sample(jax.random.key(0), 8, 64)
+    # Shapes (2, 64) in float64 reuse the compilations of test_resolution_independence.
+    batch = tasks.Helmholtz().sample(jax.random.key(0), 2, 64)
+    # Helmholtz rejection: max|u| <= 2 on the reference grid.
+    assert float(jnp.max(jnp.abs(batch["solution"]))) <= 2.0
     # Helmholtz keeps the mean; normalised by the max over the 1/64 lattice = this grid.
     np.testing.assert_allclose(jnp.max(batch["source"], axis=(1, 2)), 1.0, rtol=1e-14)
     assert np.all(batch["source"] >= 0)
-    pois = tasks.Poisson().sample(jax.random.key(0), 8, 64)
+    pois = tasks.Poisson().sample(jax.random.key(0), 2, 64)
     np.testing.assert_allclose(jnp.mean(pois["source"], axis=(1, 2)), 0.0, atol=1e-14)
 
 
@@ -101,8 +104,8 @@ def _achieved_ratio(u, k, v, length=1.0):
 
 def test_advection_ratio_hits_target(x64):
     target = 0.3
-    batch = tasks.AdvectionDiffusion(ratio_range=(target, target)).sample(jax.random.key(1), 8, 64)
-    for i in range(8):
+    batch = tasks.AdvectionDiffusion(ratio_range=(target, target)).sample(jax.random.key(1), 4, 64)
+    for i in range(4):
         k, v = np.asarray(batch["diffusion"][i]), np.asarray(batch["velocity"][i])
         r = _achieved_ratio(batch["solution"][i], k, v)
         assert abs(r - target) < 1e-8 * target
@@ -143,12 +146,9 @@ def test_sampled_ranges_large_batch():
     for batch in (adv, helm, pois):
         for name in KEYS:
             assert np.all(np.isfinite(np.asarray(batch[name]))), name
-    # Helmholtz rejection: max|u| <= 2 on the reference grid.
-    helm64 = tasks.Helmholtz().sample(jax.random.key(0), 64, 64)
-    assert float(jnp.max(jnp.abs(helm64["solution"]))) <= 2.0
 
 
-def test_mixed_family_counts():
+def test_mixed_family_counts(x64):
     batch = _all_tasks()[3].sample(jax.random.key(5), 6, 16)
     pde = np.asarray(batch["pde"])
     assert np.bincount(pde, minlength=3).tolist() == [2, 2, 2]
@@ -158,11 +158,11 @@ def test_mixed_family_counts():
     assert np.all(np.asarray(batch["velocity"])[pde != 1] == 0)
 
 
-def test_sample_under_jit_and_spec_round_trip():
-    task = _all_tasks()[3]
+def test_sample_under_jit_and_spec_round_trip(x64):
+    task = _all_tasks()[0]
     jitted = jax.jit(lambda k: task.sample(k, 6, 16))(jax.random.key(1))
     eager = task.sample(jax.random.key(1), 6, 16)
-    np.testing.assert_allclose(jitted["solution"], eager["solution"], atol=1e-6)
+    np.testing.assert_allclose(jitted["solution"], eager["solution"], atol=1e-14, rtol=0)
     for t in _all_tasks() + [tasks.Helmholtz(omega_range=(5, 15), length=2.0)]:
         spec = json.loads(json.dumps(t.spec()))
         assert tasks.from_spec(spec) == t
