@@ -87,7 +87,10 @@ run_case train_f32_dft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype floa
 run_case train_bf16_dft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype bfloat16 --spectral-impl dft
 run_case infer_f32 "$T_INFER" infer "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --baseline
 run_case infer_bf16 "$T_INFER" infer "${MODEL[@]}" "${STEPS[@]}" --dtype bfloat16
+run_case infer_f32_dft "$T_INFER" infer "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --spectral-impl dft
 run_case generate_poisson "$T_GEN" generate "${GEN[@]}"
+run_case generate_helmholtz "$T_GEN" generate "${GEN[@]}" --pde helmholtz
+run_case generate_advdiff "$T_GEN" generate "${GEN[@]}" --pde advection_diffusion
 
 echo "== results ($RESULTS), total ${SECONDS}s"
 "$PY" - "$RESULTS" <<'EOF'

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fno_jax.model import FNO
+from fno_jax.spectral_conv import SPECTRAL_IMPLS
 
 __all__ = ["add_arguments", "run"]
 
@@ -47,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--fc-dim", type=int, default=128)
     _add(parser, "--channels", type=int, default=4, help="input channels (4 = poisson)")
     _add(parser, "--dtype", choices=sorted(_DTYPES), default="float32", help="compute dtype")
+    _add(parser, "--spectral-impl", choices=SPECTRAL_IMPLS, default="dft", help="spectral conv algorithm")
     _add(parser, "--steps", type=int, default=20, help="timed forward passes")
     _add(parser, "--warmup", type=int, default=2, help="untimed passes after compiling")
     _add(parser, "--seed", type=int, default=0)
@@ -113,7 +115,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"use --modes <= {args.resolution // 2}."
         )
     dtype = _DTYPES[args.dtype]
-    model = FNO(width=args.width, modes=args.modes, depth=args.depth, fc_dim=args.fc_dim, dtype=dtype)
+    model = FNO(
+        width=args.width,
+        modes=args.modes,
+        depth=args.depth,
+        fc_dim=args.fc_dim,
+        dtype=dtype,
+        spectral_impl=args.spectral_impl,
+    )
     rng = np.random.default_rng(args.seed)
     x_host = rng.normal(size=(args.batch, args.resolution, args.resolution, args.channels))
     x_host = x_host.astype(np.float32)

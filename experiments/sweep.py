@@ -249,11 +249,12 @@ def run_sweep(
 
 
 def quiet_checkpoint_logs() -> None:
-    """Hide the checkpoint library's INFO lines (dozens per run) so the per-run progress stays readable."""
+    """Hide the checkpoint library's INFO lines (dozens per run) and its notices about read-only (pretrained)
+    checkpoint directories, so the per-run progress stays readable; its errors still show."""
     from absl import logging
 
     logging.get_absl_handler().addFilter(
-        lambda record: record.levelno >= logging.converter.STANDARD_WARNING or "/orbax/" not in record.pathname
+        lambda record: record.levelno >= logging.converter.STANDARD_ERROR or "/orbax/" not in record.pathname
     )
 
 
