@@ -20,10 +20,12 @@ parameter dtype. With ``dtype=jnp.bfloat16`` the FFTs and the spectral mixing st
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -48,8 +50,15 @@ class FNO(nn.Module):
         out_dim: output channels.
         dtype: compute dtype (e.g. ``jnp.float32`` or ``jnp.bfloat16``).
         param_dtype: parameter dtype.
-        spectral_impl: algorithm of the spectral convolutions, ``"fft"`` (default) or ``"dft"``
-            (truncated DFTs as matmuls); same function and params, see `fno_jax.spectral_conv`.
+        spectral_impl: algorithm of the spectral convolutions, ``"dft"`` (default: truncated DFTs
+            as matmuls, faster on GPU and CPU, see BENCHMARKS.md) or ``"fft"``; same function and
+            params, see `fno_jax.spectral_conv`.
+        remat: recompute each Fourier layer in the backward pass instead of storing its
+            intermediates (`flax.linen.remat`): only the input of each layer, one
+            ``[batch, y, x, width]`` field, is kept for the gradient. Same function, params and
+            gradients; costs about one more forward pass of the layers per train step. The
+            projection head is not recomputed: XLA's memory analysis of the paper-config step
+            grew by 2 GB when it was (BENCHMARKS.md).
 
     Input ``[batch, y, x, in_channels]`` -> output ``[batch, y, x, out_dim]``. Param tree:
     ``lift``, ``spectral_{i}`` (``weights1``, ``weights2``), ``pointwise_{i}`` for
@@ -63,7 +72,8 @@ class FNO(nn.Module):
     out_dim: int = 1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    spectral_impl: str = "fft"
+    spectral_impl: str = "dft"
+    remat: bool = False
 
     def __post_init__(self) -> None:
         for name in ("width", "modes", "depth", "fc_dim", "out_dim"):
@@ -81,8 +91,10 @@ class FNO(nn.Module):
         if self.spectral_impl not in SPECTRAL_IMPLS:
             raise ValueError(
                 f"FNO spectral_impl must be one of {SPECTRAL_IMPLS}, got {self.spectral_impl!r}; "
-                "'fft' is the default, 'dft' computes the kept modes with matmuls."
+                "'dft' (default) computes the kept modes with matmuls, 'fft' with FFTs."
             )
+        if not isinstance(self.remat, bool):
+            raise ValueError(f"FNO remat must be True or False, got {self.remat!r}.")
         super().__post_init__()
 
     @nn.compact
@@ -96,11 +108,19 @@ class FNO(nn.Module):
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = nn.Dense(self.width, name="lift", **dense)(x)
         for i in range(self.depth):
-            spectral = SpectralConv2d(
-                self.width, self.modes, name=f"spectral_{i}", spectral_impl=self.spectral_impl, **dense
-            )(x)
-            x = spectral + nn.Dense(self.width, name=f"pointwise_{i}", **dense)(x)
-            if i < self.depth - 1:
-                x = _gelu(x)
+            layer = functools.partial(self._fourier_layer, index=i)
+            if self.remat:
+                # Saving nothing inside the layer keeps only its input (the previous layer's output).
+                layer = nn.remat(layer, policy=jax.checkpoint_policies.nothing_saveable)
+            x = layer(self, x)
         x = _gelu(nn.Dense(self.fc_dim, name="fc1", **dense)(x))
         return nn.Dense(self.out_dim, name="fc2", **dense)(x)
+
+    def _fourier_layer(self, module: nn.Module, x: Array, *, index: int) -> Array:
+        # Submodules are created under `module` (the FNO, or its remat-lifted view): same param tree either way.
+        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype, parent=module)
+        spectral = SpectralConv2d(
+            self.width, self.modes, name=f"spectral_{index}", spectral_impl=self.spectral_impl, **dense
+        )(x)
+        x = spectral + nn.Dense(self.width, name=f"pointwise_{index}", **dense)(x)
+        return _gelu(x) if index < self.depth - 1 else x
