@@ -13,6 +13,7 @@ import ml_collections
 TASKS = ("poisson", "advection_diffusion", "helmholtz", "mixed")
 DTYPES = ("float32", "bfloat16")
 NORM_STATS = ("downstream", "pretrained")
+LOADERS = ("auto", "device", "host")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -45,6 +46,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.data.source = "generate"
     # Input-channel layout; empty = the task's own (`mixed` for the union layout).
     config.data.layout = ""
+    # Where training batches come from: "device" (the training set lives on every device), "host" (each batch is
+    # read on the host and prefetched; each process reads only its devices' rows), or "auto" (device when the
+    # training set fits in 4 GiB and one process reads it, else host). All three give the same batches.
+    config.data.loader = "auto"
     # Samples generated per device call when making splits.
     config.data.generate_chunk = 512
 
@@ -161,6 +166,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("num_train", "num_val", "num_test", "generate_chunk"):
         if c.data[key] < 1:
             raise ConfigError(f"config.data.{key}={c.data[key]} must be >= 1.")
+    if c.data.loader not in LOADERS:
+        raise ConfigError(f"config.data.loader={c.data.loader!r} is not one of {LOADERS}.")
+    if c.data.loader != "auto" and c.data.source == "stream":
+        raise ConfigError(
+            "config.data.loader applies to stored or generated data; with data.source='stream' leave it 'auto'."
+        )
     if c.data.num_train_pool and c.data.num_train_pool < c.data.num_train:
         raise ConfigError(
             f"config.data.num_train={c.data.num_train} exceeds config.data.num_train_pool={c.data.num_train_pool}; "

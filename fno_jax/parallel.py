@@ -39,6 +39,11 @@ def _stack_local(x, devices: list) -> jax.Array:
     return jax.device_put(stacked, NamedSharding(Mesh(np.array(devices), (AXIS,)), P(AXIS)))
 
 
+def _fed_batch(step, data):
+    del step
+    return data
+
+
 class DataParallel:
     """Compiles per-device steps over all devices (of all processes); `mode` is "shard_map" or "pmap"."""
 
@@ -149,20 +154,35 @@ class DataParallel:
         return out
 
     # ---- compiled steps --------------------------------------------------------------------------------------
+    def put_batch(self, local: Mapping[str, np.ndarray], batch_size: int):
+        """A host-fed global batch from this process's rows `host_rows(batch_size)` of it.
+
+        shard_map: global arrays sharded over the sample axis; pmap: host arrays [local devices, B/D, ...].
+        """
+        if self.mode == "pmap":
+            n_local = sum(d.process_index == jax.process_index() for d in self.devices)
+            return {k: np.asarray(v).reshape(n_local, -1, *np.shape(v)[1:]) for k, v in local.items()}
+        return self.put_sharded(local, batch_size, what="train.batch_size")
+
     def compile_train(
         self,
         per_device_step: Callable[..., tuple[Any, dict]],
-        select_batch: Callable[[jax.Array, Any], dict],
+        select_batch: Callable[[jax.Array, Any], dict] | None,
     ) -> Callable:
         """`fn(state, data) -> (state, metrics)`; `select_batch(step, data)` returns the global batch of a step.
 
+        With `select_batch=None` the data argument is the step's batch itself, fed from the host (`put_batch`).
         `per_device_step(state, batch, axis_name=...)` is the pure per-device update; it sees its block of B/D
         samples and averages gradients with `lax.pmean(..., "data")`. The state is donated.
         """
         n = self.num_devices
+        if select_batch is None:
+            select_batch = _fed_batch
         if self.mode == "pmap":
 
             def pmapped(state, data):
+                if select_batch is _fed_batch:  # pmap already split the host batch over the devices
+                    return per_device_step(state, data, axis_name=AXIS)
                 batch = select_batch(state["step"], data)
                 part = jax.lax.axis_index(AXIS)
                 local = jax.tree_util.tree_map(

@@ -23,7 +23,7 @@ import numpy as np
 
 from fno_jax import channels, checkpoint, finetune, steps
 from fno_jax.config import ConfigError, validate_config
-from fno_jax.data import generate, nested_subset, open_dataset
+from fno_jax.data import Prefetcher, generate, nested_subset, open_dataset
 from fno_jax.model import FNO
 from fno_jax.normalization import NormStats, source_norms, stats_from_norms
 from fno_jax.optim import make_optimizer
@@ -42,14 +42,57 @@ class NonFiniteError(FloatingPointError):
     """Training produced a non-finite loss or gradient."""
 
 
+class TrainPool:
+    """The run's training samples on the host: row r is sample `indices[r]` of a pool held in memory (generated) or
+    in a stored dataset (read on demand, so a split larger than memory never has to be loaded)."""
+
+    def __init__(self, layout: str, indices: np.ndarray, *, arrays: dict[str, np.ndarray] | None = None, dataset=None):
+        self.layout = layout
+        self.indices = np.asarray(indices)
+        self.arrays = arrays
+        self.dataset = dataset
+
+    @property
+    def num(self) -> int:
+        return len(self.indices)
+
+    def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Rows of the training set as {"source", "coeffs", "solution"} host arrays, in the order given."""
+        rows = np.asarray(rows)
+        if self.arrays is not None:
+            return {k: v[rows] for k, v in self.arrays.items()}
+        index = self.indices[rows]
+        order = np.argsort(index, kind="stable")
+        batch = self.dataset.read("train", index[order], arrays=_STORED_FOR_TRAINING)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return {k: v[inverse] for k, v in _to_train_arrays(batch, self.layout).items()}
+
+    def nbytes(self, resolution: int) -> int:
+        return self.num * (2 * resolution * resolution + len(channels.LAYOUTS[self.layout])) * 4
+
+    def stats(self, length: float, chunk: int = 1024) -> NormStats:
+        """Normalization statistics of the training set, read chunk by chunk."""
+        norms, coeffs = [], []
+        for start in range(0, self.num, chunk):
+            part = self.read(np.arange(start, min(start + chunk, self.num)))
+            norms.append(np.asarray(source_norms(part["source"], length)))
+            coeffs.append(part["coeffs"])
+        return stats_from_norms(np.concatenate(norms), np.concatenate(coeffs))
+
+
+_STORED_FOR_TRAINING = ("source", "solution", "diffusion", "velocity", "omega")
+# data.loader="auto": training sets up to this size live on the devices; larger ones are fed from the host.
+DEVICE_RESIDENT_MAX_BYTES = 4 * 2**30
+
+
 @dataclasses.dataclass
 class Splits:
-    """Host arrays of the run's splits, each {"source", "coeffs", "solution"}; the train split's source indices."""
+    """The run's training pool (None when not training, or streaming) and its val/test splits as host arrays."""
 
-    train: dict[str, np.ndarray] | None
+    train: TrainPool | None
     val: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
-    train_indices: np.ndarray | None
 
 
 def layout_of(config: ml_collections.ConfigDict) -> str:
@@ -83,11 +126,11 @@ def load_splits(config: ml_collections.ConfigDict, task, layout: str, *, need_tr
         val = _to_train_arrays(make("val", d.num_val), layout)
         test = _to_train_arrays(make("test", d.num_test), layout)
         if not need_train or source == "stream":
-            return Splits(None, val, test, None)
+            return Splits(None, val, test)
         pool = make("train", d.num_train_pool or d.num_train)
         indices = nested_subset(pool["volume_fraction"], d.num_train, config.seed)
-        train = _to_train_arrays({k: v[indices] for k, v in pool.items()}, layout)
-        return Splits(train, val, test, indices)
+        arrays = _to_train_arrays({k: v[indices] for k, v in pool.items()}, layout)
+        return Splits(TrainPool(layout, indices, arrays=arrays), val, test)
 
     dataset = open_dataset(source)
     dataset.check_compatible(resolution=d.resolution, layout=layout)
@@ -115,16 +158,18 @@ def load_splits(config: ml_collections.ConfigDict, task, layout: str, *, need_tr
     val = _to_train_arrays(dataset.read("val", slice(0, d.num_val)), layout)
     test = _to_train_arrays(dataset.read("test", slice(0, d.num_test)), layout)
     if not need_train:
-        return Splits(None, val, test, None)
+        return Splits(None, val, test)
     if d.num_train > dataset.num("train"):
         raise ConfigError(
             f"config.data.num_train={d.num_train} exceeds the {dataset.num('train')} training samples in {source}; "
             "lower it or generate a bigger dataset."
         )
-    vf = dataset.read("train", slice(None))["volume_fraction"] if d.num_train < dataset.num("train") else None
-    indices = nested_subset(vf, d.num_train, config.seed) if vf is not None else np.arange(d.num_train)
-    train = _to_train_arrays(dataset.read("train", indices), layout)
-    return Splits(train, val, test, indices)
+    if d.num_train < dataset.num("train"):
+        vf = dataset.read("train", slice(None), arrays=("volume_fraction",))["volume_fraction"]
+        indices = nested_subset(vf, d.num_train, config.seed)
+    else:
+        indices = np.arange(d.num_train)
+    return Splits(TrainPool(layout, indices, dataset=dataset), val, test)
 
 
 def stream_stats(config: ml_collections.ConfigDict, task, layout: str, num: int = 1024) -> NormStats:
@@ -136,13 +181,37 @@ def stream_stats(config: ml_collections.ConfigDict, task, layout: str, num: int 
 
 
 # ---- steps ----------------------------------------------------------------------------------------------------
+def epoch_order(epoch: jax.Array, *, num: int, seed: int) -> jax.Array:
+    """The order in which epoch `epoch` visits the `num` training samples (a function of seed and epoch only)."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 2000), epoch)
+    return jax.random.permutation(key, num)
+
+
 def batch_indices(step: jax.Array, *, num: int, batch_size: int, seed: int) -> jax.Array:
     """Indices of the samples of training step `step`: epoch-wise permutations seeded by (seed, epoch)."""
     per_epoch = num // batch_size
-    epoch = step // per_epoch
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 2000), epoch)
-    order = jax.random.permutation(key, num)
+    order = epoch_order(step // per_epoch, num=num, seed=seed)
     return jax.lax.dynamic_slice_in_dim(order, (step % per_epoch) * batch_size, batch_size)
+
+
+def host_batches(pool: TrainPool, parallel: DataParallel, *, start: int, stop: int, batch_size: int, seed: int):
+    """Prefetched, device-placed batches of steps [start, stop) read on the host in the same order as
+    `batch_indices`; each process reads only the rows of each batch that its own devices train on."""
+    per_epoch = pool.num // batch_size
+    mine = parallel.host_rows(batch_size, what="train.batch_size")
+    order_fn = jax.jit(functools.partial(epoch_order, num=pool.num, seed=seed))
+    cache: dict[int, np.ndarray] = {}
+
+    def fetch(step: int):
+        epoch = step // per_epoch
+        if epoch not in cache:
+            cache.clear()
+            cache[epoch] = np.asarray(jax.device_get(order_fn(epoch)))
+        first = (step % per_epoch) * batch_size
+        rows = cache[epoch][first : first + batch_size][mine]
+        return parallel.put_batch(pool.read(rows), batch_size)
+
+    return Prefetcher(fetch, range(start, stop), buffer_size=2)
 
 
 def _select_from_data(step, data, *, num, batch_size, seed):
@@ -211,6 +280,16 @@ def _append_metrics(path: str, record: dict[str, Any]) -> None:
             f.write(json.dumps(record) + "\n")
 
 
+def loader_of(config: ml_collections.ConfigDict, pool: TrainPool) -> str:
+    """Where training batches come from: "device" (the whole training set on every device, gathered per step) or
+    "host" (each step's batch read on the host, prefetched; each process reads only its own devices' rows)."""
+    if config.data.loader != "auto":
+        return config.data.loader
+    if jax.process_count() > 1 and pool.dataset is not None:
+        return "host"
+    return "device" if pool.nbytes(config.data.resolution) <= DEVICE_RESIDENT_MAX_BYTES else "host"
+
+
 def _mode(config) -> str:
     if not config.init_from:
         return "scratch"
@@ -269,7 +348,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         if d.source == "stream":
             stats = stream_stats(c, task, layout)
         elif splits.train is not None:
-            stats = stats_from_norms(source_norms(splits.train["source"], d.length), splits.train["coeffs"])
+            stats = splits.train.stats(d.length)
         else:  # zero-shot: the downstream stats are those of its (unused) train pool, made the same way as a run's
             pool = generate.generate_split(task, c.seed, "train", d.num_train, d.resolution, chunk=d.generate_chunk)
             arrays = _to_train_arrays(pool, layout)
@@ -407,20 +486,30 @@ def _train_loop(
             _select_from_stream, task=task, seed=c.seed, batch_size=t.batch_size, resolution=d.resolution, layout=layout
         )
         train_data = {}
-    else:
-        num = splits.train["source"].shape[0]
-        select = functools.partial(_select_from_data, num=num, batch_size=t.batch_size, seed=c.seed)
-        train_data = parallel.put_data(splits.train, for_training=True)
-    step_fn = parallel.compile_train(per_device, select)
-
     state = parallel.replicate(jax.device_get(state))
     step = int(jax.device_get(parallel.unreplicate(state)["step"]))
+    batches = None  # host-fed batches (loader "host"); otherwise every step reads `train_data` on the devices
+    if d.source == "stream":
+        train_data = {}
+    elif loader_of(c, splits.train) == "device":
+        num = splits.train.num
+        select = functools.partial(_select_from_data, num=num, batch_size=t.batch_size, seed=c.seed)
+        train_data = parallel.put_data(splits.train.read(np.arange(num)), for_training=True)
+    else:
+        select = None
+        batches = host_batches(
+            splits.train, parallel, start=step, stop=t.num_steps, batch_size=t.batch_size, seed=c.seed
+        )
+    step_fn = parallel.compile_train(per_device, select)
+
     progress = Progress(t.num_steps, start=step)
     pending: list[tuple[int, dict]] = []
     t_window, window_start = time.perf_counter(), step
     compile_s = None
     while step < t.num_steps:
         t0 = time.perf_counter()
+        if batches is not None:
+            train_data = next(batches)
         state, metrics = step_fn(state, train_data)
         step += 1
         if compile_s is None:
@@ -460,6 +549,8 @@ def _train_loop(
         else:
             progress.update(step)
     progress.close()
+    if batches is not None:
+        batches.close()
     ckpt.wait()
     return parallel.unreplicate(state), {"compile_s": compile_s}
 
@@ -475,10 +566,8 @@ def _nonfinite_message(c, step, metrics, splits, workdir, ckpt) -> str:
     where = f"the last good checkpoint is step {last} in {workdir}/checkpoints" if last else "no checkpoint was written"
     batch = ""
     if splits.train is not None:
-        index = batch_indices(
-            jnp.int32(step - 1), num=splits.train["source"].shape[0], batch_size=c.train.batch_size, seed=c.seed
-        )
-        sample = splits.train_indices[np.asarray(index)] if splits.train_indices is not None else np.asarray(index)
+        index = batch_indices(jnp.int32(step - 1), num=splits.train.num, batch_size=c.train.batch_size, seed=c.seed)
+        sample = splits.train.indices[np.asarray(index)]
         batch = f" (batch of train samples {sorted(int(i) for i in sample)[:16]})"
     else:
         batch = f" (stream batch of step {step - 1})"

@@ -207,9 +207,7 @@ class DatasetWriter:
     ) -> None:
         self.path = os.fspath(path)
         if not isinstance(spec, Mapping) or "name" not in spec:
-            raise ValueError(
-                f"spec must be a dict with a 'name' entry (the task spec), got {spec!r}"
-            )
+            raise ValueError(f"spec must be a dict with a 'name' entry (the task spec), got {spec!r}")
         if int(resolution) < 1:
             raise ValueError(f"resolution must be a positive integer, got {resolution}")
         if int(chunk) < 1:
@@ -257,9 +255,7 @@ class DatasetWriter:
             for name in ARRAYS:
                 shape = _array_shape(name, self.counts[split], self.resolution)
                 self._arrays[split, name] = ts.open(
-                    _array_spec(
-                        self.path, split, name, shape, _array_dtype(name, dtype), self.chunk
-                    ),
+                    _array_spec(self.path, split, name, shape, _array_dtype(name, dtype), self.chunk),
                     create=True,
                     open=True,
                 ).result()
@@ -316,9 +312,7 @@ class DatasetWriter:
                     f"chunk at {start} of split {split!r} (resolution {self.resolution})"
                 )
             host[name] = value
-        futures = [
-            self._arrays[split, name][start : start + count].write(host[name]) for name in ARRAYS
-        ]
+        futures = [self._arrays[split, name][start : start + count].write(host[name]) for name in ARRAYS]
         for future in futures:
             future.result()
         # Recorded only after every array is stored: a crash before this line rewrites the chunk.
@@ -350,9 +344,7 @@ class DatasetWriter:
             return _read_json(metadata_path)
         missing = {s: v for s, v in self.missing_chunks().items() if v}
         if missing:
-            raise ValueError(
-                f"{self.path} cannot be finalized: chunks not yet written (split: starts) {missing}"
-            )
+            raise ValueError(f"{self.path} cannot be finalized: chunks not yet written (split: starts) {missing}")
         metadata = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -385,9 +377,7 @@ def write_dataset(
     length: float = 1.0,
     chunk: int = 64,
     dtype: str = "float32",
-    norm_stats: Mapping[str, Any]
-    | Callable[[dict[str, np.ndarray]], Mapping[str, Any]]
-    | None = None,
+    norm_stats: Mapping[str, Any] | Callable[[dict[str, np.ndarray]], Mapping[str, Any]] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> StoredDataset:
     """Writes (or resumes, or finds complete) a dataset and returns it opened.
@@ -495,10 +485,15 @@ class StoredDataset:
         self._check_split(split)
         return int(self.metadata["counts"][split])
 
-    def read(self, split: str, index: slice | Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
-        """Samples of a split selected by a slice or 1-D integer indices, as a host batch dict."""
+    def read(
+        self, split: str, index: slice | Sequence[int] | np.ndarray, arrays: Sequence[str] = ARRAYS
+    ) -> dict[str, np.ndarray]:
+        """Samples of a split selected by a slice or 1-D integer indices, as a host batch dict (of `arrays`)."""
         self._check_split(split)
-        arrays = {name: self._array(split, name) for name in ARRAYS}
+        unknown = sorted(set(arrays) - set(ARRAYS))
+        if unknown:
+            raise ValueError(f"unknown dataset arrays {unknown}; a dataset holds {list(ARRAYS)}")
+        arrays = {name: self._array(split, name) for name in arrays}
         n = self.num(split)
         if not isinstance(index, slice):
             idx = np.asarray(index)
@@ -530,9 +525,7 @@ class StoredDataset:
 
         order = np.arange(self.num(split)) if indices is None else np.asarray(indices)
         if batch_size < 1 or batch_size > len(order):
-            raise ValueError(
-                f"batch_size must be in [1, {len(order)}] for split {split!r}, got {batch_size}"
-            )
+            raise ValueError(f"batch_size must be in [1, {len(order)}] for split {split!r}, got {batch_size}")
         num_batches = len(order) // batch_size
 
         def fetch(i: int) -> dict[str, np.ndarray]:
@@ -588,8 +581,7 @@ def open_dataset(path: str | os.PathLike[str]) -> StoredDataset:
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise DatasetNotFoundError(
-            f"no dataset at {path}: the directory does not exist. Check the path, or generate "
-            "the dataset there first."
+            f"no dataset at {path}: the directory does not exist. Check the path, or generate the dataset there first."
         )
     metadata_path = os.path.join(path, METADATA_FILE)
     if not os.path.exists(metadata_path):
@@ -605,8 +597,7 @@ def open_dataset(path: str | os.PathLike[str]) -> StoredDataset:
         ) from e
     if metadata.get("format") != FORMAT_NAME:
         raise DatasetFormatError(
-            f"{path} is not an fno-jax dataset (format {metadata.get('format')!r}, "
-            f"expected {FORMAT_NAME!r})"
+            f"{path} is not an fno-jax dataset (format {metadata.get('format')!r}, expected {FORMAT_NAME!r})"
         )
     if metadata.get("version") != FORMAT_VERSION:
         raise DatasetFormatError(
