@@ -30,12 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--buffer", type=int, default=2, help="prefetch queue size")
     parser.add_argument("--repeats", type=int, default=2, help="passes per batch size (best)")
-    parser.add_argument(
-        "--shuffle", action="store_true", help="batches of random indices (gather reads)"
-    )
-    parser.add_argument(
-        "--device-put", action="store_true", help="jax.device_put each batch to device 0"
-    )
+    parser.add_argument("--shuffle", action="store_true", help="batches of random indices (gather reads)")
+    parser.add_argument("--device-put", action="store_true", help="jax.device_put each batch to device 0")
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
     parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
 
@@ -45,12 +41,8 @@ def _synthetic(resolution: int):
         rng = np.random.default_rng([start, count])
         return {
             # Smooth-ish fields compress like real solutions rather than like white noise.
-            "source": np.cumsum(rng.standard_normal((count, resolution, resolution)), -1).astype(
-                np.float32
-            ),
-            "solution": np.cumsum(rng.standard_normal((count, resolution, resolution)), -2).astype(
-                np.float32
-            ),
+            "source": np.cumsum(rng.standard_normal((count, resolution, resolution)), -1).astype(np.float32),
+            "solution": np.cumsum(rng.standard_normal((count, resolution, resolution)), -2).astype(np.float32),
             "diffusion": rng.standard_normal((count, 2, 2)).astype(np.float32),
             "velocity": np.zeros((count, 2), np.float32),
             "omega": np.zeros((count,), np.float32),
@@ -87,14 +79,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for batch in args.batch:
             best = float("inf")
             for r in range(args.repeats):
-                indices = (
-                    np.random.default_rng(r).permutation(args.samples) if args.shuffle else None
-                )
+                indices = np.random.default_rng(r).permutation(args.samples) if args.shuffle else None
                 t0 = time.perf_counter()
                 n = 0
-                with ds.batches(
-                    "train", batch, indices=indices, buffer_size=args.buffer, sharding=sharding
-                ) as it:
+                with ds.batches("train", batch, indices=indices, buffer_size=args.buffer, sharding=sharding) as it:
                     for b in it:
                         if sharding is not None:
                             b["source"].block_until_ready()

@@ -43,10 +43,7 @@ def make_batch(split, start, count, dtype=np.float32):
 
 
 def expected_split(split, dtype=np.float32):
-    parts = [
-        make_batch(split, s, min(CHUNK, COUNTS[split] - s), dtype)
-        for s in range(0, COUNTS[split], CHUNK)
-    ]
+    parts = [make_batch(split, s, min(CHUNK, COUNTS[split] - s), dtype) for s in range(0, COUNTS[split], CHUNK)]
     return {k: np.concatenate([p[k] for p in parts]) for k in ARRAYS}
 
 
@@ -235,9 +232,7 @@ def test_corrupt_or_missing_chunk(tmp_path, damage):
         chunk_file.unlink()
     ds = open_dataset(path)
     # Chunk 0 is intact and still reads.
-    np.testing.assert_array_equal(
-        ds.read("train", slice(0, 16))["solution"], expected_split("train")["solution"][:16]
-    )
+    np.testing.assert_array_equal(ds.read("train", slice(0, 16))["solution"], expected_split("train")["solution"][:16])
     with pytest.raises(CorruptDatasetError, match="Regenerate") as e:
         ds.load("train")
     message = str(e.value)

@@ -243,10 +243,10 @@ def test_training_on_a_missing_dataset_names_the_path(tmp_path):
     missing = str(tmp_path / "nowhere")
     with pytest.raises(DatasetNotFoundError, match=f"no dataset at {missing}"):
         train.train_and_evaluate(tiny_run(**{"data.source": missing}), str(tmp_path / "run"))
+
+
 @pytest.mark.parametrize("overrides", [{"task_ranges.eigenvalue_range": (5.0, 10.0)}, {"data.length": 2.0}])
 def test_training_on_a_dataset_of_other_ranges_or_length_fails(stored, tmp_path, overrides):
     config = tiny_run(**{"data.source": stored.path, **overrides})
     with pytest.raises(ValueError, match=stored.path):
         train.train_and_evaluate(config, str(tmp_path / "run"))
-
-

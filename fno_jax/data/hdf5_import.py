@@ -123,13 +123,11 @@ def import_hdf5(
         fields_shape, tensor_shape = f["fields"].shape, f["tensor"].shape
     if len(fields_shape) != 4 or fields_shape[1] != 2 or fields_shape[2] != fields_shape[3]:
         raise ValueError(
-            f"{h5_path}: 'fields' has shape {fields_shape}, expected [N, 2, n, n] "
-            "(channel 0 source, 1 solution)"
+            f"{h5_path}: 'fields' has shape {fields_shape}, expected [N, 2, n, n] (channel 0 source, 1 solution)"
         )
     if len(tensor_shape) != 2 or tensor_shape[0] != fields_shape[0]:
         raise ValueError(
-            f"{h5_path}: 'tensor' has shape {tensor_shape}, expected [N, k] with "
-            f"N = {fields_shape[0]} as in 'fields'"
+            f"{h5_path}: 'tensor' has shape {tensor_shape}, expected [N, k] with N = {fields_shape[0]} as in 'fields'"
         )
     total, resolution, k = fields_shape[0], fields_shape[2], tensor_shape[1]
     if pde is None:
@@ -194,9 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar=("TRAIN", "VAL", "TEST"),
         help="fractions of the file for train, val, test",
     )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="split assignment seed; -1 = file order"
-    )
+    parser.add_argument("--seed", type=int, default=0, help="split assignment seed; -1 = file order")
     parser.add_argument("--chunk", type=int, default=64)
     args = parser.parse_args(argv)
     dataset = import_hdf5(

@@ -22,10 +22,7 @@ def nested_order(volume_fraction: np.ndarray, seed: int) -> np.ndarray:
     """The full stratified order of a split's samples; `nested_subset` takes its prefixes."""
     vf = np.asarray(volume_fraction, dtype=np.float64)
     if vf.ndim != 1 or vf.size == 0:
-        raise ValueError(
-            f"volume_fraction must be a non-empty 1-D array (one entry per sample), "
-            f"got shape {vf.shape}"
-        )
+        raise ValueError(f"volume_fraction must be a non-empty 1-D array (one entry per sample), got shape {vf.shape}")
     rng = np.random.default_rng(seed)
     unknown = np.isnan(vf)
     groups = [np.flatnonzero(vf == value) for value in np.unique(vf[~unknown])]
