@@ -1,14 +1,21 @@
 """Training throughput of the real FNO train step (and, optionally, of the PyTorch reference).
 
     python -m benchmarks.train_throughput --resolution 128 --batch 32 --width 16 --modes 8 \
-        [--depth 4] [--fc-dim 128] [--channels 4] [--dtype float32|bfloat16] [--spectral-impl fft|dft] \
-        [--steps 20] [--baseline] [--json]
+        [--depth 4] [--fc-dim 128] [--channels 4] [--dtype float32|bfloat16] [--spectral-impl dft|fft] \
+        [--remat] [--steps 20] [--baseline] [--compile-only] [--json]
 
 (also reached as ``python -m benchmarks.throughput train ...``). The step timed is
 `fno_jax.steps.train_step` (normalization, channel assembly, forward, sum-of-squares loss, backward,
 Adam, the finite-update guard) under ``jax.jit(..., donate_argnums=0)``, on a fixed random batch
 already on the device. The first call (trace + compile + one step) is ``compile_s``; each timed step
 ends in ``block_until_ready`` on the new state and metrics; ``step_ms_median`` is the median.
+
+XLA's compiled memory analysis of the step goes into the result where the backend reports it:
+``compiled_temp_bytes`` (scratch of one step, the activations kept for the backward pass included),
+``compiled_argument_bytes``, ``compiled_output_bytes`` and ``compiled_alias_bytes`` (the donated
+state, counted in arguments and outputs alike). ``--compile-only`` lowers and compiles the step on
+an abstract state without running it, so the memory of the paper config can be read on a machine
+too small to run it; that result has no timings.
 
 With ``--baseline`` and torch importable, the reference PyTorch model (same sizes, float32, Adam,
 the same loss on the same inputs, CUDA when available with ``torch.cuda.synchronize``) is timed
@@ -57,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add(parser, "--fc-dim", type=int, default=128)
     _add(parser, "--channels", type=int, default=4, help="input channels (4 = poisson)")
     _add(parser, "--dtype", choices=sorted(_DTYPES), default="float32", help="compute dtype")
-    _add(parser, "--spectral-impl", choices=SPECTRAL_IMPLS, default="fft", help="spectral conv algorithm")
+    _add(parser, "--spectral-impl", choices=SPECTRAL_IMPLS, default="dft", help="spectral conv algorithm")
+    _add(parser, "--remat", action="store_true", help="recompute layer intermediates in the backward pass")
+    _add(parser, "--compile-only", action="store_true", help="compile, report memory, run no step")
     _add(parser, "--steps", type=int, default=20, help="timed train steps")
     _add(parser, "--warmup", type=int, default=2, help="untimed steps after compiling")
     _add(parser, "--learning-rate", type=float, default=1e-3)
@@ -83,6 +92,20 @@ def _peak_bytes(device: Any) -> int | None:
     except Exception:  # backends without allocator stats (CPU) raise or return None
         return None
     return stats.get("peak_bytes_in_use") if stats else None
+
+
+def compiled_memory(compiled: Any) -> dict[str, int]:
+    """``compiled_*_bytes`` from XLA's memory analysis of a compiled step; empty if the backend has none."""
+    try:
+        stats = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        return {}
+    out = {}
+    for key in ("temp", "argument", "output", "alias", "generated_code"):
+        value = getattr(stats, f"{key}_size_in_bytes", None)
+        if isinstance(value, int):
+            out[f"compiled_{key}_bytes"] = value
+    return out
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -147,6 +170,11 @@ def _torch_baseline(args: argparse.Namespace, inputs: np.ndarray, target: np.nda
     }
 
 
+def _init_state(model: FNO, optimizer: optax.GradientTransformation, dummy: jax.Array, key: jax.Array) -> dict:
+    params = model.init(key, dummy)["params"]
+    return {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Time the jitted, donating FNO train step; return the measurements as a JSON-serialisable dict."""
     check_args(args)
@@ -158,57 +186,66 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fc_dim=args.fc_dim,
         dtype=dtype,
         spectral_impl=args.spectral_impl,
+        remat=args.remat,
     )
     norm = NormStats(source_scale=1.0, coeff_scale=(1.0,) * (args.channels - 1))
     optimizer = optax.adam(args.learning_rate)
     device = jax.devices()[0]
     host = _random_batch(args)
     batch = jax.device_put({k: jnp.asarray(v) for k, v in host.items()}, device)
-
     dummy = jnp.zeros((1, args.resolution, args.resolution, args.channels), jnp.float32)
-    params = jax.jit(lambda key: model.init(key, dummy)["params"])(jax.random.key(args.seed))
-    state = jax.jit(lambda p: {"params": p, "opt_state": optimizer.init(p), "step": jnp.zeros((), jnp.int32)})(params)
-    num_params = sum(leaf.size for leaf in jax.tree.leaves(params))
-    del params  # the state holds its own copy; the donated buffers must not be referenced elsewhere
-    train_step = jax.jit(
+    init_state = functools.partial(_init_state, model, optimizer, dummy)
+    key = jax.random.key(args.seed)
+    step_fn = jax.jit(
         functools.partial(steps.train_step, model=model, optimizer=optimizer, norm=norm, length=1.0),
         donate_argnums=(0,),
     )
-    holder = {"state": state}
-
-    def one_step() -> None:
-        holder["state"], metrics = train_step(holder["state"], batch)
-        jax.block_until_ready((holder["state"], metrics))
-
-    start = time.perf_counter()
-    one_step()
-    compile_s = time.perf_counter() - start
-    times = _time(one_step, args.steps, args.warmup)
-    _, metrics = train_step(holder["state"], batch)
-    step_s = statistics.median(times)
     result: dict[str, Any] = {
         "benchmark": "train",
-        "resolution": args.resolution,
-        "batch": args.batch,
-        "width": args.width,
-        "modes": args.modes,
-        "depth": args.depth,
-        "fc_dim": args.fc_dim,
-        "channels": args.channels,
+        **{name: getattr(args, name) for name in _SIZES},
         "dtype": args.dtype,
         "spectral_impl": args.spectral_impl,
-        "num_params": int(num_params),
-        "steps": args.steps,
-        "compile_s": compile_s,
-        "step_ms_median": 1e3 * step_s,
-        "step_ms_min": 1e3 * min(times),
-        "samples_per_s": args.batch / step_s,
-        "final_loss": float(metrics["loss"]),
+        "remat": args.remat,
         "device": f"{device.platform}:{device.device_kind}",
         "num_devices": jax.device_count(),
         "jax_version": jax.__version__,
-        "peak_bytes": _peak_bytes(device),
     }
+    if args.compile_only:
+        # Abstract state: lowering and compiling allocate nothing for the step itself.
+        abstract_state = jax.eval_shape(init_state, key)
+        start = time.perf_counter()
+        compiled = step_fn.lower(abstract_state, batch).compile()
+        result["compile_only_s"] = time.perf_counter() - start
+        result["num_params"] = int(sum(leaf.size for leaf in jax.tree.leaves(abstract_state["params"])))
+        return {**result, **compiled_memory(compiled)}
+
+    state = jax.jit(init_state)(key)
+    result["num_params"] = int(sum(leaf.size for leaf in jax.tree.leaves(state["params"])))
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, batch).compile()
+    holder = {"state": state}
+    del state  # donated by the first step: no other reference may remain
+
+    def one_step() -> None:
+        holder["state"], metrics = compiled(holder["state"], batch)
+        jax.block_until_ready((holder["state"], metrics))
+
+    one_step()
+    compile_s = time.perf_counter() - start
+    times = _time(one_step, args.steps, args.warmup)
+    _, metrics = compiled(holder["state"], batch)
+    step_s = statistics.median(times)
+    result.update(
+        {
+            "compile_s": compile_s,
+            "step_ms_median": 1e3 * step_s,
+            "step_ms_min": 1e3 * min(times),
+            "samples_per_s": args.batch / step_s,
+            "final_loss": float(metrics["loss"]),
+            "peak_bytes": _peak_bytes(device),
+            **compiled_memory(compiled),
+        }
+    )
     if args.baseline:
         inputs = np.asarray(steps.model_inputs(batch, norm, 1.0))
         result.update(_torch_baseline(args, inputs, host["solution"]))

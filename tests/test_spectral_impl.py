@@ -1,4 +1,4 @@
-"""The "dft" spectral convolution is the same linear map as the default "fft" one (float64)."""
+"""The default "dft" spectral convolution is the same linear map as the "fft" one; remat changes no number (float64)."""
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,7 @@ def test_dft_matrices_are_the_ortho_dft(x64):
 
 def test_models_agree_and_share_params(x64):
     kwargs = dict(width=5, modes=3, depth=2, fc_dim=7, dtype=jnp.float64, param_dtype=jnp.float64)
-    fft, dft = FNO(**kwargs), FNO(**kwargs, spectral_impl="dft")
+    fft, dft = FNO(**kwargs, spectral_impl="fft"), FNO(**kwargs, spectral_impl="dft")
     x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 8, 10, 3)))
     variables = fft.init(jax.random.key(0), x)
     assert jax.tree.structure(dft.init(jax.random.key(0), x)) == jax.tree.structure(variables)
@@ -47,3 +47,33 @@ def test_models_agree_and_share_params(x64):
 def test_unknown_impl_rejected():
     with pytest.raises(ValueError, match="spectral_impl must be one of"):
         FNO(width=4, modes=2, spectral_impl="fast")
+
+
+def test_dft_is_the_default():
+    assert FNO(width=4, modes=2).spectral_impl == "dft"
+    assert not FNO(width=4, modes=2).remat
+
+
+@pytest.mark.parametrize("impl", ["dft", "fft"])
+def test_remat_same_loss_and_gradients(x64, impl):
+    # Remat recomputes the same operations on the same inputs: equal to rounding, params tree unchanged.
+    kwargs = dict(width=5, modes=3, depth=3, fc_dim=7, dtype=jnp.float64, param_dtype=jnp.float64, spectral_impl=impl)
+    plain, remat = FNO(**kwargs), FNO(**kwargs, remat=True)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 8, 8, 3)))
+    target = jnp.asarray(np.random.default_rng(4).normal(size=(2, 8, 8, 1)))
+    params = plain.init(jax.random.key(0), x)["params"]
+    assert jax.tree.structure(remat.init(jax.random.key(0), x)["params"]) == jax.tree.structure(params)
+
+    def loss(model, p):
+        return jnp.sum((model.apply({"params": p}, x) - target) ** 2)
+
+    value, grads = jax.jit(jax.value_and_grad(lambda p: loss(plain, p)))(params)
+    value_r, grads_r = jax.jit(jax.value_and_grad(lambda p: loss(remat, p)))(params)
+    np.testing.assert_allclose(value_r, value, rtol=1e-13)
+    for a, b in zip(jax.tree.leaves(grads_r), jax.tree.leaves(grads), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13 * float(np.abs(b).max()))
+
+
+def test_remat_must_be_bool():
+    with pytest.raises(ValueError, match="remat must be True or False"):
+        FNO(width=4, modes=2, remat="yes")
