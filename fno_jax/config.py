@@ -58,6 +58,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.modes = 32
     config.model.depth = 4
     config.model.fc_dim = 128
+    # Recompute each Fourier layer in the backward pass: less activation memory for about one more forward pass.
+    config.model.remat = False
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 128  # global, split across devices

@@ -102,7 +102,7 @@ def layout_of(config: ml_collections.ConfigDict) -> str:
 def model_from_config(config: ml_collections.ConfigDict) -> FNO:
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
     m = config.model
-    return FNO(width=m.width, modes=m.modes, depth=m.depth, fc_dim=m.fc_dim, out_dim=1, dtype=dtype)
+    return FNO(width=m.width, modes=m.modes, depth=m.depth, fc_dim=m.fc_dim, out_dim=1, dtype=dtype, remat=m.remat)
 
 
 def num_params(params) -> int:

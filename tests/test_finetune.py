@@ -19,20 +19,12 @@ from fno_jax.model import FNO
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def set_keys(config, overrides):
-    for key, value in overrides.items():
-        node = config
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
-    return config
-
-
 def downstream(pretrained_dir, task="poisson", **overrides):
     config = finetune_config.get_config(f"{task},tiny")
     config.init_from = pretrained_dir
-    return set_keys(config, {"train.num_steps": 6, "train.eval_every": 3, "train.checkpoint_every": 3, **overrides})
+    config.update_from_flattened_dict({"train.num_steps": 6, "train.eval_every": 3, "train.checkpoint_every": 3})
+    config.update_from_flattened_dict(overrides)
+    return config
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny(**overrides):
+    """pretrain.py:poisson,tiny with dotted-key overrides, e.g. tiny(**{"train.num_steps": 4})."""
     config = pretrain.get_config("poisson,tiny")
-    for key, value in overrides.items():
-        node = config
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 
