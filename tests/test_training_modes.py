@@ -15,12 +15,8 @@ from fno_jax.data import generate
 
 
 def set_keys(config, overrides):
-    for key, value in overrides.items():
-        node = config
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
+    """`config` with dotted-key overrides applied, e.g. set_keys(config, {"train.num_steps": 4})."""
+    config.update_from_flattened_dict(overrides)
     return config
 
 
