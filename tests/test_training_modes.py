@@ -13,6 +13,8 @@ from experiments.configs import pretrain
 from fno_jax import checkpoint, train
 from fno_jax.data import generate
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def set_keys(config, overrides):
     """`config` with dotted-key overrides applied, e.g. set_keys(config, {"train.num_steps": 4})."""
@@ -61,40 +63,34 @@ def test_stream_batches_are_fresh_each_step_and_reproducible():
     assert not np.array_equal(np.asarray(other["source"]), np.asarray(first["source"]))
 
 
-def test_stream_run_is_deterministic(stream_run, tmp_path, monkeypatch):
+def test_stream_run_is_deterministic_and_resumes_bitwise(stream_run, tmp_path, monkeypatch):
     reference, summary = stream_run
-    traced = []
-    real_stream_batch = generate.stream_batch
-
-    def spy(task, seed, step, batch_size, resolution):
-        traced.append(batch_size)
-        return real_stream_batch(task, seed, step, batch_size, resolution)
-
-    monkeypatch.setattr(generate, "stream_batch", spy)
-    again = train.train_and_evaluate(stream_config(), str(tmp_path))
-    assert traced and set(traced) == {8}  # the train step really drew its batches from the stream
-    assert leaves_equal(checkpoint.load_params(str(tmp_path)), checkpoint.load_params(reference))
-    assert again["test_rel_l2"] == summary["test_rel_l2"] and np.isfinite(summary["test_rel_l2"])
-
-
-def test_interrupted_stream_run_resumes_bitwise(stream_run, tmp_path, monkeypatch):
-    reference, _ = stream_run
     workdir = str(tmp_path / "interrupted")
-    real_append = train._append_metrics
+    real_append, real_stream_batch = train._append_metrics, generate.stream_batch
+    traced = []
 
     def crash_after_step_2(path, record):
         real_append(path, record)
         if record["step"] >= 2:
             raise KeyboardInterrupt("simulated interruption")
 
+    def spy(task, seed, step, batch_size, resolution):
+        traced.append(batch_size)
+        return real_stream_batch(task, seed, step, batch_size, resolution)
+
     monkeypatch.setattr(train, "_append_metrics", crash_after_step_2)
+    monkeypatch.setattr(generate, "stream_batch", spy)
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(stream_config(), workdir)
+    assert traced and set(traced) == {8}  # the train step really drew its batches from the stream
     assert checkpoint.Checkpointer(workdir, read_only=True).steps() == [2]
+    # Deterministic: a second run from scratch reaches the reference run's step-2 params bit for bit.
+    assert leaves_equal(checkpoint.load_params(workdir, 2), checkpoint.load_params(reference, 2))
     monkeypatch.setattr(train, "_append_metrics", real_append)
-    train.train_and_evaluate(stream_config(), workdir)
+    resumed = train.train_and_evaluate(stream_config(), workdir)
     # Steps 3-4 drew the same stream batches as the uninterrupted run's: the stream is a function of (seed, step).
     assert leaves_equal(checkpoint.load_params(workdir), checkpoint.load_params(reference))
+    assert resumed["test_rel_l2"] == summary["test_rel_l2"] and np.isfinite(summary["test_rel_l2"])
     steps = [json.loads(line)["step"] for line in open(os.path.join(workdir, "metrics.jsonl"))]
     assert steps == [2, 4]
 
@@ -215,3 +211,17 @@ def test_finetuning_beats_scratch_with_eight_downstream_samples(tmp_path):
         errors[mode] = summary["test_rel_l2"]
     # Observed on CPU (jax 0.10.2): fine-tune 0.40 vs scratch 0.76 (ratio 0.53; 0.38-0.87 over other seed pairs).
     assert errors["finetune"] < errors["scratch"], errors
+
+
+# ---- benchmarks.precision: the config it trains (the two runs themselves are a benchmark, not a test) ----------
+def test_precision_benchmark_config_and_bad_arguments():
+    from benchmarks import precision
+
+    config = precision.load_config(os.path.join(ROOT, "experiments/configs/pretrain.py"), "poisson,tiny")
+    assert config == pretrain.get_config("poisson,tiny")
+    shortened = precision._with_steps(config, 8)
+    assert shortened.train.num_steps == 8 and shortened.train.eval_every == 2 and config.train.num_steps == 10
+    with pytest.raises(ValueError, match="steps=0 must be >= 1"):
+        precision._with_steps(config, 0)
+    with pytest.raises(ValueError, match="is not a file"):
+        precision.load_config(os.path.join(ROOT, "experiments/configs/nowhere.py"), None)
