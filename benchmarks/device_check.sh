@@ -86,6 +86,10 @@ run_case train_bf16_dft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype bfl
 run_case train_bf16_dft_remat "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype bfloat16 --remat
 run_case infer_f32_dft "$T_INFER" infer "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --baseline
 run_case train_f32_fft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --spectral-impl fft --baseline
+# Full float32 matmuls (no TF32), the precision PyTorch uses by default.
+export JAX_DEFAULT_MATMUL_PRECISION=highest
+run_case train_f32_dft_highest "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype float32
+unset JAX_DEFAULT_MATMUL_PRECISION
 
 echo "== results ($RESULTS), total ${SECONDS}s"
 "$PY" - "$RESULTS" <<'EOF'

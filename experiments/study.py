@@ -365,7 +365,9 @@ def _downstream_run(
         # The pretrained network fixes the architecture and the input channels.
         config.model = copy.deepcopy(pre_config.model)
         layout = _layout(pre_config)
-        config.data.layout = "" if layout == config.task else layout
+        # A mixed-layout model keeps its layout; otherwise the downstream task's own layout, whose channels
+        # fno_jax.finetune.channel_map maps from the pretrained ones (a narrower layout would drop coefficients).
+        config.data.layout = "mixed" if layout == "mixed" else ""
     batch = min(int(config.train.batch_size), n)
     config.train.batch_size = batch
     config.train.eval_batch_size = min(

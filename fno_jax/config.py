@@ -14,6 +14,14 @@ TASKS = ("poisson", "advection_diffusion", "helmholtz", "mixed")
 DTYPES = ("float32", "bfloat16")
 NORM_STATS = ("downstream", "pretrained")
 LOADERS = ("auto", "device", "host")
+# Channel layouts that hold every coefficient a task's samples carry (a Poisson sample has v = 0 and no omega);
+# any other layout would drop a coefficient without a word (e.g. mixed data in the poisson layout loses v and omega).
+LAYOUTS_FOR_TASK = {
+    "poisson": ("poisson", "advection_diffusion", "mixed"),
+    "advection_diffusion": ("advection_diffusion", "mixed"),
+    "helmholtz": ("helmholtz", "mixed"),
+    "mixed": ("mixed",),
+}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -156,6 +164,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.task={c.task!r} is not one of {TASKS}.")
     if c.data.layout and c.data.layout not in TASKS:
         raise ConfigError(f"config.data.layout={c.data.layout!r} must be empty (the task's own) or one of {TASKS}.")
+    if c.data.layout and c.data.layout not in LAYOUTS_FOR_TASK[c.task]:
+        raise ConfigError(
+            f"config.data.layout={c.data.layout!r} cannot hold every coefficient of config.task={c.task!r} (they "
+            f"would be dropped from the inputs); use one of {LAYOUTS_FOR_TASK[c.task]} or leave it empty."
+        )
     _check_range("task_ranges.eigenvalue_range", c.task_ranges.eigenvalue_range)
     _check_range("task_ranges.ratio_range", c.task_ranges.ratio_range)
     _check_range("task_ranges.omega_range", c.task_ranges.omega_range, integer=True)

@@ -425,11 +425,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         test_data = parallel.put_data(splits.test, for_training=False)
         eval_params = parallel.eval_params(parallel.replicate(jax.device_get(best_params)))
         test = evaluate(eval_fn, eval_params, test_data, eval_batch)
+        # Distinct training samples seen: a stream draws fresh ones every step.
+        seen = t.num_steps * t.batch_size if d.source == "stream" else d.num_train
         summary = {
             "task": c.task,
             "layout": layout,
             "mode": mode,
-            "num_train": int(d.num_train) if mode != "zeroshot" else 0,
+            "num_train": 0 if mode == "zeroshot" else int(seen),
             "model": model_cfg,
             "num_params": num_params(params),
             "test_rel_l2": test["rel_l2"],

@@ -127,6 +127,7 @@ def test_other_architecture_in_workdir_is_refused(finished):
         ({"task": "wave"}, "config.task='wave' is not one of"),
         ({"train.dtype": "float16"}, "train.dtype='float16'"),
         ({"train.num_steps": 0}, "needs config.init_from"),
+        ({"task": "mixed", "data.layout": "poisson"}, "cannot hold every coefficient of config.task='mixed'"),
     ],
 )
 def test_bad_config_is_refused_before_work(tmp_path, overrides, message):
