@@ -9,10 +9,12 @@ moderately shifted downstream task (Poisson e in [5, 10], advection-diffusion ra
     python -m experiments.sweep --config=experiments/configs/rq1_data_size.py --workdir=runs/rq1
     python -m experiments.sweep --config=experiments/configs/rq1_data_size.py:poisson --workdir=runs/rq1
     python -m experiments.sweep --config=experiments/configs/rq1_data_size.py:runlocal --workdir=/tmp/rq1
+    python -m experiments.sweep --config=experiments/configs/rq1_data_size.py:poisson,gpu_minutes --workdir=runs/rq1g
     python -m experiments.report --sweep runs/rq1
 
 ARG (comma-separated): a family (poisson | advection_diffusion | helmholtz; default all three) and/or
-`runlocal` (CPU-sized: 32 x 32, tiny FNO, a few steps; minutes).
+`runlocal` (CPU-sized: 32 x 32, tiny FNO, a few steps; minutes) or `gpu_minutes` (64 x 64, width 32, N up to 512:
+a few minutes on one GPU).
 """
 
 import ml_collections
@@ -21,7 +23,7 @@ from experiments.configs import study_scale
 from experiments.study import downstream_group, new_study, parse_study_arg, pretrain_entry
 
 FAMILIES = ("poisson", "advection_diffusion", "helmholtz")
-ARGS = ("", "runlocal", *FAMILIES, *(f"{f},runlocal" for f in FAMILIES))
+ARGS = ("", "runlocal", "gpu_minutes", *FAMILIES, *(f"{f},{v}" for f in FAMILIES for v in ("runlocal", "gpu_minutes")))
 
 # The downstream (shifted) range per family.
 DOWNSTREAM = {
@@ -32,8 +34,8 @@ DOWNSTREAM = {
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    options = parse_study_arg(arg, ("runlocal", *FAMILIES))
-    scale = study_scale.RUNLOCAL if "runlocal" in options else study_scale.PAPER
+    options = parse_study_arg(arg, (*study_scale.SCALES, *FAMILIES))
+    scale = study_scale.scale_of(options)
     families = [f for f in FAMILIES if f in options] or list(FAMILIES)
 
     study = new_study("rq1_data_size")

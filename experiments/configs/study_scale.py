@@ -97,6 +97,42 @@ RUNLOCAL = Scale(
 )
 
 
+# A few minutes on one GPU: 64 x 64, FNO width 32 / 16 modes, 8,192 pretraining examples; N = 2 .. 512.
+# Shows the shape of a study's curves on an accelerator; the paper's numbers need PAPER.
+GPU_MINUTES = Scale(
+    resolution=64,
+    width=32,
+    modes=16,
+    depth=4,
+    fc_dim=128,
+    pretrain_num_train=8192,
+    pretrain_steps=2000,
+    pretrain_batch=64,
+    num_val=256,
+    num_test=256,
+    num_train=(2, 8, 32, 128, 512),
+    learning_rates=(1e-3,),
+    epochs=100,
+    min_steps=300,
+    max_steps=1000,
+    batch_size=64,
+    eval_every=100,
+    checkpoint_every=1000,
+    log_every=100,
+    generate_chunk=512,
+)
+
+SCALES = {"runlocal": RUNLOCAL, "gpu_minutes": GPU_MINUTES}
+
+
+def scale_of(options: set[str]) -> Scale:
+    """The scale named among a study config's ARG options (`runlocal`, `gpu_minutes`), else the paper's."""
+    named = [SCALES[o] for o in options if o in SCALES]
+    if len(named) > 1:
+        raise ValueError(f"choose one scale of {sorted(SCALES)}, got {sorted(o for o in options if o in SCALES)}.")
+    return named[0] if named else PAPER
+
+
 def apply_base(base: ml_collections.ConfigDict, scale: Scale) -> None:
     """Write the run-level settings of `scale` into a study's base run config."""
     base.data.resolution = scale.resolution
