@@ -17,64 +17,21 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.model_flags import DTYPES, add_model_arguments, peak_bytes, time_calls
 from fno_jax.model import FNO
-from fno_jax.spectral_conv import SPECTRAL_IMPLS
 
 __all__ = ["add_arguments", "run"]
-
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def _add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
-    # The throughput front end may already define the flags shared by its subcommands.
-    if flag not in parser._option_string_actions:
-        parser.add_argument(flag, **kwargs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the inference-benchmark flags to ``parser`` (flags it already has are kept)."""
-    _add(parser, "--resolution", type=int, default=128, help="grid points per side")
-    _add(parser, "--batch", type=int, default=32, help="samples per forward pass")
-    _add(parser, "--width", type=int, default=16)
-    _add(parser, "--modes", type=int, default=8)
-    _add(parser, "--depth", type=int, default=4)
-    _add(parser, "--fc-dim", type=int, default=128)
-    _add(parser, "--channels", type=int, default=4, help="input channels (4 = poisson)")
-    _add(parser, "--dtype", choices=sorted(_DTYPES), default="float32", help="compute dtype")
-    _add(parser, "--spectral-impl", choices=SPECTRAL_IMPLS, default="dft", help="spectral conv algorithm")
-    _add(parser, "--steps", type=int, default=20, help="timed forward passes")
-    _add(parser, "--warmup", type=int, default=2, help="untimed passes after compiling")
-    _add(parser, "--seed", type=int, default=0)
-    _add(parser, "--baseline", action="store_true", help="also time the PyTorch reference")
-    _add(parser, "--json", action="store_true", help="print one JSON line at the end")
-
-
-def _time(fn: Callable[[], Any], steps: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def _peak_bytes(device: Any) -> int | None:
-    try:
-        stats = device.memory_stats()
-    except Exception:  # backends without allocator stats (CPU) raise or return None
-        return None
-    if not stats:
-        return None
-    return stats.get("peak_bytes_in_use")
+    add_model_arguments(parser, per="forward pass")
 
 
 def _torch_baseline(args: argparse.Namespace, x: np.ndarray) -> dict[str, Any]:
@@ -95,7 +52,7 @@ def _torch_baseline(args: argparse.Namespace, x: np.ndarray) -> dict[str, Any]:
         if device == "cuda":
             torch.cuda.synchronize()
 
-    times = _time(step, args.steps, args.warmup + 1)
+    times = time_calls(step, args.steps, args.warmup + 1)
     step_s = statistics.median(times)
     return {
         "torch_device": device,
@@ -114,7 +71,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"--modes {args.modes} is too many for --resolution {args.resolution}; "
             f"use --modes <= {args.resolution // 2}."
         )
-    dtype = _DTYPES[args.dtype]
+    dtype = DTYPES[args.dtype]
     model = FNO(
         width=args.width,
         modes=args.modes,
@@ -135,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     forward(variables, x).block_until_ready()
     compile_s = time.perf_counter() - start
 
-    times = _time(lambda: forward(variables, x).block_until_ready(), args.steps, args.warmup)
+    times = time_calls(lambda: forward(variables, x).block_until_ready(), args.steps, args.warmup)
     step_s = statistics.median(times)
     num_params = sum(leaf.size for leaf in jax.tree.leaves(variables))
     result: dict[str, Any] = {
@@ -157,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": f"{device.platform}:{device.device_kind}",
         "num_devices": jax.device_count(),
         "jax_version": jax.__version__,
-        "peak_bytes": _peak_bytes(device),
+        "peak_bytes": peak_bytes(device),
     }
     if args.baseline:
         result.update(_torch_baseline(args, x_host))

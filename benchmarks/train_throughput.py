@@ -29,7 +29,6 @@ import functools
 import json
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -37,61 +36,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks.model_flags import DTYPES, add_flag, add_model_arguments, peak_bytes, time_calls
 from fno_jax import steps
 from fno_jax.model import FNO
 from fno_jax.normalization import NormStats
-from fno_jax.spectral_conv import SPECTRAL_IMPLS
 
 __all__ = ["add_arguments", "run"]
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _SIZES = ("resolution", "batch", "width", "modes", "depth", "fc_dim", "channels", "steps")
-
-
-def _add(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
-    # The throughput front end may already define the flags shared by its subcommands.
-    if flag not in parser._option_string_actions:
-        parser.add_argument(flag, **kwargs)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the training-benchmark flags to ``parser`` (flags it already has are kept)."""
-    _add(parser, "--resolution", type=int, default=128, help="grid points per side")
-    _add(parser, "--batch", type=int, default=32, help="samples per train step")
-    _add(parser, "--width", type=int, default=16)
-    _add(parser, "--modes", type=int, default=8)
-    _add(parser, "--depth", type=int, default=4)
-    _add(parser, "--fc-dim", type=int, default=128)
-    _add(parser, "--channels", type=int, default=4, help="input channels (4 = poisson)")
-    _add(parser, "--dtype", choices=sorted(_DTYPES), default="float32", help="compute dtype")
-    _add(parser, "--spectral-impl", choices=SPECTRAL_IMPLS, default="dft", help="spectral conv algorithm")
-    _add(parser, "--remat", action="store_true", help="recompute layer intermediates in the backward pass")
-    _add(parser, "--compile-only", action="store_true", help="compile, report memory, run no step")
-    _add(parser, "--steps", type=int, default=20, help="timed train steps")
-    _add(parser, "--warmup", type=int, default=2, help="untimed steps after compiling")
-    _add(parser, "--learning-rate", type=float, default=1e-3)
-    _add(parser, "--seed", type=int, default=0)
-    _add(parser, "--baseline", action="store_true", help="also time the PyTorch reference")
-    _add(parser, "--json", action="store_true", help="print one JSON line at the end")
-
-
-def _time(fn: Callable[[], Any], steps_: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps_):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def _peak_bytes(device: Any) -> int | None:
-    try:
-        stats = device.memory_stats()
-    except Exception:  # backends without allocator stats (CPU) raise or return None
-        return None
-    return stats.get("peak_bytes_in_use") if stats else None
+    add_model_arguments(parser, per="train step")
+    add_flag(parser, "--remat", action="store_true", help="recompute layer intermediates in the backward pass")
+    add_flag(parser, "--compile-only", action="store_true", help="compile, report memory, run no step")
+    add_flag(parser, "--learning-rate", type=float, default=1e-3)
 
 
 def compiled_memory(compiled: Any) -> dict[str, int]:
@@ -158,7 +118,7 @@ def _torch_baseline(args: argparse.Namespace, inputs: np.ndarray, target: np.nda
     start = time.perf_counter()
     step()
     first_s = time.perf_counter() - start
-    times = _time(step, args.steps, args.warmup)
+    times = time_calls(step, args.steps, args.warmup)
     step_s = statistics.median(times)
     return {
         "torch_device": device,
@@ -178,7 +138,7 @@ def _init_state(model: FNO, optimizer: optax.GradientTransformation, dummy: jax.
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Time the jitted, donating FNO train step; return the measurements as a JSON-serialisable dict."""
     check_args(args)
-    dtype = _DTYPES[args.dtype]
+    dtype = DTYPES[args.dtype]
     model = FNO(
         width=args.width,
         modes=args.modes,
@@ -232,7 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     one_step()
     compile_s = time.perf_counter() - start
-    times = _time(one_step, args.steps, args.warmup)
+    times = time_calls(one_step, args.steps, args.warmup)
     _, metrics = compiled(holder["state"], batch)
     step_s = statistics.median(times)
     result.update(
@@ -242,7 +202,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "step_ms_min": 1e3 * min(times),
             "samples_per_s": args.batch / step_s,
             "final_loss": float(metrics["loss"]),
-            "peak_bytes": _peak_bytes(device),
+            "peak_bytes": peak_bytes(device),
             **compiled_memory(compiled),
         }
     )

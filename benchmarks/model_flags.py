@@ -1,0 +1,59 @@
+"""What the model benchmarks share: their model/size flags, the timing loop and the allocator's peak."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+
+from fno_jax.spectral_conv import SPECTRAL_IMPLS
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def add_flag(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
+    """Add `flag` unless the parser has it: the throughput front end shares flags between its subcommands."""
+    if flag not in parser._option_string_actions:
+        parser.add_argument(flag, **kwargs)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, per: str) -> None:
+    """Grid, FNO size, precision and repetition flags; `per` names what one timed step does."""
+    add_flag(parser, "--resolution", type=int, default=128, help="grid points per side")
+    add_flag(parser, "--batch", type=int, default=32, help=f"samples per {per}")
+    add_flag(parser, "--width", type=int, default=16)
+    add_flag(parser, "--modes", type=int, default=8)
+    add_flag(parser, "--depth", type=int, default=4)
+    add_flag(parser, "--fc-dim", type=int, default=128)
+    add_flag(parser, "--channels", type=int, default=4, help="input channels (4 = poisson)")
+    add_flag(parser, "--dtype", choices=sorted(DTYPES), default="float32", help="compute dtype")
+    add_flag(parser, "--spectral-impl", choices=SPECTRAL_IMPLS, default="dft", help="spectral conv algorithm")
+    add_flag(parser, "--steps", type=int, default=20, help=f"timed repetitions (one {per} each)")
+    add_flag(parser, "--warmup", type=int, default=2, help="untimed repetitions after compiling")
+    add_flag(parser, "--seed", type=int, default=0)
+    add_flag(parser, "--baseline", action="store_true", help="also time the PyTorch reference")
+    add_flag(parser, "--json", action="store_true", help="print one JSON line at the end")
+
+
+def time_calls(fn: Callable[[], Any], steps: int, warmup: int) -> list[float]:
+    """Wall seconds of `steps` calls of `fn` (which must block until its work is done) after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_bytes(device: Any) -> int | None:
+    """The allocator's peak bytes in use, where the backend reports it (not on the CPU)."""
+    try:
+        stats = device.memory_stats()
+    except Exception:  # backends without allocator stats raise or return None
+        return None
+    return stats.get("peak_bytes_in_use") if stats else None
