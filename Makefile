@@ -20,6 +20,7 @@ quickstart: $(STAMP)
 	$(PY) -m experiments.quickstart --workdir=$(WORKDIR)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
