@@ -172,8 +172,9 @@ def load_splits(config: ml_collections.ConfigDict, task, layout: str, *, need_tr
     return Splits(TrainPool(layout, indices, dataset=dataset), val, test)
 
 
-def stream_stats(config: ml_collections.ConfigDict, task, layout: str, num: int = 1024) -> NormStats:
-    """Normalization statistics of stream mode: from the first `num` samples of the stream's pilot split."""
+def generated_stats(config: ml_collections.ConfigDict, task, layout: str, num: int) -> NormStats:
+    """Normalization statistics of the first `num` samples of the generated train split: stream mode's (which has no
+    fixed training set) and zero-shot's (which trains on none)."""
     d = config.data
     pilot = generate.generate_split(task, config.seed, "train", num, d.resolution, chunk=d.generate_chunk)
     arrays = _to_train_arrays(pilot, layout)
@@ -346,13 +347,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         mode = _mode(c)
         splits = load_splits(c, task, layout, need_train=mode != "zeroshot")
         if d.source == "stream":
-            stats = stream_stats(c, task, layout)
+            stats = generated_stats(c, task, layout, num=1024)
         elif splits.train is not None:
             stats = splits.train.stats(d.length)
-        else:  # zero-shot: the downstream stats are those of its (unused) train pool, made the same way as a run's
-            pool = generate.generate_split(task, c.seed, "train", d.num_train, d.resolution, chunk=d.generate_chunk)
-            arrays = _to_train_arrays(pool, layout)
-            stats = stats_from_norms(source_norms(arrays["source"], d.length), arrays["coeffs"])
+        else:  # zero-shot: the downstream statistics of a training set it would have had
+            stats = generated_stats(c, task, layout, num=d.num_train)
         if pretrained is not None and c.finetune.norm_stats == "pretrained":
             p_stats = NormStats.from_dict(pretrained[2]["norm_stats"])
             stats = finetune.transfer_stats(p_stats, stats, pretrained[2]["layout"], layout)
