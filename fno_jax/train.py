@@ -507,51 +507,55 @@ def _train_loop(
     pending: list[tuple[int, dict]] = []
     t_window, window_start = time.perf_counter(), step
     compile_s = None
-    while step < t.num_steps:
-        t0 = time.perf_counter()
-        if batches is not None:
-            train_data = next(batches)
-        state, metrics = step_fn(state, train_data)
-        step += 1
-        if compile_s is None:
-            jax.block_until_ready(metrics)
-            compile_s = time.perf_counter() - t0
-            t_window, window_start = time.perf_counter(), step
-        pending.append((step, metrics))
-        last = step == t.num_steps
-        if step % t.log_every == 0 or step % t.eval_every == 0 or step % t.checkpoint_every == 0 or last:
-            host = jax.device_get([parallel.unreplicate(m) for _, m in pending])
-            for (s, _), m in zip(pending, host, strict=True):
-                if not bool(m["finite"]):
-                    ckpt.wait()  # the last good (asynchronous) save must be on disk before the run stops
-                    raise NonFiniteError(_nonfinite_message(c, s, m, splits, workdir, ckpt))
-            elapsed = time.perf_counter() - t_window
-            record = {
-                "step": step,
-                "train_loss": float(np.mean([m["loss"] for m in host])),
-                "grad_norm": float(np.mean([m["grad_norm"] for m in host])),
-                "steps_per_s": (step - window_start) / elapsed if elapsed > 0 else None,
-            }
-            pending.clear()
-            t_window, window_start = time.perf_counter(), step
-            if step % t.eval_every == 0 or last:
-                params = parallel.eval_params(state["params"])
-                val = evaluate(eval_fn, params, val_data, eval_batch)
-                record.update(val_rel_l2=val["rel_l2"], val_loss=val["loss"])
-                best = meta["best_val_rel_l2"]
-                if best is None or val["rel_l2"] < best:
-                    meta.update(best_step=step, best_val_rel_l2=val["rel_l2"])
-                    record["best"] = True
+    try:
+        while step < t.num_steps:
+            t0 = time.perf_counter()
+            if batches is not None:
+                train_data = next(batches)
+            state, metrics = step_fn(state, train_data)
+            step += 1
+            if compile_s is None:
+                jax.block_until_ready(metrics)
+                compile_s = time.perf_counter() - t0
+                t_window, window_start = time.perf_counter(), step
+            pending.append((step, metrics))
+            last = step == t.num_steps
+            if step % t.log_every == 0 or step % t.eval_every == 0 or step % t.checkpoint_every == 0 or last:
+                host = jax.device_get([parallel.unreplicate(m) for _, m in pending])
+                for (s, _), m in zip(pending, host, strict=True):
+                    if not bool(m["finite"]):
+                        ckpt.wait()  # the last good (asynchronous) save must be on disk before the run stops
+                        raise NonFiniteError(_nonfinite_message(c, s, m, splits, workdir, ckpt))
+                elapsed = time.perf_counter() - t_window
+                record = {
+                    "step": step,
+                    "train_loss": float(np.mean([m["loss"] for m in host])),
+                    "grad_norm": float(np.mean([m["grad_norm"] for m in host])),
+                    "steps_per_s": (step - window_start) / elapsed if elapsed > 0 else None,
+                }
+                pending.clear()
+                t_window, window_start = time.perf_counter(), step
+                if step % t.eval_every == 0 or last:
+                    params = parallel.eval_params(state["params"])
+                    val = evaluate(eval_fn, params, val_data, eval_batch)
+                    record.update(val_rel_l2=val["rel_l2"], val_loss=val["loss"])
+                    best = meta["best_val_rel_l2"]
+                    if best is None or val["rel_l2"] < best:
+                        meta.update(best_step=step, best_val_rel_l2=val["rel_l2"])
+                        record["best"] = True
+                        _save(ckpt, parallel, state, step, meta)
+                if step % t.checkpoint_every == 0 or last:
                     _save(ckpt, parallel, state, step, meta)
-            if step % t.checkpoint_every == 0 or last:
-                _save(ckpt, parallel, state, step, meta)
-            _append_metrics(metrics_path, record)
-            progress.update(step, force=True, loss=record["train_loss"], val=meta["best_val_rel_l2"] or float("nan"))
-        else:
-            progress.update(step)
-    progress.close()
-    if batches is not None:
-        batches.close()
+                _append_metrics(metrics_path, record)
+                progress.update(
+                    step, force=True, loss=record["train_loss"], val=meta["best_val_rel_l2"] or float("nan")
+                )
+            else:
+                progress.update(step)
+    finally:
+        progress.close()
+        if batches is not None:
+            batches.close()  # stops the prefetch thread on every exit, errors included
     ckpt.wait()
     return parallel.unreplicate(state), {"compile_s": compile_s}
 
