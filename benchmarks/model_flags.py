@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,3 +58,15 @@ def peak_bytes(device: Any) -> int | None:
     except Exception:  # backends without allocator stats raise or return None
         return None
     return stats.get("peak_bytes_in_use") if stats else None
+
+
+def run_main(run: Callable[[argparse.Namespace], dict], add_arguments: Callable, description: str, argv=None) -> None:
+    """A benchmark module's own command line: parse, run, print the result (and one JSON line with --json)."""
+    parser = argparse.ArgumentParser(description=description)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    result = run(args)
+    for key, value in result.items():
+        print(f"{key:>22}: {value}")
+    if args.json:
+        print(json.dumps(result))

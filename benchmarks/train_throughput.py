@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import statistics
 import time
 from typing import Any
@@ -36,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.model_flags import DTYPES, add_flag, add_model_arguments, peak_bytes, time_calls
+from benchmarks.model_flags import DTYPES, add_flag, add_model_arguments, peak_bytes, run_main, time_calls
 from fno_jax import steps
 from fno_jax.model import FNO
 from fno_jax.normalization import NormStats
@@ -215,14 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    result = run(args)
-    for key, value in result.items():
-        print(f"{key:>22}: {value}")
-    if args.json:
-        print(json.dumps(result))
+    run_main(run, add_arguments, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
