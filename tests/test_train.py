@@ -185,3 +185,14 @@ def test_remat_trains_the_same_model(finished, tmp_path):
     ):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
     np.testing.assert_allclose(summary["test_rel_l2"], finished[1]["test_rel_l2"], rtol=1e-3)
+
+
+def test_samples_the_task_could_not_make_are_an_error_not_nan_data():
+    # Under jit a sampler cannot raise: a Helmholtz sample whose rejection sampling found nothing comes back as NaN,
+    # and generation must refuse it rather than hand NaN data to training.
+    import solvers
+    from fno_jax.data import generate
+
+    impossible = solvers.tasks.Helmholtz(omega_range=(1, 10), max_amplitude=1e-6)
+    with pytest.raises(ValueError, match="4 of 4 generated 'train' samples .* are not finite .* Choose another"):
+        generate.generate_split(impossible, 0, "train", 4, 16, chunk=4)

@@ -68,7 +68,16 @@ def generate_split(
     chunks = [jax.device_get(p) for p in pending]
     batch = {k: np.concatenate([ch[k] for ch in chunks]) for k in chunks[0]}
     offset = start - first * chunk
-    return {k: v[offset : offset + num] for k, v in batch.items()}
+    batch = {k: v[offset : offset + num] for k, v in batch.items()}
+    bad = ~np.isfinite(batch["solution"]).all(axis=(1, 2))
+    if bad.any():
+        # Under jit a sampler cannot raise; a sample whose rejection sampling gave up comes back as NaN.
+        raise ValueError(
+            f"{int(bad.sum())} of {num} generated {split!r} samples of task {task.spec()} are not finite (first: "
+            f"sample {start + int(np.argmax(bad))}); the task found no admissible sample there (e.g. a Helmholtz omega_range "
+            "whose solutions all exceed the amplitude limit). Choose another coefficient range."
+        )
+    return batch
 
 
 def stream_batch(task, seed: int, step: jax.Array, batch_size: int, resolution: int) -> dict[str, jax.Array]:
