@@ -74,8 +74,8 @@ def generate_split(
         # Under jit a sampler cannot raise; a sample whose rejection sampling gave up comes back as NaN.
         raise ValueError(
             f"{int(bad.sum())} of {num} generated {split!r} samples of task {task.spec()} are not finite (first: "
-            f"sample {start + int(np.argmax(bad))}); the task found no admissible sample there (e.g. a Helmholtz omega_range "
-            "whose solutions all exceed the amplitude limit). Choose another coefficient range."
+            f"sample {start + int(np.argmax(bad))}); the task found no admissible sample there (e.g. a Helmholtz "
+            "omega_range whose solutions all exceed the amplitude limit). Choose another coefficient range."
         )
     return batch
 
