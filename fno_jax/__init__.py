@@ -1,9 +1,9 @@
 """fno-jax: pre-training and fine-tuning Fourier Neural Operators on families of PDEs.
 
-    fno_jax.FNO                          the model (flax.linen)
-    fno_jax.train_and_evaluate           one run: data -> training -> checkpoints -> summary.json
-    fno_jax.checkpoint.load_params       a trained params pytree from a workdir
-    fno_jax.interop                      the reference PyTorch state_dict, in and out
+fno_jax.FNO                          the model (flax.linen)
+fno_jax.train_and_evaluate           one run: data -> training -> checkpoints -> summary.json
+fno_jax.checkpoint.load_params       a trained params pytree from a workdir
+fno_jax.interop                      the reference PyTorch state_dict, in and out
 """
 
 from fno_jax import channels, checkpoint, finetune, interop, normalization
