@@ -317,3 +317,21 @@ def test_prefetcher_close_stops_an_endless_worker():
     time.sleep(0.1)
     assert len(calls) == made  # nothing runs after close
     assert made <= 1 + 2 + 1  # consumed + queue + one blocked in put
+
+
+def test_write_chunks_stores_several_chunks_at_once(tmp_path):
+    from fno_jax.data import DatasetWriter
+
+    writer = DatasetWriter(tmp_path / "ds", spec=SPEC, resolution=RES, counts=COUNTS, seed=0, chunk=8)
+    with pytest.raises(ValueError, match="must end on a multiple of chunk=8"):
+        writer.write_chunks("train", 0, make_batch("train", 0, 12))
+    parts = [make_batch("train", 0, 24), make_batch("train", 24, 16)]
+    writer.write_chunks("train", 0, parts[0])  # chunks 0, 8, 16 in one write
+    assert [s for s in writer.chunk_starts("train") if writer.done("train", s)] == [0, 8, 16]
+    writer.write_chunks("train", 24, parts[1])  # to the end of the split (40)
+    for split in ("val", "test"):
+        writer.write_chunks(split, 0, make_batch(split, 0, COUNTS[split]))
+    writer.finalize({})
+    stored = open_dataset(tmp_path / "ds").load("train")
+    for name in ARRAYS:
+        np.testing.assert_array_equal(stored[name], np.concatenate([p[name] for p in parts]))

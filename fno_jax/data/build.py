@@ -268,11 +268,11 @@ def generate_dataset(config: ml_collections.ConfigDict, path: str | os.PathLike[
             )  # fmt: skip
             bar = Progress(len(starts), label=f"[{split}]", start=len(starts) - len(todo))
             t0, samples = time.perf_counter(), 0
-            for start in todo:
-                count = min(writer.chunk, counts[split] - start)
-                writer.write_chunk(split, start, make_batch(split, start, count))
+            for start, count in _spans(todo, writer.chunk, counts[split], max(1, make_batch.block // writer.chunk)):
+                writer.write_chunks(split, start, make_batch(split, start, count))
                 samples += count
-                bar.update(start // writer.chunk + 1, force=start == todo[-1], samples_per_s=samples / _since(t0))
+                last = start + count >= todo[-1] + 1
+                bar.update(-(-(start + count) // writer.chunk), force=last, samples_per_s=samples / _since(t0))
             bar.close()
             log.info("[%s] %d/%d chunks, %.1f samples/s", split, len(starts), len(starts), samples / _since(t0))
     finally:
@@ -281,6 +281,18 @@ def generate_dataset(config: ml_collections.ConfigDict, path: str | os.PathLike[
     writer.finalize(stats, {"generator": generator, "layout": config.task})
     log.info("dataset %s complete: %s", path, counts)
     return open_dataset(path)
+
+
+def _spans(todo: list[int], chunk: int, total: int, most: int) -> list[tuple[int, int]]:
+    """(start, count) of runs of at most `most` consecutive chunks among the chunk starts `todo`: written at once."""
+    spans: list[tuple[int, int]] = []
+    for start in todo:
+        count = min(chunk, total - start)
+        if spans and spans[-1][0] + spans[-1][1] == start and spans[-1][1] < most * chunk:
+            spans[-1] = (spans[-1][0], spans[-1][1] + count)
+        else:
+            spans.append((start, count))
+    return spans
 
 
 def _since(t0: float) -> float:

@@ -298,7 +298,31 @@ class DatasetWriter:
                 f"start must be a multiple of chunk={self.chunk} inside [0, "
                 f"{self.counts[split]}) for split {split!r}, got {start}"
             )
-        count = min(self.chunk, self.counts[split] - start)
+        self._write_span(split, start, min(self.chunk, self.counts[split] - start), batch)
+
+    def write_chunks(self, split: str, start: int, batch: Mapping[str, Any]) -> None:
+        """Stores consecutive chunks at once: samples [start, start + B) with B the batch's length, which must end on
+        a chunk boundary or at the end of the split. One write and one progress record for all of them (the
+        chunks are compressed in parallel); a crash before the record rewrites them all on the next run."""
+        if self.complete:
+            raise ValueError(f"{self.path} is already complete; nothing to write")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        count = len(batch["source"]) if "source" in batch else 0
+        end = start + count
+        if start % self.chunk or not 0 <= start < self.counts[split] or count < 1 or end > self.counts[split]:
+            raise ValueError(
+                f"chunks must start at a multiple of chunk={self.chunk} inside [0, {self.counts[split]}) and hold "
+                f"at least one sample within the split {split!r}; got start {start} with {count} samples"
+            )
+        if end % self.chunk and end != self.counts[split]:
+            raise ValueError(
+                f"chunks of split {split!r} must end on a multiple of chunk={self.chunk} or at its end "
+                f"{self.counts[split]}; got samples [{start}, {end})"
+            )
+        self._write_span(split, start, count, batch)
+
+    def _write_span(self, split: str, start: int, count: int, batch: Mapping[str, Any]) -> None:
         missing = [k for k in ARRAYS if k not in batch]
         if missing:
             raise ValueError(f"batch lacks arrays {missing}; a batch dict holds {ARRAYS}")
@@ -315,8 +339,8 @@ class DatasetWriter:
         futures = [self._arrays[split, name][start : start + count].write(host[name]) for name in ARRAYS]
         for future in futures:
             future.result()
-        # Recorded only after every array is stored: a crash before this line rewrites the chunk.
-        self._done[split] = sorted({*self._done[split], start})
+        # Recorded only after every array is stored: a crash before this line rewrites the chunks.
+        self._done[split] = sorted({*self._done[split], *range(start, start + count, self.chunk)})
         self._save_progress()
 
     def read(self, split: str, index: slice | Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
