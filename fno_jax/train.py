@@ -115,23 +115,10 @@ def _to_train_arrays(batch: dict[str, np.ndarray], layout: str) -> dict[str, np.
     return {"source": np.asarray(batch["source"]), "coeffs": coeffs, "solution": np.asarray(batch["solution"])}
 
 
-def load_splits(config: ml_collections.ConfigDict, task, layout: str, *, need_train: bool) -> Splits:
-    """Train (nested subset of the pool), val and test splits as host arrays, per `config.data.source`."""
+def open_checked_dataset(config: ml_collections.ConfigDict, task, layout: str):
+    """The stored dataset `config.data.source`, checked against the config (resolution, task, ranges, sizes)."""
     d = config.data
     source = d.source
-    if source in ("generate", "stream"):
-        make = functools.partial(
-            generate.generate_split, task, config.seed, resolution=d.resolution, chunk=d.generate_chunk
-        )
-        val = _to_train_arrays(make("val", d.num_val), layout)
-        test = _to_train_arrays(make("test", d.num_test), layout)
-        if not need_train or source == "stream":
-            return Splits(None, val, test)
-        pool = make("train", d.num_train_pool or d.num_train)
-        indices = nested_subset(pool["volume_fraction"], d.num_train, config.seed)
-        arrays = _to_train_arrays({k: v[indices] for k, v in pool.items()}, layout)
-        return Splits(TrainPool(layout, indices, arrays=arrays), val, test)
-
     dataset = open_dataset(source)
     dataset.check_compatible(resolution=d.resolution, layout=layout)
     spec = dataset.task
@@ -155,15 +142,36 @@ def load_splits(config: ml_collections.ConfigDict, task, layout: str, *, need_tr
                 f"config.data.num_{split}={wanted} exceeds the {dataset.num(split)} samples of split {split!r} in "
                 f"{source}; lower it or generate a bigger dataset."
             )
-    val = _to_train_arrays(dataset.read("val", slice(0, d.num_val)), layout)
-    test = _to_train_arrays(dataset.read("test", slice(0, d.num_test)), layout)
-    if not need_train:
-        return Splits(None, val, test)
-    if d.num_train > dataset.num("train"):
+    if d.num_train > dataset.num("train") and config.train.num_steps > 0:
         raise ConfigError(
             f"config.data.num_train={d.num_train} exceeds the {dataset.num('train')} training samples in {source}; "
             "lower it or generate a bigger dataset."
         )
+    return dataset
+
+
+def load_splits(config: ml_collections.ConfigDict, task, layout: str, *, need_train: bool, dataset=None) -> Splits:
+    """Train (nested subset of the pool), val and test splits as host arrays, per `config.data.source`
+    (`dataset`: the stored dataset it names, from `open_checked_dataset`)."""
+    d = config.data
+    if d.source in ("generate", "stream"):
+        make = functools.partial(
+            generate.generate_split, task, config.seed, resolution=d.resolution, chunk=d.generate_chunk
+        )
+        val = _to_train_arrays(make("val", d.num_val), layout)
+        test = _to_train_arrays(make("test", d.num_test), layout)
+        if not need_train or d.source == "stream":
+            return Splits(None, val, test)
+        pool = make("train", d.num_train_pool or d.num_train)
+        indices = nested_subset(pool["volume_fraction"], d.num_train, config.seed)
+        arrays = _to_train_arrays({k: v[indices] for k, v in pool.items()}, layout)
+        return Splits(TrainPool(layout, indices, arrays=arrays), val, test)
+
+    dataset = dataset if dataset is not None else open_checked_dataset(config, task, layout)
+    val = _to_train_arrays(dataset.read("val", slice(0, d.num_val)), layout)
+    test = _to_train_arrays(dataset.read("test", slice(0, d.num_test)), layout)
+    if not need_train:
+        return Splits(None, val, test)
     if d.num_train < dataset.num("train"):
         vf = dataset.read("train", slice(None), arrays=("volume_fraction",))["volume_fraction"]
         indices = nested_subset(vf, d.num_train, config.seed)
@@ -300,19 +308,24 @@ def _mode(config) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Train (or, with num_steps=0 and init_from, only evaluate) one run in `workdir`; returns the summary."""
     validate_config(config)
+    # A stored dataset is checked before anything is written, the workdir included.
+    dataset = None
+    if config.data.source not in ("generate", "stream"):
+        task = generate.task_from_config(config)
+        dataset = open_checked_dataset(config, task, layout_of(config))
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     lock = WorkdirLock(workdir) if _is_main() else None
     if lock:
         lock.acquire()
     try:
-        return _train_and_evaluate(config, workdir)
+        return _train_and_evaluate(config, workdir, dataset)
     finally:
         if lock:
             lock.release()
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, dataset) -> dict[str, Any]:
     t_start = time.perf_counter()
     c, t, d = config, config.train, config.data
     layout = layout_of(c)
@@ -345,7 +358,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
         # Data.
         mode = _mode(c)
-        splits = load_splits(c, task, layout, need_train=mode != "zeroshot")
+        splits = load_splits(c, task, layout, need_train=mode != "zeroshot", dataset=dataset)
         if d.source == "stream":
             stats = generated_stats(c, task, layout, num=1024)
         elif splits.train is not None:

@@ -196,3 +196,11 @@ def test_samples_the_task_could_not_make_are_an_error_not_nan_data():
     impossible = solvers.tasks.Helmholtz(omega_range=(1, 10), max_amplitude=1e-6)
     with pytest.raises(ValueError, match="4 of 4 generated 'train' samples .* are not finite .* Choose another"):
         generate.generate_split(impossible, 0, "train", 4, 16, chunk=4)
+
+
+def test_a_bad_dataset_is_refused_before_the_workdir_is_made(tmp_path):
+    from fno_jax.data import DatasetNotFoundError
+
+    with pytest.raises(DatasetNotFoundError, match="no dataset at .*nowhere"):
+        train.train_and_evaluate(tiny(**{"data.source": str(tmp_path / "nowhere")}), str(tmp_path / "w"))
+    assert not os.path.exists(tmp_path / "w")
