@@ -14,48 +14,38 @@ pretrain.py:TASK,runlocal: 32x32, 256/64/64 samples) or ",tiny" (the data of pre
 
 import ml_collections
 
-from fno_jax.config import TASKS, default_config
+from experiments.configs import pretrain
+from fno_jax.config import TASKS
 
 
 def get_config(arg: str = "poisson") -> ml_collections.ConfigDict:
     task, _, variant = (arg or "poisson").partition(",")
     if task not in TASKS:
         raise ValueError(f"generate.py:{arg}: the PDE must be one of {TASKS}, e.g. generate.py:poisson.")
-    defaults = default_config()
+    if variant not in ("", "runlocal", "tiny"):
+        raise ValueError(f"generate.py:{arg}: unknown variant {variant!r}; use 'runlocal' or 'tiny'.")
+    # The training run whose data this stores: its seed, ranges and split sizes, so the two cannot drift apart.
+    run = pretrain.get_config(arg)
+
     config = ml_collections.ConfigDict()
     # experiments/main.py runs fno_jax.data.build.generate_dataset(config, workdir) for this job.
     config.job = "generate"
     # Seeds the splits exactly as in a training run (each split from fold_in(seed, split)).
-    config.seed = defaults.seed
+    config.seed = run.seed
     config.task = task
     # Coefficient ranges (same keys and defaults as a training config): the paper's pre-training ranges.
-    config.task_ranges = ml_collections.ConfigDict(defaults.task_ranges.to_dict())
+    config.task_ranges = ml_collections.ConfigDict(run.task_ranges.to_dict())
 
     config.data = ml_collections.ConfigDict()
-    config.data.resolution = defaults.data.resolution  # grid points per side
-    config.data.length = defaults.data.length  # domain [0, length)^2
-    config.data.num_train = defaults.data.num_train  # the stored train split: a run's train pool
-    config.data.num_val = defaults.data.num_val
-    config.data.num_test = defaults.data.num_test
+    config.data.resolution = run.data.resolution  # grid points per side
+    config.data.length = run.data.length  # domain [0, length)^2
+    config.data.num_train = run.data.num_train  # the stored train split: a run's train pool
+    config.data.num_val = run.data.num_val
+    config.data.num_test = run.data.num_test
     # Samples per device call; part of what the sample values are: keep it equal to the training config's.
-    config.data.generate_chunk = defaults.data.generate_chunk
+    config.data.generate_chunk = run.data.generate_chunk
 
     config.dataset = ml_collections.ConfigDict()
     # Samples per stored zarr chunk: storage, read and resume granularity only (values do not depend on it).
-    config.dataset.chunk = 64
-
-    if variant == "runlocal":  # = pretrain.py:TASK,runlocal's data
-        config.data.resolution = 32
-        config.data.num_train = 256
-        config.data.num_val = 64
-        config.data.num_test = 64
-    elif variant == "tiny":  # = pretrain.py:TASK,tiny's data; seconds on a CPU
-        config.data.resolution = 16
-        config.data.num_train = 32
-        config.data.num_val = 16
-        config.data.num_test = 16
-        config.data.generate_chunk = 16
-        config.dataset.chunk = 8
-    elif variant:
-        raise ValueError(f"generate.py:{arg}: unknown variant {variant!r}; use 'runlocal' or 'tiny'.")
+    config.dataset.chunk = 8 if variant == "tiny" else 64
     return config
