@@ -3,7 +3,8 @@
 Depends on jax/numpy only.  The wavenumber convention is stated once, in `solvers.grid`.
 """
 
-from solvers import grid, tasks
+from solvers import families, grid, tasks
+from solvers.families import FAMILIES
 from solvers.residual import advection_diffusion_residual, helmholtz_residual, poisson_residual
 from solvers.solve import advection_diffusion, helmholtz, poisson
 
@@ -16,4 +17,6 @@ __all__ = [
     "helmholtz_residual",
     "grid",
     "tasks",
+    "families",
+    "FAMILIES",
 ]

@@ -35,14 +35,14 @@ from solvers import _checks, solve
 from solvers.coefficients import advection_strength, draw_diffusion
 from solvers.sources import draw_bump_amplitudes, gaussian_source
 
-__all__ = ["Poisson", "AdvectionDiffusion", "Helmholtz", "Mixed", "from_spec", "PDE_IDS"]
+__all__ = ["Poisson", "AdvectionDiffusion", "Helmholtz", "Mixed", "from_spec"]
 
-PDE_IDS = {"poisson": 0, "advection_diffusion": 1, "helmholtz": 2}
 REFERENCE_RESOLUTION = 64
 # Rejection sampling: sample i tries keys fold_in(key_i, attempt) for attempt < MAX_TRIES.
 MAX_TRIES = 256
 
 Batch = dict[str, jax.Array]
+_REGISTRY: dict[str, type] = {}
 
 
 def _default_float() -> jnp.dtype:
@@ -81,7 +81,7 @@ def _sample_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
 
 
-def _batch(source, solution, diffusion, velocity, omega, pde: str, volume_fraction) -> Batch:
+def _batch(source, solution, diffusion, velocity, omega, pde_id: int, volume_fraction) -> Batch:
     b = source.shape[0]
     return {
         "source": source,
@@ -89,7 +89,7 @@ def _batch(source, solution, diffusion, velocity, omega, pde: str, volume_fracti
         "diffusion": diffusion,
         "velocity": velocity,
         "omega": omega,
-        "pde": jnp.full((b,), PDE_IDS[pde], jnp.int32),
+        "pde": jnp.full((b,), pde_id, jnp.int32),
         "volume_fraction": volume_fraction,
     }
 
@@ -98,6 +98,11 @@ class _Task:
     """Shared `sample` / `spec` machinery; subclasses implement `_sample_indices`."""
 
     name: ClassVar[str]
+    pde_id: ClassVar[int]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[cls.name] = cls  # `from_spec` finds every task class by its name
 
     def sample(self, key: jax.Array, batch_size: int, resolution: int, *, start=0) -> Batch:
         """Draw samples start, ..., start + batch_size - 1 for `key` at `resolution` (even >= 4).
@@ -148,6 +153,7 @@ class Poisson(_Task):
     eigenvalue_range: tuple[float, float] = (1.0, 5.0)
     length: float = 1.0
     name: ClassVar[str] = "poisson"
+    pde_id: ClassVar[int] = 0
 
     def __post_init__(self):
         fix = "use e.g. eigenvalue_range=(1, 5)"
@@ -169,7 +175,7 @@ class Poisson(_Task):
         b = indices.shape[0]
         zeros = jnp.zeros((b,), dtype)
         velocity = jnp.zeros((b, 2), dtype)
-        return _batch(source, solution, diffusion, velocity, zeros, self.name, vf), None
+        return _batch(source, solution, diffusion, velocity, zeros, self.pde_id, vf), None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +196,7 @@ class AdvectionDiffusion(_Task):
     eigenvalue_range: tuple[float, float] = (1.0, 5.0)
     length: float = 1.0
     name: ClassVar[str] = "advection_diffusion"
+    pde_id: ClassVar[int] = 1
 
     def __post_init__(self):
         rr = _range(self.ratio_range, "ratio_range", "use e.g. ratio_range=(0.2, 1.0)", lower=0, strict=False)
@@ -226,7 +233,7 @@ class AdvectionDiffusion(_Task):
         source = gaussian_source(amplitudes, resolution, length=self.length, remove_mean=True)
         solution = solve.advection_diffusion(source, diffusion, velocity, length=self.length)
         zeros = jnp.zeros(indices.shape, dtype)
-        return _batch(source, solution, diffusion, velocity, zeros, self.name, vf), None
+        return _batch(source, solution, diffusion, velocity, zeros, self.pde_id, vf), None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +257,7 @@ class Helmholtz(_Task):
     max_amplitude: float = 2.0
     length: float = 1.0
     name: ClassVar[str] = "helmholtz"
+    pde_id: ClassVar[int] = 2
 
     def __post_init__(self):
         fix = "use integer bounds, e.g. omega_range=(1, 10)"
@@ -316,7 +324,7 @@ class Helmholtz(_Task):
         b = indices.shape[0]
         diffusion = jnp.broadcast_to(self.diffusivity * jnp.eye(2, dtype=dtype), (b, 2, 2))
         velocity = jnp.zeros((b, 2), dtype)
-        return _batch(source, solution, diffusion, velocity, omega, self.name, vf), jnp.all(ok)
+        return _batch(source, solution, diffusion, velocity, omega, self.pde_id, vf), jnp.all(ok)
 
 
 def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
@@ -390,17 +398,14 @@ class Mixed(_Task):
         return out, all_ok
 
 
-_TASKS = {cls.name: cls for cls in (Poisson, AdvectionDiffusion, Helmholtz, Mixed)}
-
-
 def from_spec(spec: Mapping[str, Any]) -> _Task:
     """Inverse of `task.spec()`."""
-    if not isinstance(spec, Mapping) or spec.get("name") not in _TASKS:
+    if not isinstance(spec, Mapping) or spec.get("name") not in _REGISTRY:
         raise ValueError(
-            f"spec must be a dict with 'name' in {sorted(_TASKS)}, got {spec!r}; make it with task.spec()."
+            f"spec must be a dict with 'name' in {sorted(_REGISTRY)}, got {spec!r}; make it with task.spec()."
         )
     kwargs = {k: v for k, v in spec.items() if k != "name"}
-    cls = _TASKS[spec["name"]]
+    cls = _REGISTRY[spec["name"]]
     if cls is Mixed:
         kwargs["tasks"] = tuple(from_spec(s) for s in kwargs.get("tasks", ()))
     try:
