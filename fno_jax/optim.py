@@ -1,10 +1,16 @@
-"""Optimizer: Adam(W) with linear warmup and cosine decay (the paper's schedule), optional frozen subtrees."""
+"""Optimizer: Adam(W) with linear warmup and cosine decay (the paper's schedule), optional frozen subtrees, and
+non-finite updates skipped (`optax.apply_if_finite`)."""
 
 import re
 from collections.abc import Sequence
 
 import jax
+import numpy as np
 import optax
+
+# apply_if_finite applies an update anyway after this many non-finite ones in a row; the run loop stops at the
+# first, so "never".
+_NEVER = int(np.iinfo(np.int32).max)
 
 
 def learning_rate_schedule(learning_rate: float, num_steps: int, warmup_steps: int = 0) -> optax.Schedule:
@@ -24,13 +30,7 @@ def learning_rate_schedule(learning_rate: float, num_steps: int, warmup_steps: i
 
 def param_path(path: tuple) -> str:
     """'/'-joined names of a pytree key path, e.g. 'spectral_0/weights1'."""
-    parts = []
-    for entry in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(entry, attr):
-                parts.append(str(getattr(entry, attr)))
-                break
-    return "/".join(parts)
+    return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def freeze_labels(params, patterns: Sequence[str]):
@@ -55,6 +55,8 @@ def make_optimizer(
 ) -> optax.GradientTransformation:
     """Adam with the schedule above; leaves matching `freeze` get exactly zero updates.
 
+    The outermost transform is `optax.apply_if_finite`: an update whose gradient holds NaN or Inf leaves params
+    and optimizer state unchanged, and its state's `last_finite` says so (the train step reports it).
     `params` is needed only when `freeze` is given (to label the leaves).
     """
     schedule = learning_rate_schedule(learning_rate, num_steps, warmup_steps)
@@ -63,7 +65,7 @@ def make_optimizer(
     else:
         base = optax.adam(schedule)
     if not freeze:
-        return base
+        return optax.apply_if_finite(base, max_consecutive_errors=_NEVER)
     if params is None:
         raise ValueError("make_optimizer: `params` is required to label leaves when `freeze` is set.")
     labels = freeze_labels(params, freeze)
@@ -72,4 +74,5 @@ def make_optimizer(
             f"finetune.freeze={tuple(freeze)} matches every parameter, so nothing would train; "
             "use narrower patterns (e.g. 'spectral_.*' to freeze the Fourier layers only)."
         )
-    return optax.multi_transform({"trainable": base, "frozen": optax.set_to_zero()}, labels)
+    frozen = optax.multi_transform({"trainable": base, "frozen": optax.set_to_zero()}, labels)
+    return optax.apply_if_finite(frozen, max_consecutive_errors=_NEVER)

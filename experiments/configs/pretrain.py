@@ -8,7 +8,8 @@ ARG: poisson | advection_diffusion | helmholtz | mixed, optionally followed by "
 steps: seconds; what the tests run).
 """
 
-from fno_jax.config import TASKS, default_config
+from fno_jax.config import default_config
+from solvers.families import TASK_NAMES as TASKS
 
 
 def get_config(arg: str = "poisson"):
