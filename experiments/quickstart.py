@@ -18,7 +18,8 @@ from ml_collections import config_flags
 from experiments.report import build_report
 from experiments.sweep import quiet_checkpoint_logs, run_sweep
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py")
+# `make quickstart` runs the quickstart study at the cpu scale.
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py") + ":cpu"
 
 
 def run_quickstart(study_config, workdir: str, *, run_fn=None) -> dict:
