@@ -147,7 +147,8 @@ def describe(
     total = estimate_s(list(costs.values()), samples_per_s, eval_sps, run_overhead_s)
     lines += [
         "",
-        f"  estimated device time: {_duration(total)} ({total:,.0f} s) at {samples_per_s:,.0f} training and "
+        f"  estimated device time: {_duration(total)}{f' ({total:,.0f} s)' if total >= 120 else ''} at "
+        f"{samples_per_s:,.0f} training and "
         f"{eval_sps:,.0f} evaluated samples/s, {run_overhead_s:g} s overhead per run",
         "",
         "Pretraining runs:",

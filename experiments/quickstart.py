@@ -1,6 +1,8 @@
-"""`make quickstart`: run the CPU-sized study, build its report, print the main table.
+"""`make quickstart`: run the quickstart study at the cpu scale, build its report, print the main table.
 
     python -m experiments.quickstart --workdir=runs/quickstart [--config=experiments/configs/quickstart.py[:ARG]]
+
+The default config is `experiments/configs/quickstart.py:cpu`; ARG takes the scale names of every study config.
 
 Rerunning the same command resumes (finished runs are kept). The report lands in WORKDIR/report.md,
 WORKDIR/report.json and WORKDIR/plots/.
