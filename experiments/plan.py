@@ -27,7 +27,17 @@ from typing import Any
 from experiments.json_files import to_json, write_json
 from experiments.study import RunSpec, num_steps_of
 
-__all__ = ["DEFAULT_SAMPLES_PER_S", "EVAL_SPEEDUP", "RunCost", "run_cost", "plan_entries", "write_plan", "describe"]
+__all__ = [
+    "DEFAULT_SAMPLES_PER_S",
+    "EVAL_SPEEDUP",
+    "RunCost",
+    "describe",
+    "estimate_s",
+    "eval_interval",
+    "plan_entries",
+    "run_cost",
+    "write_plan",
+]
 
 # The paper's model (width 64, 32 modes, 128 x 128, batch 128) training in float32 at matmul precision "highest"
 # on one NVIDIA H200 (README, "Throughput").

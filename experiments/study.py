@@ -17,7 +17,9 @@ A *study* is an `ml_collections.ConfigDict` with
                     seed pretrains its own model and fine-tunes / evaluates zero-shot from it, so the intervals also
                     cover pretraining's randomness (at `seeds` x the pretraining cost).
     data_seed       pretrain, downstream: the `data.seed` of pretraining and of downstream runs. They differ, so
-                    the downstream pool never repeats the pretraining pool's sources.
+                    the downstream pool never repeats the pretraining pool's sources (the paper generated every
+                    dataset with seed 0, so its downstream sources were its pretraining sources; equal seeds give
+                    that back).
     mixture         "full" (default): a `mixed` pretraining run trains on every family's whole pretraining set
                     (its data.num_train is per family, times the number of families), so the mixed model has seen
                     everything each single-family model saw; "equal_total": data.num_train samples in total, the
@@ -80,6 +82,7 @@ __all__ = [
     "flat_keys",
     "fno_num_params",
     "new_study",
+    "num_steps_of",
     "pretrain_entry",
     "run_workdir",
     "shift_label",

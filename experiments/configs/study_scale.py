@@ -27,7 +27,21 @@ from typing import Any
 
 import ml_collections
 
-__all__ = ["Scale", "SCALES", "PAPER", "GPU_MINUTES", "CPU", "RUNLOCAL", "HEAD_FACTOR", "parse", "args", "apply_base"]
+__all__ = [
+    "CPU",
+    "GPU_MINUTES",
+    "HEAD_FACTOR",
+    "NAMES",
+    "PAPER",
+    "RUNLOCAL",
+    "SCALES",
+    "Scale",
+    "apply_base",
+    "args",
+    "downstream_sizes",
+    "parse",
+    "pretrain_overrides",
+]
 
 # The paper's head: fc_dim = fc_cut * embed_cut = 2 x width (config/operators_*.yaml, models/fno.py).
 HEAD_FACTOR = 2
