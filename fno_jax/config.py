@@ -20,13 +20,15 @@ DTYPES = ("float32", "bfloat16")
 NORM_STATS = ("downstream", "pretrained")
 LOADERS = ("auto", "device", "host")
 SELECT_BY = ("val_loss", "val_rel_l2")
+INITS = ("torch", "flax")
 MATMUL_PRECISIONS = ("default", "high", "highest")
 # The keys that fix a model's architecture (and its parameter count, with the channel layout).
 MODEL_SIZE_KEYS = ("width", "modes", "depth", "fc_dim")
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """All keys of one run with their defaults (the paper's pre-training setup at 128x128)."""
+    """All keys of one run with their defaults: the paper's pre-training run (128 x 128, 32,768 samples, batch 128,
+    500 epochs with a cosine decay, validated every epoch, the lowest validation loss selected)."""
     config = ml_collections.ConfigDict()
     # Seeds parameter init, data order and the nested training subset; also the data splits unless data.seed is set.
     config.seed = 0
@@ -50,8 +52,9 @@ def default_config() -> ml_collections.ConfigDict:
     # seed, same pool size) train on nested subsets: N=8 inside N=16 inside ... A stored dataset's train split is
     # its pool.
     config.data.num_train_pool = 0
-    config.data.num_val = 1024
-    config.data.num_test = 1024
+    # Validation (checkpoint and learning-rate choice) and test split sizes: the paper's 4,096 each.
+    config.data.num_val = 4096
+    config.data.num_test = 4096
     # Seed of the data splits (train pool, val, test) alone; -1 = `seed`. Runs that differ only in `seed` then share
     # their pool and test set and differ in init, data order and the subset drawn from the pool.
     config.data.seed = -1
@@ -73,11 +76,14 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.fc_dim = 128
     # Recompute each Fourier layer in the backward pass: less activation memory for about one more forward pass.
     config.model.remat = False
+    # Initialization of the Dense layers: "torch" (the paper's: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and
+    # biases) or "flax" (LeCun-normal weights, zero biases).
+    config.model.init = "torch"
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 128  # global, split across devices
     # Run length in steps; 0 with init_from = zero-shot evaluation only; -1 = num_epochs epochs.
-    config.train.num_steps = 25_000
+    config.train.num_steps = -1
     # Run length in epochs when num_steps = -1: num_epochs * floor(num_train / batch_size) steps (drop-last).
     config.train.num_epochs = 500
     config.train.learning_rate = 1e-3
@@ -85,12 +91,12 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.weight_decay = 0.0
     # Periodic actions, in steps; 0 = once per epoch.
     config.train.checkpoint_every = 1000
-    config.train.eval_every = 500
+    config.train.eval_every = 0
     config.train.log_every = 100
     # At most this many evaluations per run: eval_every is raised to ceil(num_steps / max_evals) if needed.
     config.train.max_evals = 1000
     # The validation metric that picks the checkpoint a run is tested (and fine-tuned from) with.
-    config.train.select_by = "val_rel_l2"  # val_loss | val_rel_l2
+    config.train.select_by = "val_loss"  # val_loss (the paper's) | val_rel_l2
     config.train.eval_batch_size = 128
     config.train.dtype = "float32"  # float32 | bfloat16 (mixed precision; FFTs stay float32)
     # Float32 matmul precision on accelerators: "highest" is full float32 (no TF32 on NVIDIA GPUs).
@@ -249,6 +255,7 @@ def _check_train(c: ml_collections.ConfigDict) -> None:
     _check_choice("train.parallel", t.parallel, PARALLEL_MODES)
     _check_choice("train.select_by", t.select_by, SELECT_BY)
     _check_choice("train.matmul_precision", t.matmul_precision, MATMUL_PRECISIONS)
+    _check_choice("model.init", c.model.init, INITS)
 
 
 def _check_finetune(c: ml_collections.ConfigDict) -> None:

@@ -122,14 +122,20 @@ def _check_coeffs(coeffs: Any, batch: int) -> Array:
     return coeffs
 
 
-def source_norms(source: Float[ArrayLike, "b ny nx"], length: float = 1.0) -> Float[Array, " b"]:
-    """``s(f) = ||f||_2 * dx * dy`` per instance ``[B]`` on a periodic square of side ``length``."""
-    source = _check_source(source)
+def source_norms(source: Float[ArrayLike, "b ny nx"], length: float = 1.0, *, xp=jnp) -> Float[Array, " b"]:
+    """``s(f) = ||f||_2 * dx * dy`` per instance ``[B]`` on a periodic square of side ``length``.
+
+    `xp` is the array module (`jax.numpy` inside the model's step, `numpy` for statistics on the host).
+    """
+    if xp is jnp:
+        source = _check_source(source)
+    elif np.ndim(source) != 3:
+        raise ValueError(f"source must have shape [B, ny, nx], got {np.shape(source)}.")
     if not length > 0:
         raise ValueError(f"length must be > 0 (the domain side), got {length!r}.")
     dy = length / source.shape[1]
     dx = length / source.shape[2]
-    return jnp.sqrt(jnp.sum(jnp.square(source), axis=(1, 2))) * (dx * dy)
+    return xp.sqrt(xp.sum(xp.square(source), axis=(1, 2))) * (dx * dy)
 
 
 def stats_from_norms(

@@ -25,9 +25,9 @@ from typing import Any
 import jax
 import ml_collections
 
-from fno_jax.atomic_io import write_json_atomic
 from fno_jax.config import ConfigError
 from fno_jax.distributed import is_main_process
+from fno_jax.json_io import write_json_atomic
 from fno_jax.normalization import NormStats
 
 # Config sections that define what a workdir's checkpoints are; changing them on a resume is an error.
@@ -108,7 +108,7 @@ class MetricsLog:
             lines = [line for line in f if line.strip()]
         kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
         if len(kept) != len(lines):
-            from fno_jax.atomic_io import write_text_atomic
+            from fno_jax.json_io import write_text_atomic
 
             write_text_atomic(self.path, "".join(kept))
 

@@ -43,9 +43,10 @@ def test_summary_and_metrics(finished):
     records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     vals = [r for r in records if "val_rel_l2" in r]
     assert [r["step"] for r in vals] == [5, 10]
-    # The tiny config selects by validation relative L2: the summary reports the best one and its step.
-    best = min(vals, key=lambda r: r["val_rel_l2"])
-    assert summary["val_rel_l2"] == best["val_rel_l2"] and summary["best_step"] == best["step"]
+    # Runs select their checkpoint by validation loss (the paper's rule): the summary reports that step's metrics.
+    best = min(vals, key=lambda r: r["val_loss"])
+    assert summary["best_step"] == best["step"] and summary["select_by"] == "val_loss"
+    assert summary["val_loss"] == best["val_loss"] and summary["val_rel_l2"] == best["val_rel_l2"]
 
 
 def test_load_params_round_trip(finished):

@@ -13,11 +13,14 @@ def input_stats(chunks: Iterable[Mapping[str, np.ndarray]], layout: str, length:
 
     Only the inputs are read (no solutions); each coefficient's median is over the samples whose family has it
     (`fno_jax.channels.presence`). Chunks keep memory bounded: a chunk is reduced to its [B] source norms and
-    [B, C-1] coefficients before the next is read.
+    [B, C-1] coefficients before the next is read. The norms are summed in float64 on the host, sample by sample,
+    so the statistics do not depend on how the split is chunked (a stored dataset's and the in-memory pool's agree
+    bit for bit).
     """
     norms, coeffs, present = [], [], []
     for chunk in chunks:
-        norms.append(np.asarray(source_norms(chunk["source"], length)))
+        source = np.asarray(chunk["source"], np.float64)
+        norms.append(np.asarray(source_norms(source, length, xp=np)))
         coeffs.append(np.asarray(channels.coefficients(chunk, layout)))
         present.append(channels.presence(chunk["pde"], layout))
     if not norms:

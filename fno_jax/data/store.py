@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
-from fno_jax.atomic_io import write_json_atomic
+from fno_jax.json_io import to_json, write_json_atomic
 
 FORMAT_NAME = "fno-jax-dataset"
 FORMAT_VERSION = 1
@@ -93,11 +93,6 @@ def _array_dtype(name: str, dtype: str) -> str:
     return "int32" if name == "pde" else dtype
 
 
-def _json_roundtrip(value: Any) -> Any:
-    """The value as it reads back from JSON (tuples become lists), so comparisons are fair."""
-    return json.loads(json.dumps(value))
-
-
 def _read_json(path: str) -> dict[str, Any]:
     with open(path) as f:
         value = json.load(f)
@@ -142,7 +137,7 @@ def _parameters(
     chunk: int,
     dtype: str,
 ) -> dict[str, Any]:
-    return _json_roundtrip(
+    return to_json(
         {
             "task": dict(spec),
             "resolution": int(resolution),
@@ -373,8 +368,8 @@ class DatasetWriter:
             },
             "complete": {s: True for s in SPLITS},
             "package_version": package_version(),
-            "normalization": _json_roundtrip(dict(norm_stats or {})),
-            "extra": _json_roundtrip(dict(extra or {})),
+            "normalization": to_json(dict(norm_stats or {})),
+            "extra": to_json(dict(extra or {})),
         }
         write_json_atomic(metadata_path, metadata)
         self.complete = True

@@ -1,6 +1,9 @@
 """A run's data: its training set (a nested subset of a pool), its validation and test splits, and the
 normalization statistics of its inputs, from generated data, a stored dataset or a stream.
 
+The statistics are those of the whole pool's inputs (the paper's: computed once per dataset over its training
+split, inputs only), so runs that train on different subsets N of one pool normalize alike.
+
 Training arrays are `{"source": [B, n, n], "coeffs": [B, C-1], "solution": [B, n, n]}` (the coefficients of the
 run's channel layout, `fno_jax.channels.coefficients`); the model inputs are assembled from them on the device.
 """
@@ -10,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import ml_collections
 import numpy as np
@@ -135,9 +138,8 @@ def _generated_splits(config: ml_collections.ConfigDict, task, layout: str) -> S
         return Splits(None, val, test, input_stats([pilot], layout, d.length))
     pool = make("train", d.num_train_pool or d.num_train)
     indices = nested_subset(pool["volume_fraction"], min(d.num_train, len(pool["source"])), config.seed)
-    subset = {k: v[indices] for k, v in pool.items()}
-    train = TrainingSet(layout, indices, arrays=training_arrays(subset, layout))
-    return Splits(train, val, test, input_stats([subset], layout, d.length))
+    train = TrainingSet(layout, indices, arrays=training_arrays({k: v[indices] for k, v in pool.items()}, layout))
+    return Splits(train, val, test, input_stats([pool], layout, d.length))
 
 
 def _stored_splits(config: ml_collections.ConfigDict, layout: str, dataset: StoredDataset) -> Splits:
@@ -151,10 +153,17 @@ def _stored_splits(config: ml_collections.ConfigDict, layout: str, dataset: Stor
         indices = nested_subset(vf, num, config.seed)
     else:
         indices = np.arange(num)
-    stats = input_stats(_stored_chunks(dataset, indices), layout, d.length)
-    return Splits(TrainingSet(layout, indices, dataset=dataset), val, test, stats)
+    return Splits(TrainingSet(layout, indices, dataset=dataset), val, test, _stored_stats(dataset, layout, d.length))
 
 
-def _stored_chunks(dataset: StoredDataset, indices: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
-    for start in range(0, len(indices), _STATS_CHUNK):
-        yield dataset.read("train", indices[start : start + _STATS_CHUNK], arrays=_STORED_INPUTS)
+def _stored_stats(dataset: StoredDataset, layout: str, length: float) -> NormStats:
+    """The statistics of the whole stored train split's inputs: those stored with the dataset when they are of this
+    layout (computed once, when it was written), else read chunk by chunk."""
+    if dataset.metadata.get("extra", {}).get("layout") == layout and dataset.normalization:
+        return NormStats.from_dict(dataset.normalization)
+    total = dataset.num("train")
+    chunks = (
+        dataset.read("train", slice(s, min(s + _STATS_CHUNK, total)), arrays=_STORED_INPUTS)
+        for s in range(0, total, _STATS_CHUNK)
+    )
+    return input_stats(chunks, layout, length)
