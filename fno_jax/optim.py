@@ -1,10 +1,18 @@
 """Optimizer: Adam(W) with linear warmup and cosine decay (the paper's schedule), optional frozen subtrees, and
-non-finite updates skipped (`optax.apply_if_finite`)."""
+non-finite updates skipped (`optax.apply_if_finite`).
+
+The run's peak learning rate lives in the optimizer state (`RunLearningRateState.learning_rate`), not in a closure:
+runs that differ only in their rate then share one optimizer and one compiled step, and K of them train as one
+program with a leading run axis on their states (`fno_jax.packed`). The step size is computed as
+-(rate * unit_schedule(count)), bit for bit the value optax's own `adam(schedule)` would use.
+"""
 
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -26,6 +34,39 @@ def learning_rate_schedule(learning_rate: float, num_steps: int, warmup_steps: i
             end_value=0.0,
         )
     return optax.cosine_decay_schedule(learning_rate, decay_steps=num_steps)
+
+
+class RunLearningRateState(NamedTuple):
+    """count: updates applied; learning_rate: the run's peak rate; step_size: the last update's rate."""
+
+    count: jax.Array
+    learning_rate: jax.Array
+    step_size: jax.Array
+
+
+def scale_by_run_learning_rate(learning_rate: float, unit_schedule: optax.Schedule) -> optax.GradientTransformation:
+    """Multiply updates by -(learning_rate * unit_schedule(count)), with `learning_rate` kept in the state."""
+
+    def init(params):
+        del params
+        rate = jnp.asarray(learning_rate, jnp.float32)
+        return RunLearningRateState(jnp.zeros([], jnp.int32), rate, jnp.zeros([], jnp.float32))
+
+    def update(updates, state, params=None):
+        del params
+        rate = state.learning_rate * unit_schedule(state.count)
+        step_size = -1 * rate
+        updates = jax.tree_util.tree_map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates)
+        return updates, RunLearningRateState(optax.safe_increment(state.count), state.learning_rate, rate)
+
+    return optax.GradientTransformation(init, update)
+
+
+def current_learning_rate(opt_state) -> jax.Array:
+    """The rate of the last update (0 before the first) from an optimizer state of `make_optimizer`."""
+    is_rate = lambda x: isinstance(x, RunLearningRateState)
+    (state,) = [x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=is_rate) if is_rate(x)]
+    return state.step_size
 
 
 def param_path(path: tuple) -> str:
@@ -59,11 +100,11 @@ def make_optimizer(
     and optimizer state unchanged, and its state's `last_finite` says so (the train step reports it).
     `params` is needed only when `freeze` is given (to label the leaves).
     """
-    schedule = learning_rate_schedule(learning_rate, num_steps, warmup_steps)
+    rate = scale_by_run_learning_rate(learning_rate, learning_rate_schedule(1.0, num_steps, warmup_steps))
     if weight_decay > 0:
-        base = optax.adamw(schedule, weight_decay=weight_decay)
+        base = optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay), rate)
     else:
-        base = optax.adam(schedule)
+        base = optax.chain(optax.scale_by_adam(), rate)
     if not freeze:
         return optax.apply_if_finite(base, max_consecutive_errors=_NEVER)
     if params is None:

@@ -15,6 +15,7 @@ import optax
 
 from fno_jax import channels, normalization
 from fno_jax.losses import relative_l2, sum_squared_error
+from fno_jax.optim import current_learning_rate
 
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
@@ -44,8 +45,9 @@ def train_step(
     """One optimizer step on the sum-of-squares loss.
 
     `optimizer` is `fno_jax.optim.make_optimizer`'s, whose outermost `optax.apply_if_finite` leaves params and
-    optimizer state unchanged after a non-finite gradient. Returns the new state and `{"loss", "grad_norm",
-    "finite"}` (averaged over `axis_name` when given); the outer loop stops at its next check on `finite` false.
+    optimizer state unchanged after a non-finite gradient. Returns the new state and `{"loss", "grad_norm", "finite",
+    "learning_rate"}` (loss and gradient averaged over `axis_name` when given); the outer loop stops at its next
+    check on `finite` false.
     """
 
     def loss_fn(params):
@@ -61,7 +63,8 @@ def train_step(
         "step": state["step"] + 1,
     }
     finite = jnp.isfinite(loss) & opt_state.last_finite
-    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite}
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite}
+    return new_state, {**metrics, "learning_rate": current_learning_rate(opt_state)}
 
 
 def eval_step(

@@ -268,6 +268,7 @@ class _TrainLoop:
             "step": step,
             "train_loss": float(np.mean([m["loss"] for m in host])),
             "grad_norm": float(np.mean([m["grad_norm"] for m in host])),
+            "learning_rate": float(host[-1]["learning_rate"]),
             "steps_per_s": (step - window_start) / elapsed if elapsed > 0 else None,
         }
         self.pending.clear()
