@@ -4,9 +4,10 @@
     python -m benchmarks.throughput train --resolution 128 --batch 32 --width 16 --modes 8 \
         [--steps N] [--dtype float32|bfloat16] [--spectral-impl fft|dft] [--baseline] [--json]
     python -m benchmarks.throughput infer ...same flags as train...
+    python -m benchmarks.throughput pack --runs K --num-train N --steps S --resolution R --width W --modes M [--json]
 
 Each subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> dict``
-(`benchmarks.generate`, `benchmarks.train_throughput`, `benchmarks.model_throughput`). The result is
+(`benchmarks.generate`, `benchmarks.train_throughput`, `benchmarks.model_throughput`, `benchmarks.pack`). The result is
 printed as ``key: value`` lines; with ``--json`` the last line printed is the whole result as one
 JSON object (at least ``samples_per_s``, ``step_ms_median``, ``compile_s``, ``device``,
 ``peak_bytes``; ``peak_bytes`` is null where the backend keeps no allocator statistics).
@@ -28,6 +29,7 @@ SUBCOMMANDS = {
     "generate": "benchmarks.generate",
     "train": "benchmarks.train_throughput",
     "infer": "benchmarks.model_throughput",
+    "pack": "benchmarks.pack",
 }
 _REQUIRED_KEYS = ("samples_per_s", "step_ms_median", "compile_s", "device", "peak_bytes")
 

@@ -133,14 +133,20 @@ class DataParallel:
         return self.state_to_save(state)["params"]
 
     # ---- compiled steps --------------------------------------------------------------------------------------
-    def compile_train(self, per_device_step: PerDeviceStep, select_batch: SelectBatch | None) -> Callable:
+    def compile_train(
+        self, per_device_step: PerDeviceStep, select_batch: SelectBatch | None, *, batch_axis: int = 0
+    ) -> Callable:
         """`fn(state, data) -> (state, metrics)`; `select_batch(step, data)` returns the global batch of a step.
 
         With `select_batch=None` the data argument is the step's batch itself, fed from the host (`put_batch`).
         `per_device_step(state, batch, axis_name=...)` is the pure per-device update; it sees its block of B/D
-        samples and averages gradients with `lax.pmean(..., "data")`. The state is donated.
+        samples (split along `batch_axis` of every batch array: 1 for packed runs, whose batches are [K, B, ...])
+        and averages gradients with `lax.pmean(..., "data")`. The state is donated.
         """
         raise NotImplementedError
+
+    def _batch_spec(self, batch_axis: int) -> P:
+        return P(*([None] * batch_axis), AXIS)
 
     def compile_eval(self, eval_fn: Callable, batch_size: int) -> Callable:
         """`fn(params, data, start) -> sums` over samples [start, start + batch_size) of a split (masked past its end).
@@ -166,19 +172,22 @@ class ShardMapParallel(DataParallel):
 
     mode = "shard_map"
 
-    def compile_train(self, per_device_step: PerDeviceStep, select_batch: SelectBatch | None) -> Callable:
+    def compile_train(
+        self, per_device_step: PerDeviceStep, select_batch: SelectBatch | None, *, batch_axis: int = 0
+    ) -> Callable:
         select_batch = select_batch or _fed_batch
+        spec = self._batch_spec(batch_axis)
         sharded = jax.shard_map(
             functools.partial(per_device_step, axis_name=AXIS),
             mesh=self.mesh,
-            in_specs=(P(), P(AXIS)),
+            in_specs=(P(), spec),
             out_specs=(P(), P()),
             check_vma=False,
         )
 
         def step(state, data):
             batch = select_batch(state["step"], data)
-            batch = jax.lax.with_sharding_constraint(batch, self.batch_sharding)
+            batch = jax.lax.with_sharding_constraint(batch, NamedSharding(self.mesh, spec))
             return sharded(state, batch)
 
         return jax.jit(step, donate_argnums=(0,), out_shardings=(self.replicated, self.replicated))
@@ -227,8 +236,10 @@ class PmapParallel(DataParallel):
         params = self.state_to_save(state)["params"]
         return jax.tree_util.tree_map(lambda x: _put_global(np.asarray(x), self.replicated), params)
 
-    def compile_train(self, per_device_step: PerDeviceStep, select_batch: SelectBatch | None) -> Callable:
-        n = self.num_devices
+    def compile_train(
+        self, per_device_step: PerDeviceStep, select_batch: SelectBatch | None, *, batch_axis: int = 0
+    ) -> Callable:
+        n, a = self.num_devices, batch_axis
 
         def pmapped(state, data):
             if select_batch is None:  # pmap already split the host batch over the devices
@@ -236,7 +247,7 @@ class PmapParallel(DataParallel):
             batch = select_batch(state["step"], data)
             part = jax.lax.axis_index(AXIS)
             local = jax.tree_util.tree_map(
-                lambda x: jax.lax.dynamic_slice_in_dim(x, part * (x.shape[0] // n), x.shape[0] // n), batch
+                lambda x: jax.lax.dynamic_slice_in_dim(x, part * (x.shape[a] // n), x.shape[a] // n, axis=a), batch
             )
             return per_device_step(state, local, axis_name=AXIS)
 

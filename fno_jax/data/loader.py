@@ -107,6 +107,51 @@ def make_feed(config: ml_collections.ConfigDict, splits: Splits, task, parallel,
     return _HostFeed(splits.train, parallel, batch_size=t.batch_size, seed=config.seed, start=start, stop=stop)
 
 
+class _PackedDeviceFeed(Feed):
+    """K runs' training sets [K, N, ...] on every device; step s of run k gathers run k's batch of its order."""
+
+    def __init__(self, trains: list[TrainingSet], parallel, *, batch_size: int, seeds: list[int]):
+        num = trains[0].num
+        per_run = [t.read(np.arange(num)) for t in trains]
+        arrays = {k: np.stack([p[k] for p in per_run]) for k in TRAIN_KEYS}
+        self._data = {"arrays": parallel.put_train_data(arrays), "seeds": np.asarray(seeds, np.int32)}
+        select = functools.partial(_select_rows, num=num, batch_size=batch_size)
+        self.select = lambda steps, data: jax.vmap(select)(steps, data["arrays"], seed=data["seeds"])
+
+    def data(self, step: int) -> Any:
+        return self._data
+
+
+class _PackedStreamFeed(Feed):
+    """K runs drawing the same stream batch (one data seed): drawn once per step, broadcast over the run axis."""
+
+    def __init__(self, task, layout: str, *, runs: int, seed: int, batch_size: int, resolution: int):
+        one = functools.partial(
+            _select_stream, task=task, layout=layout, seed=seed, batch_size=batch_size, resolution=resolution
+        )
+        broadcast = lambda x: jax.numpy.broadcast_to(x, (runs, *x.shape))
+        self.select = lambda steps, data: jax.tree_util.tree_map(broadcast, one(steps[0], data))
+
+    def data(self, step: int) -> Any:
+        return {}
+
+
+def make_packed_feed(config: ml_collections.ConfigDict, splits: list[Splits], task, parallel, seeds: list[int]) -> Feed:
+    """The feed of K runs trained as one program (`fno_jax.packed`): batches [K, B, ...], run k's from its own
+    training subset in its own order; device-resident or streamed (packed runs are small by construction)."""
+    t, d = config.train, config.data
+    if d.source == "stream":
+        return _PackedStreamFeed(
+            task,
+            layout_of(config),
+            runs=len(seeds),
+            seed=generate.data_seed(config),
+            batch_size=t.batch_size,
+            resolution=d.resolution,
+        )
+    return _PackedDeviceFeed([s.train for s in splits], parallel, batch_size=t.batch_size, seeds=seeds)
+
+
 def _select_rows(step, data, *, num, batch_size, seed):
     index = batch_indices(step, num=num, batch_size=batch_size, seed=seed)
     return {k: data[k][index] for k in TRAIN_KEYS}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -120,13 +120,21 @@ def open_checked_dataset(config: ml_collections.ConfigDict, task, layout: str) -
 
 def load_splits(config: ml_collections.ConfigDict, task, layout: str, dataset: StoredDataset | None = None) -> Splits:
     """The run's data per `config.data.source` (`dataset`: the stored dataset it names, already checked)."""
+    return load_splits_for_seeds(config, task, layout, dataset, seeds=(int(config.seed),))[0]
+
+
+def load_splits_for_seeds(
+    config: ml_collections.ConfigDict, task, layout: str, dataset: StoredDataset | None, seeds: Sequence[int]
+) -> list[Splits]:
+    """The data of runs that differ only in `seed`: one pool, val and test split and statistics (made or read once),
+    and per seed the nested training subset that seed draws from the pool."""
     if config.data.source in ("generate", "stream"):
-        return _generated_splits(config, task, layout)
+        return _generated_splits(config, task, layout, seeds)
     dataset = dataset if dataset is not None else open_checked_dataset(config, task, layout)
-    return _stored_splits(config, layout, dataset)
+    return _stored_splits(config, layout, dataset, seeds)
 
 
-def _generated_splits(config: ml_collections.ConfigDict, task, layout: str) -> Splits:
+def _generated_splits(config: ml_collections.ConfigDict, task, layout: str, seeds: Sequence[int]) -> list[Splits]:
     d = config.data
     make = functools.partial(
         generate.generate_split, task, generate.data_seed(config), resolution=d.resolution, chunk=d.generate_chunk
@@ -134,26 +142,35 @@ def _generated_splits(config: ml_collections.ConfigDict, task, layout: str) -> S
     val = training_arrays(make("val", d.num_val), layout)
     test = training_arrays(make("test", d.num_test), layout)
     if d.source == "stream":
-        pilot = make("train", STREAM_STATS_SAMPLES)
-        return Splits(None, val, test, input_stats([pilot], layout, d.length))
+        stats = input_stats([make("train", STREAM_STATS_SAMPLES)], layout, d.length)
+        return [Splits(None, val, test, stats) for _ in seeds]
     pool = make("train", d.num_train_pool or d.num_train)
-    indices = nested_subset(pool["volume_fraction"], min(d.num_train, len(pool["source"])), config.seed)
-    train = TrainingSet(layout, indices, arrays=training_arrays({k: v[indices] for k, v in pool.items()}, layout))
-    return Splits(train, val, test, input_stats([pool], layout, d.length))
+    stats = input_stats([pool], layout, d.length)
+    out = []
+    for seed in seeds:
+        indices = nested_subset(pool["volume_fraction"], min(d.num_train, len(pool["source"])), seed)
+        train = TrainingSet(layout, indices, arrays=training_arrays({k: v[indices] for k, v in pool.items()}, layout))
+        out.append(Splits(train, val, test, stats))
+    return out
 
 
-def _stored_splits(config: ml_collections.ConfigDict, layout: str, dataset: StoredDataset) -> Splits:
+def _stored_splits(
+    config: ml_collections.ConfigDict, layout: str, dataset: StoredDataset, seeds: Sequence[int]
+) -> list[Splits]:
     d = config.data
     val = training_arrays(dataset.read("val", slice(0, d.num_val), arrays=_STORED_FOR_TRAINING), layout)
     test = training_arrays(dataset.read("test", slice(0, d.num_test), arrays=_STORED_FOR_TRAINING), layout)
+    stats = _stored_stats(dataset, layout, d.length)
     pool_size = dataset.num("train")
     num = min(d.num_train, pool_size)
+    vf = None
     if num < pool_size:
         vf = dataset.read("train", slice(None), arrays=("volume_fraction",))["volume_fraction"]
-        indices = nested_subset(vf, num, config.seed)
-    else:
-        indices = np.arange(num)
-    return Splits(TrainingSet(layout, indices, dataset=dataset), val, test, _stored_stats(dataset, layout, d.length))
+    out = []
+    for seed in seeds:
+        indices = nested_subset(vf, num, seed) if vf is not None else np.arange(num)
+        out.append(Splits(TrainingSet(layout, indices, dataset=dataset), val, test, stats))
+    return out
 
 
 def _stored_stats(dataset: StoredDataset, layout: str, length: float) -> NormStats:
