@@ -40,6 +40,12 @@ for mode in ("shard_map", "pmap"):
     train_and_evaluate(tiny_config(**{"train.parallel": mode}), f"{out}/{mode}")
     np.savez(f"{out}/{mode}.npz", *jax.tree_util.tree_leaves(load_params(f"{out}/{mode}")))
 generate_dataset(tiny_config(), f"{out}/dataset")
+# Two packed runs (seeds 0 and 1 of one pool) on the 4-device mesh: the run axis beside the data axis.
+from fno_jax.packed import train_and_evaluate_packed
+for mode in ("shard_map", "pmap"):
+    group = [tiny_config(seed=k, **{"data.seed": 0, "train.parallel": mode}) for k in range(2)]
+    train_and_evaluate_packed(group, [f"{out}/packed_{mode}/{k}" for k in range(2)])
+    np.savez(f"{out}/packed_{mode}.npz", *jax.tree_util.tree_leaves(load_params(f"{out}/packed_{mode}/0")))
 try:  # global batch 6 over 4 devices: refused before any work
     train_and_evaluate(tiny_config(**{"train.batch_size": 6}), f"{out}/bad_batch")
 except ValueError as err:
@@ -59,6 +65,7 @@ def four_devices(tmp_path_factory):
     proc = run_python(["-c", _FOUR_DEVICES, str(out)], devices=4)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     params = {m: list(np.load(out / f"{m}.npz").values()) for m in MODES}
+    params.update({f"packed_{m}": list(np.load(out / f"packed_{m}.npz").values()) for m in MODES})
     return out, result, params
 
 
@@ -84,6 +91,13 @@ def test_four_devices_match_one_device(four_devices, one_device, mode):
     _, result, params = four_devices
     assert result["devices"] == 4
     assert relative_difference(params[mode], one_device[1]["shard_map"]) < RTOL
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_packed_runs_on_four_devices_match_one_device(four_devices, one_device, mode):
+    # Run 0 of a packed group (seed 0, data seed 0: the tiny run's own data) against the tiny run on one device.
+    _, _, params = four_devices
+    assert relative_difference(params[f"packed_{mode}"], one_device[1]["shard_map"]) < RTOL
 
 
 def test_batch_not_divisible_by_devices_is_refused_before_work(four_devices):

@@ -114,7 +114,7 @@ class _PackedDeviceFeed(Feed):
         num = trains[0].num
         per_run = [t.read(np.arange(num)) for t in trains]
         arrays = {k: np.stack([p[k] for p in per_run]) for k in TRAIN_KEYS}
-        self._data = {"arrays": parallel.put_train_data(arrays), "seeds": np.asarray(seeds, np.int32)}
+        self._data = parallel.put_train_data({"arrays": arrays, "seeds": np.asarray(seeds, np.int32)})
         select = functools.partial(_select_rows, num=num, batch_size=batch_size)
         self.select = lambda steps, data: jax.vmap(select)(steps, data["arrays"], seed=data["seeds"])
 
