@@ -166,3 +166,19 @@ def test_samples_the_task_could_not_make_are_an_error_not_nan_data():
     impossible = solvers.tasks.Helmholtz(omega_range=(1, 10), max_amplitude=1e-6)
     with pytest.raises(ValueError, match="4 of 4 generated 'train' samples .* are not finite .* Choose another"):
         generate.generate_split(impossible, 0, "train", 4, 16, chunk=4)
+
+
+def test_runs_on_one_pool_normalize_alike(tmp_path):
+    # The statistics are those of the pool's inputs, whatever subset N of it a run trains on (the paper's rule): two
+    # runs that differ only in data.num_train store the same norm_stats, and they are not those of their subsets.
+    from fno_jax.data import load_splits
+    from fno_jax.data.generate import task_from_config
+
+    stats = []
+    for n in (8, 32):
+        config = tiny_config(**{"data.num_train": n, "data.num_train_pool": 32, "train.num_steps": 1})
+        train.train_and_evaluate(config, str(tmp_path / str(n)))
+        stats.append(checkpoint.load_meta(tmp_path / str(n))[1].norm_stats)
+    assert stats[0] == stats[1]
+    small = tiny_config(**{"data.num_train": 8})  # a pool of its own 8 samples
+    assert load_splits(small, task_from_config(small), "poisson").stats != stats[0]
