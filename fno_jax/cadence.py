@@ -56,5 +56,9 @@ class Cadence:
             checkpoint=every(t.checkpoint_every),
         )
 
+    def steps_per_decay(self, config: ml_collections.ConfigDict) -> int:
+        """How many steps the learning rate stays constant (`train.lr_decay`): one epoch, or one step."""
+        return self.steps_per_epoch if config.train.lr_decay == "epoch" else 1
+
     def due_any(self, step: int) -> bool:
         return self.log.due(step) or self.evaluate.due(step) or self.checkpoint.due(step)

@@ -21,6 +21,7 @@ NORM_STATS = ("downstream", "pretrained")
 LOADERS = ("auto", "device", "host")
 SELECT_BY = ("val_loss", "val_rel_l2")
 INITS = ("torch", "flax")
+LR_DECAYS = ("epoch", "step")
 MATMUL_PRECISIONS = ("default", "high", "highest")
 # The keys that fix a model's architecture (and its parameter count, with the channel layout).
 MODEL_SIZE_KEYS = ("width", "modes", "depth", "fc_dim")
@@ -88,6 +89,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.train.num_epochs = 500
     config.train.learning_rate = 1e-3
     config.train.warmup_steps = 0
+    # The cosine decay advances once per "epoch" (the paper's, a staircase) or every "step".
+    config.train.lr_decay = "epoch"
     config.train.weight_decay = 0.0
     # Periodic actions, in steps; 0 = once per epoch.
     config.train.checkpoint_every = 1000
@@ -256,6 +259,7 @@ def _check_train(c: ml_collections.ConfigDict) -> None:
     _check_choice("train.select_by", t.select_by, SELECT_BY)
     _check_choice("train.matmul_precision", t.matmul_precision, MATMUL_PRECISIONS)
     _check_choice("model.init", c.model.init, INITS)
+    _check_choice("train.lr_decay", t.lr_decay, LR_DECAYS)
 
 
 def _check_finetune(c: ml_collections.ConfigDict) -> None:

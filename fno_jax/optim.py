@@ -21,19 +21,30 @@ import optax
 _NEVER = int(np.iinfo(np.int32).max)
 
 
-def learning_rate_schedule(learning_rate: float, num_steps: int, warmup_steps: int = 0) -> optax.Schedule:
-    """Linear warmup from 0 over `warmup_steps`, then cosine decay to 0 at `num_steps`."""
+def learning_rate_schedule(
+    learning_rate: float, num_steps: int, warmup_steps: int = 0, steps_per_decay: int = 1
+) -> optax.Schedule:
+    """Linear warmup from 0 over `warmup_steps`, then cosine decay to 0 at `num_steps`.
+
+    With `steps_per_decay` > 1 the rate changes only every `steps_per_decay` steps, keeping the value of the first
+    step of each span: the paper steps its cosine once per epoch (PyTorch's `CosineAnnealingLR` stepped per
+    epoch), so with `steps_per_decay` = steps per epoch, epoch e of E runs at lr * (1 + cos(pi e / E)) / 2.
+    """
     num_steps = max(int(num_steps), 1)
     warmup_steps = min(int(warmup_steps), num_steps - 1) if num_steps > 1 else 0
     if warmup_steps > 0:
-        return optax.warmup_cosine_decay_schedule(
+        schedule = optax.warmup_cosine_decay_schedule(
             init_value=0.0,
             peak_value=learning_rate,
             warmup_steps=warmup_steps,
             decay_steps=num_steps,
             end_value=0.0,
         )
-    return optax.cosine_decay_schedule(learning_rate, decay_steps=num_steps)
+    else:
+        schedule = optax.cosine_decay_schedule(learning_rate, decay_steps=num_steps)
+    if steps_per_decay <= 1:
+        return schedule
+    return lambda count: schedule((count // steps_per_decay) * steps_per_decay)
 
 
 class RunLearningRateState(NamedTuple):
@@ -93,14 +104,17 @@ def make_optimizer(
     weight_decay: float = 0.0,
     freeze: Sequence[str] = (),
     params=None,
+    steps_per_decay: int = 1,
 ) -> optax.GradientTransformation:
     """Adam with the schedule above; leaves matching `freeze` get exactly zero updates.
 
     The outermost transform is `optax.apply_if_finite`: an update whose gradient holds NaN or Inf leaves params
     and optimizer state unchanged, and its state's `last_finite` says so (the train step reports it).
-    `params` is needed only when `freeze` is given (to label the leaves).
+    `params` is needed only when `freeze` is given (to label the leaves). `steps_per_decay`: see
+    `learning_rate_schedule`.
     """
-    rate = scale_by_run_learning_rate(learning_rate, learning_rate_schedule(1.0, num_steps, warmup_steps))
+    unit = learning_rate_schedule(1.0, num_steps, warmup_steps, steps_per_decay)
+    rate = scale_by_run_learning_rate(learning_rate, unit)
     if weight_decay > 0:
         base = optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay), rate)
     else:

@@ -184,6 +184,7 @@ def _initial_state(group: _Group, task, layout: str, pretrained: Pretrained | No
             weight_decay=c.train.weight_decay,
             freeze=tuple(c.finetune.freeze),
             params=p,
+            steps_per_decay=group.cadence.steps_per_decay(c),
         )
         opt_states.append(optimizer.init(p))
     # The runs' optimizers differ only in the rate each puts in its state: one update function serves them all.

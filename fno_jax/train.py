@@ -146,6 +146,7 @@ def _initial_state(run: _Run, task, layout: str, pretrained: Pretrained | None) 
         weight_decay=c.train.weight_decay,
         freeze=tuple(c.finetune.freeze),
         params=params,
+        steps_per_decay=run.cadence.steps_per_decay(c),
     )
     state = {"params": params, "opt_state": run.optimizer.init(params), "step": jnp.int32(0)}
     meta = RunMeta(
