@@ -272,3 +272,39 @@ def test_sigint_raises_preempted_carrying_the_signal_after_saving_the_step(tmp_p
     monkeypatch.undo()
     train_and_evaluate(config, workdir)
     assert [r["step"] for r in metric_lines(workdir)] == [7, 50, 100]
+
+
+# ---- a full disk --------------------------------------------------------------------------------------------------
+
+
+def test_full_disk_during_a_checkpoint_names_the_path_and_the_previous_one_resumes(tmp_path, monkeypatch, baseline):
+    """From step 6 on every checkpoint write fails with ENOSPC (injected into orbax's JSON writer, which runs in the
+    background save thread like the array writes); the run stops naming the directory, step 4 stays usable, and once
+    there is space the same run resumes from it to the uninterrupted params."""
+    import errno
+    import re
+
+    import orbax.checkpoint as ocp
+
+    write_json = ocp.JsonCheckpointHandler._save_fn
+
+    async def disk_full_from_step_6(self, x, directory):
+        if int(re.search(r"checkpoints/(\d+)\.", str(directory))[1]) >= 6:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+        return await write_json(self, x, directory)
+
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", disk_full_from_step_6)
+    workdir = str(tmp_path / "full")
+    config = tiny_config(**LONGER)
+    with pytest.raises(checkpoint.CheckpointWriteError) as info:
+        train_and_evaluate(config, workdir)
+    message = str(info.value)
+    assert f"cannot write a checkpoint in {workdir}/checkpoints" in message and "No space left on device" in message
+    assert "the newest complete checkpoint, step 4, is intact" in message
+    assert checkpoint_steps(workdir) == [2, 4]
+    assert checkpoint.load_params(workdir) is not None  # readable
+    assert not os.path.exists(os.path.join(workdir, "summary.json"))
+
+    monkeypatch.undo()  # space again
+    train_and_evaluate(config, workdir)
+    assert_params_equal(baseline, workdir, 12)

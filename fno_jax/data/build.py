@@ -36,7 +36,8 @@ from absl import logging
 from fno_jax.config import ConfigError
 from fno_jax.data.generate import generate_split
 from fno_jax.data.stats import input_stats
-from fno_jax.data.store import SPLITS, DatasetWriter, StoredDataset, open_dataset
+from fno_jax.data.store import SPLITS, DatasetWriteError, DatasetWriter, StoredDataset, open_dataset
+from fno_jax.json_io import write_json_atomic
 from fno_jax.progress import Progress
 from solvers.families import TASK_NAMES, make_task
 
@@ -184,8 +185,13 @@ def _check_generator(path: str, generator: dict[str, Any], writer: DatasetWriter
     else:
         file = os.path.join(path, GENERATOR_FILE)
         if not os.path.exists(file):
-            with open(file, "w") as f:
-                json.dump(generator, f, indent=2, sort_keys=True)
+            try:
+                write_json_atomic(file, generator)  # a write killed half-way never leaves half a file
+            except OSError as err:
+                raise DatasetWriteError(
+                    f"cannot write {file} ({err}); if the disk is full or the directory not writable, fix that and "
+                    "run the same command again."
+                ) from err
             return
         with open(file) as f:
             stored = json.load(f)

@@ -71,6 +71,11 @@ class IncompatibleDatasetError(ValueError):
     """The dataset does not fit the model (resolution or input channels)."""
 
 
+class DatasetWriteError(OSError):
+    """A dataset could not be written (a full disk, an unwritable directory); the chunks stored so far are kept and
+    the same write, run again, resumes after them."""
+
+
 def package_version() -> str:
     """Installed version of fno-jax, or "unknown" when running from an uninstalled tree."""
     try:
@@ -234,17 +239,32 @@ class DatasetWriter:
                 f"{METADATA_FILE}); choose a new path for the dataset"
             )
         else:
-            os.makedirs(self.path, exist_ok=True)
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except OSError as err:
+                raise self._write_error(err, "the directory") from err
             self._save_progress()
-        # open=True, create=True: creates the arrays, or reopens them after an interruption.
         for split in SPLITS:
             for name in ARRAYS:
-                shape = _array_shape(name, self.counts[split], self.resolution)
-                self._arrays[split, name] = ts.open(
-                    _array_spec(self.path, split, name, shape, _array_dtype(name, dtype), self.chunk),
-                    create=True,
-                    open=True,
-                ).result()
+                self._arrays[split, name] = self._open_array(split, name)
+
+    def _open_array(self, split: str, name: str) -> ts.TensorStore:
+        """Creates an array, or reopens it as stored when an interrupted write made it (with the codecs of the
+        fno-jax that started the write), checking its shape and dtype."""
+        shape = _array_shape(name, self.counts[split], self.resolution)
+        dtype = _array_dtype(name, self.dtype)
+        exists = os.path.exists(os.path.join(self.path, split, name, "zarr.json"))
+        try:
+            spec = _array_spec(self.path, split, name, None if exists else shape, dtype, self.chunk)
+            array = ts.open(spec, create=not exists, open=exists).result()
+        except (OSError, ValueError) as err:
+            raise self._write_error(err, f"array {name!r} of split {split!r}") from err
+        if tuple(array.shape) != shape or array.dtype.name != dtype:
+            raise ValueError(
+                f"{self.path}/{split}/{name} holds shape {tuple(array.shape)} {array.dtype.name}, not {shape} {dtype}; "
+                f"the unfinished dataset is damaged: write to a new path (or delete {self.path} yourself)."
+            )
+        return array
 
     def _check_same(self, existing: Mapping[str, Any], what: str) -> None:
         field = _first_difference(existing, self.parameters)
@@ -256,10 +276,13 @@ class DatasetWriter:
             )
 
     def _save_progress(self) -> None:
-        write_json_atomic(
-            os.path.join(self.path, PROGRESS_FILE),
-            {"parameters": self.parameters, "done": self._done},
-        )
+        try:
+            write_json_atomic(
+                os.path.join(self.path, PROGRESS_FILE),
+                {"parameters": self.parameters, "done": self._done},
+            )
+        except OSError as err:
+            raise self._write_error(err, PROGRESS_FILE) from err
 
     def chunk_starts(self, split: str) -> list[int]:
         """First sample index of every chunk of a split."""
@@ -322,12 +345,24 @@ class DatasetWriter:
                     f"chunk at {start} of split {split!r} (resolution {self.resolution})"
                 )
             host[name] = value
-        futures = [self._arrays[split, name][start : start + count].write(host[name]) for name in ARRAYS]
-        for future in futures:
-            future.result()
+        try:
+            futures = [self._arrays[split, name][start : start + count].write(host[name]) for name in ARRAYS]
+            for future in futures:
+                future.result()
+        except (OSError, ValueError) as err:  # tensorstore reports I/O failures as ValueError
+            raise self._write_error(err, f"samples [{start}, {start + count}) of split {split!r}") from err
         # Recorded only after every array is stored: a crash before this line rewrites the chunks.
         self._done[split] = sorted({*self._done[split], *range(start, start + count, self.chunk)})
         self._save_progress()
+
+    def _write_error(self, err: Exception, what: str) -> DatasetWriteError:
+        stored = sum(len(v) for v in self._done.values())
+        total = sum(len(self.chunk_starts(s)) for s in SPLITS)
+        return DatasetWriteError(
+            f"cannot write {what} of dataset {self.path} ({type(err).__name__}: {str(err)[:300]}); {stored} of "
+            f"{total} chunks are stored and kept. If the disk is full or the directory not writable, fix that and "
+            "run the same command again: the write resumes after the stored chunks."
+        )
 
     def read(self, split: str, index: slice | Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """Reads back stored samples before the dataset is complete (e.g. to compute statistics)."""
@@ -371,7 +406,10 @@ class DatasetWriter:
             "normalization": to_json(dict(norm_stats or {})),
             "extra": to_json(dict(extra or {})),
         }
-        write_json_atomic(metadata_path, metadata)
+        try:
+            write_json_atomic(metadata_path, metadata)
+        except OSError as err:
+            raise self._write_error(err, METADATA_FILE) from err
         self.complete = True
         return metadata
 
