@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
+from fno_jax.integrity import seal
 from fno_jax.workdir import RunMeta
 
 __all__ = ["CheckpointError", "CheckpointWriteError", "Checkpointer", "checkpoint_dir", "load_meta", "load_params"]
@@ -99,8 +100,15 @@ class Checkpointer:
         return dict(metrics) if metrics is not None else None
 
     def meta(self, step: int) -> RunMeta:
-        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return RunMeta.from_json(dict(restored["meta"]))
+        """The `RunMeta` saved with `step`; `CheckpointError` naming the step's directory when it cannot be read."""
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            return RunMeta.from_json(dict(restored["meta"]))
+        except Exception as err:  # noqa: BLE001 - orbax, json and RunMeta raise many types for a damaged file
+            raise CheckpointError(
+                f"the metadata of checkpoint {self.directory}/{step} cannot be read ({type(err).__name__}: "
+                f"{str(err)[:300]}); use another step, or retrain."
+            ) from err
 
     # ---- save ------------------------------------------------------------------------------------------------
     def save(self, step: int, state: dict, meta: RunMeta, metrics: dict[str, float] | None = None) -> None:
@@ -117,7 +125,7 @@ class Checkpointer:
                 args=ocp.args.Composite(
                     params=ocp.args.StandardSave(state["params"]),
                     opt_state=ocp.args.StandardSave(state["opt_state"]),
-                    meta=ocp.args.JsonSave(meta.to_json()),
+                    meta=ocp.args.JsonSave(seal(meta.to_json())),  # a damaged byte: an error, not other stats
                 ),
                 metrics=metrics or {},
                 force=True,
