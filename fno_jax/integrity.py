@@ -40,8 +40,5 @@ def verify(obj: Mapping[str, Any], what: str) -> bool:
     if CHECKSUM_KEY not in obj:
         return False
     if obj[CHECKSUM_KEY] != _digest(obj):
-        raise ChecksumError(
-            f"{what} does not match its checksum: it was changed or damaged after it was written. Restore it from a "
-            "copy, or write it again."
-        )
+        raise ChecksumError(f"{what} does not match its checksum: it was changed or damaged after it was written.")
     return True

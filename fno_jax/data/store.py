@@ -643,7 +643,7 @@ def _check_metadata(metadata_path: str, metadata: dict[str, Any]) -> None:
     try:
         verify(metadata, metadata_path)
     except ChecksumError as e:
-        raise DatasetFormatError(f"{e} Regenerate the dataset (or restore {METADATA_FILE} from a copy).") from e
+        raise DatasetFormatError(f"{e} Regenerate the dataset, or restore the file from a copy.") from e
     unknown = sorted(set(metadata) - _METADATA_KEYS - {"checksum"})
     if unknown:
         raise DatasetFormatError(f"{metadata_path} has unknown fields {unknown}; it was not written by fno-jax.")
