@@ -224,28 +224,28 @@ class _TrainLoop:
         progress = Progress(num_steps, start=start)
         self.window = (time.perf_counter(), start)
         # SIGTERM/SIGINT: finish the step, checkpoint it, raise Preempted; several processes agree at logging steps.
-        guard = PreemptionGuard(sync_every=run.cadence.log.steps)
+        guard = PreemptionGuard(sync_every=run.cadence.log.steps).install()
         try:
-            with guard:
-                for step in range(start + 1, num_steps + 1):
-                    t0 = time.perf_counter()
-                    state, metrics = step_fn(state, feed.data(step - 1))
-                    if self.compile_s is None:
-                        jax.block_until_ready(metrics)
-                        self.compile_s = time.perf_counter() - t0
-                        self.window = (time.perf_counter(), step)
-                    self.pending.append((step, metrics))
-                    if run.cadence.due_any(step):
-                        self._periodic(step, state, progress)
-                    else:
-                        progress.update(step)
-                    if guard.should_stop(step):
-                        if self.pending:  # the steps since the last record: checked finite before they are saved
-                            run.workdir.metrics.append(self._training_record(step))
-                        run.ckpt.save(step, run.parallel.state_to_save(state), self.meta, {})
-                        run.ckpt.wait()
-                        raise guard.preempted(step, f"checkpoint in {run.ckpt.directory}/{step}")
+            for step in range(start + 1, num_steps + 1):
+                t0 = time.perf_counter()
+                state, metrics = step_fn(state, feed.data(step - 1))
+                if self.compile_s is None:
+                    jax.block_until_ready(metrics)
+                    self.compile_s = time.perf_counter() - t0
+                    self.window = (time.perf_counter(), step)
+                self.pending.append((step, metrics))
+                if run.cadence.due_any(step):
+                    self._periodic(step, state, progress)
+                else:
+                    progress.update(step)
+                if guard.should_stop(step):
+                    if self.pending:  # the steps since the last record: checked finite before they are saved
+                        run.workdir.metrics.append(self._training_record(step))
+                    run.ckpt.save(step, run.parallel.state_to_save(state), self.meta, {})
+                    run.ckpt.wait()
+                    raise guard.preempted(step, f"checkpoint in {run.ckpt.directory}/{step}")
         finally:
+            guard.uninstall()
             progress.close()
             feed.close()  # stops the prefetch thread on every exit, errors included
         run.ckpt.wait()
