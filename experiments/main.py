@@ -3,7 +3,8 @@
     python -m experiments.main --config=experiments/configs/pretrain.py:poisson --workdir=runs/pretrain_poisson \
         [--config.train.num_steps=1000 ...]
 
-Running the same command again on the same workdir resumes from the latest checkpoint.
+Running the same command again on the same workdir resumes from the latest checkpoint. SIGTERM or SIGINT during
+training saves a checkpoint at the step reached and exits with status 143 or 130.
 """
 
 from absl import app, flags
@@ -11,6 +12,7 @@ from ml_collections import config_flags
 
 from fno_jax.distributed import maybe_initialize
 from fno_jax.log_setup import configure_logging
+from fno_jax.preemption import exit_on_preemption
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Run configuration file (path[:arg]).", lock_config=True)
@@ -30,7 +32,8 @@ def main(argv):
     else:
         from fno_jax.train import train_and_evaluate
 
-        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        with exit_on_preemption():  # Preempted -> exit status 143 (SIGTERM) or 130 (SIGINT)
+            train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
+from fno_jax.integrity import seal
 from fno_jax.workdir import RunMeta
 
-__all__ = ["CheckpointError", "Checkpointer", "checkpoint_dir", "load_meta", "load_params"]
+__all__ = ["CheckpointError", "CheckpointWriteError", "Checkpointer", "checkpoint_dir", "load_meta", "load_params"]
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> str:
@@ -52,6 +53,10 @@ def _selection(metrics: dict[str, float]) -> float:
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint where one was expected."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (a full disk, an unwritable directory); the complete ones are intact."""
 
 
 class Checkpointer:
@@ -95,28 +100,55 @@ class Checkpointer:
         return dict(metrics) if metrics is not None else None
 
     def meta(self, step: int) -> RunMeta:
-        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return RunMeta.from_json(dict(restored["meta"]))
+        """The `RunMeta` saved with `step`; `CheckpointError` naming the step's directory when it cannot be read."""
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            return RunMeta.from_json(dict(restored["meta"]))
+        except Exception as err:  # noqa: BLE001 - orbax, json and RunMeta raise many types for a damaged file
+            raise CheckpointError(
+                f"the metadata of checkpoint {self.directory}/{step} cannot be read ({type(err).__name__}: "
+                f"{str(err)[:300]}); use another step, or retrain."
+            ) from err
 
     # ---- save ------------------------------------------------------------------------------------------------
     def save(self, step: int, state: dict, meta: RunMeta, metrics: dict[str, float] | None = None) -> None:
         """Save `state` ({"params", "opt_state", ...}) at `step`, asynchronously (arrays are copied off the devices
-        before this returns); `metrics` (with "selection") make the step a candidate for the best one."""
+        before this returns); `metrics` (with "selection") make the step a candidate for the best one.
+
+        Raises `CheckpointWriteError` when this save, or the previous asynchronous one, could not be written.
+        """
         if step in self.manager.all_steps():
             return
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardSave(state["params"]),
-                opt_state=ocp.args.StandardSave(state["opt_state"]),
-                meta=ocp.args.JsonSave(meta.to_json()),
-            ),
-            metrics=metrics or {},
-            force=True,
-        )
+        try:
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    params=ocp.args.StandardSave(state["params"]),
+                    opt_state=ocp.args.StandardSave(state["opt_state"]),
+                    meta=ocp.args.JsonSave(seal(meta.to_json())),  # a damaged byte: an error, not other stats
+                ),
+                metrics=metrics or {},
+                force=True,
+            )
+        except Exception as err:  # noqa: BLE001 - OSError, or tensorstore's ValueError wrapping one
+            raise self._write_error(err) from err
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        """Block until the asynchronous saves are on disk; `CheckpointWriteError` if one could not be written."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as err:  # noqa: BLE001 - as in save
+            raise self._write_error(err) from err
+
+    def _write_error(self, err: Exception) -> CheckpointWriteError:
+        """The error for a failed save. Orbax writes a step into a temporary directory and renames it only when
+        complete (a failed one is dropped from its list), so the newest listed step is whole."""
+        kept = self.latest_step()
+        resume = f"the newest complete checkpoint, step {kept}, is intact" if kept is not None else "none was complete"
+        return CheckpointWriteError(
+            f"cannot write a checkpoint in {self.directory} ({type(err).__name__}: {str(err)[:300]}); {resume}. "
+            "If the disk is full or the directory not writable, fix that and run the same command again to resume."
+        )
 
     def close(self) -> None:
         self.manager.wait_until_finished()

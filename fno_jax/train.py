@@ -30,10 +30,11 @@ from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, trans
 from fno_jax.model import FNO
 from fno_jax.optim import make_optimizer
 from fno_jax.parallel import DataParallel, make_parallel
+from fno_jax.preemption import Preempted, PreemptionGuard
 from fno_jax.progress import Progress
 from fno_jax.workdir import RunMeta, Workdir, provenance
 
-__all__ = ["NonFiniteError", "model_from_config", "num_params", "train_and_evaluate"]
+__all__ = ["NonFiniteError", "Preempted", "model_from_config", "num_params", "train_and_evaluate"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -51,7 +52,11 @@ def num_params(params) -> int:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Train (or, with num_steps=0 and init_from, only evaluate) one run in `workdir`; returns the summary."""
+    """Train (or, with num_steps=0 and init_from, only evaluate) one run in `workdir`; returns the summary.
+
+    On SIGTERM or SIGINT during training the run finishes its step, saves a checkpoint of it and raises
+    `Preempted` (`fno_jax.preemption`; its `exit_code` is 143 or 130); the same call again resumes from there.
+    """
     validate_config(config)
     precision = None if config.train.matmul_precision == "default" else config.train.matmul_precision
     with jax.default_matmul_precision(precision):
@@ -219,6 +224,8 @@ class _TrainLoop:
         state = run.parallel.put_state(state)
         progress = Progress(num_steps, start=start)
         self.window = (time.perf_counter(), start)
+        # SIGTERM/SIGINT: finish the step, checkpoint it, raise Preempted; several processes agree at logging steps.
+        guard = PreemptionGuard(sync_every=run.cadence.log.steps).install()
         try:
             for step in range(start + 1, num_steps + 1):
                 t0 = time.perf_counter()
@@ -232,7 +239,14 @@ class _TrainLoop:
                     self._periodic(step, state, progress)
                 else:
                     progress.update(step)
+                if guard.should_stop(step):
+                    if self.pending:  # the steps since the last record: checked finite before they are saved
+                        run.workdir.metrics.append(self._training_record(step))
+                    run.ckpt.save(step, run.parallel.state_to_save(state), self.meta, {})
+                    run.ckpt.wait()
+                    raise guard.preempted(step, f"checkpoint in {run.ckpt.directory}/{step}")
         finally:
+            guard.uninstall()
             progress.close()
             feed.close()  # stops the prefetch thread on every exit, errors included
         run.ckpt.wait()

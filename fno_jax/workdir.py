@@ -27,6 +27,7 @@ import ml_collections
 
 from fno_jax.config import ConfigError
 from fno_jax.distributed import is_main_process
+from fno_jax.integrity import verify
 from fno_jax.json_io import write_json_atomic
 from fno_jax.normalization import NormStats
 
@@ -68,10 +69,17 @@ class RunMeta:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunMeta:
+        """Inverse of `to_json` (a checksum, when present, must match: `fno_jax.integrity`); ValueError otherwise."""
+        if not isinstance(data, dict):
+            raise ValueError(f"checkpoint metadata must be a JSON object, got {type(data).__name__}.")
+        verify(data, "checkpoint metadata")
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in data]
         if missing:
             raise ValueError(f"checkpoint metadata lacks {missing}; it was not written by this version of fno-jax.")
         fields = {f.name: data[f.name] for f in dataclasses.fields(cls)}
+        wrong = [k for k in ("model", "task_spec", "config", "provenance") if not isinstance(fields[k], dict)]
+        if wrong or not isinstance(fields["layout"], str) or not isinstance(fields["norm_stats"], dict):
+            raise ValueError(f"checkpoint metadata has fields of the wrong type ({wrong or ['layout/norm_stats']}).")
         fields["norm_stats"] = NormStats.from_dict(data["norm_stats"])
         return cls(**fields)
 
