@@ -24,8 +24,8 @@ A *study* is an `ml_collections.ConfigDict` with
                     (its data.num_train is per family, times the number of families), so the mixed model has seen
                     everything each single-family model saw; "equal_total": data.num_train samples in total, the
                     same budget as one single-family run.
-    pack            True (default): runs of one shape may train packed as one program. The sweep ignores it for
-                    now and runs one at a time (there is no packed trainer yet).
+    pack            True (default): runs that differ only in seed and learning rate train as one program
+                    (`fno_jax.packed`); False runs them one at a time.
     pretrain.<name> task (str) and overrides (partial run config, e.g. {"task_ranges": {...}, "train": {...}}).
     downstream.<group>
                     task, shift (label of the downstream ranges, e.g. "e5-10"), task_ranges (partial),
@@ -163,7 +163,7 @@ def new_study(name: str) -> ml_collections.ConfigDict:
     study.pretrain_per_seed = False
     study.data_seed = ml_collections.ConfigDict({"pretrain": 0, "downstream": 1})
     study.mixture = "full"
-    # Runs of one shape may be packed into one program by the sweep; ignored until the packed trainer exists.
+    # Runs that differ only in seed and learning rate train as one program (fno_jax.packed); False: one at a time.
     study.pack = True
     study.pretrain = ml_collections.ConfigDict()
     study.downstream = ml_collections.ConfigDict()

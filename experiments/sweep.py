@@ -48,6 +48,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+import jax
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
@@ -69,6 +70,7 @@ __all__ = [
 ]
 
 RunFn = Callable[[ml_collections.ConfigDict, str], dict]
+PackFn = Callable[[list[ml_collections.ConfigDict], list[str]], list[dict]]
 SUMMARY_FILE = "summary.json"
 RESULTS_FILE = "results.jsonl"
 FAILURES_FILE = "failures.jsonl"
@@ -219,13 +221,31 @@ class _DependencyFailed(RuntimeError):
     """A run this one depends on failed (in this shard or another)."""
 
 
+def _units(runs: list[RunSpec], pack: bool) -> list[list[RunSpec]]:
+    """The runs as units of work, in order: groups of runs that train as one program (`fno_jax.packed.pack_key`:
+    they differ only in seed and learning rate, hence also share their dependencies), the rest one per unit."""
+    if not pack:
+        return [[r] for r in runs]
+    from fno_jax.packed import pack_key  # heavy: import only when packing
+
+    units: dict[str, list[RunSpec]] = {}
+    for spec in runs:
+        trains = spec.config.train.num_steps != 0
+        key = pack_key(spec.config) if trains else f"single:{spec.name}"
+        units.setdefault(key, []).append(spec)
+    return list(units.values())
+
+
 @dataclasses.dataclass
 class _Sweep:
-    """One shard's pass over its runs: skip the finished, wait for other shards' dependencies, record failures."""
+    """One shard's pass over its runs: skip the finished, wait for other shards' dependencies, record failures.
+
+    Runs that can train as one program (`fno_jax.packed`) run together when `pack_fn` is given."""
 
     runs: list[RunSpec]
     sweep_dir: str
     run_fn: RunFn
+    pack_fn: PackFn | None
     keep_going: bool
     wait: DependencyWait
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -234,46 +254,59 @@ class _Sweep:
         return run_workdir(self.sweep_dir, name)
 
     def run_all(self, mine: list[RunSpec]) -> None:
-        start = time.monotonic()
-        for k, spec in enumerate(mine, start=1):
-            prefix = f"[{k}/{len(mine)}] {spec.name}"
-            summary = _read_summary(self.workdir(spec.name))
-            if summary is not None:
-                print(f"{prefix} ... done before, test_rel_l2={summary.get('test_rel_l2')}", flush=True)
+        start, done = time.monotonic(), 0
+        for unit in _units(mine, self.pack_fn is not None):
+            first, done = done + 1, done + len(unit)
+            label = unit[0].name if len(unit) == 1 else f"{len(unit)} packed runs: {', '.join(r.name for r in unit)}"
+            prefix = f"[{first}/{len(mine)}] {label}" if len(unit) == 1 else f"[{first}-{done}/{len(mine)}] {label}"
+            todo = []
+            for spec in unit:
+                summary = _read_summary(self.workdir(spec.name))
+                if summary is not None:
+                    print(f"{prefix} ... {spec.name} done before, test_rel_l2={summary.get('test_rel_l2')}", flush=True)
+                else:
+                    todo.append(spec)
+            if not todo:
                 continue
             try:
-                self._wait_for_dependencies(spec, mine)
-                self._run_one(spec, prefix)
+                self._wait_for_dependencies(todo[0], mine)
+                self._run_unit(todo, prefix)
             except Exception as err:  # a failed run (or dependency); Preempted is no Exception and stops the sweep
-                self._fail(spec, prefix, err)
+                for spec in todo:
+                    self._fail(spec, prefix, err, reraise=spec is todo[-1])
                 continue
             print(f"    sweep {time.monotonic() - start:.0f} s", flush=True)
 
-    def _run_one(self, spec: RunSpec, prefix: str) -> None:
-        workdir = self.workdir(spec.name)
+    def _run_unit(self, unit: list[RunSpec], prefix: str) -> None:
+        workdirs = [self.workdir(spec.name) for spec in unit]
         print(f"{prefix} ...", flush=True)
         start = time.monotonic()
-        result = self.run_fn(spec.config, workdir)
-        summary = _read_summary(workdir)
-        if summary is None:
-            # The run function returned without writing its summary: keep what it returned.
-            summary = dict(result)
-            write_json_atomic(os.path.join(workdir, SUMMARY_FILE), summary, sort_keys=False)
-        _clear_failure(workdir)
+        if len(unit) == 1:
+            results = [self.run_fn(unit[0].config, workdirs[0])]
+        else:
+            results = self.pack_fn([spec.config for spec in unit], workdirs)
+        for spec, workdir, result in zip(unit, workdirs, results, strict=True):
+            summary = _read_summary(workdir)
+            if summary is None:
+                # The run function returned without writing its summary: keep what it returned.
+                summary = dict(result)
+                write_json_atomic(os.path.join(workdir, SUMMARY_FILE), summary, sort_keys=False)
+            _clear_failure(workdir)
+            print(
+                f"    {spec.name}: test_rel_l2={summary.get('test_rel_l2', float('nan')):.4g} "
+                f"val_rel_l2={summary.get('val_rel_l2', float('nan')):.4g}",
+                flush=True,
+            )
         collect_results(self.runs, self.sweep_dir)
-        print(
-            f"{prefix} ... test_rel_l2={summary.get('test_rel_l2', float('nan')):.4g} "
-            f"val_rel_l2={summary.get('val_rel_l2', float('nan')):.4g} ({time.monotonic() - start:.1f} s)",
-            flush=True,
-        )
+        print(f"{prefix} ... {time.monotonic() - start:.1f} s", flush=True)
 
-    def _fail(self, spec: RunSpec, prefix: str, err: Exception) -> None:
+    def _fail(self, spec: RunSpec, prefix: str, err: Exception, *, reraise: bool = True) -> None:
         why = str(err) if isinstance(err, _DependencyFailed) else f"{type(err).__name__}: {err}"
         self.failed[spec.name] = why
         _record_failure(self.workdir(spec.name), spec.name, why)
         collect_results(self.runs, self.sweep_dir)
-        print(f"{prefix} ... FAILED: {why}", flush=True)
-        if not self.keep_going:
+        print(f"{prefix} ... {spec.name} FAILED: {why}", flush=True)
+        if reraise and not self.keep_going:
             raise err
 
     def _wait_for_dependencies(self, spec: RunSpec, mine: list[RunSpec]) -> None:
@@ -305,6 +338,7 @@ def run_sweep(
     sweep_dir: str,
     *,
     run_fn: RunFn | None = None,
+    pack_fn: PackFn | None = None,
     only: str | Sequence[str] | None = None,
     shard: tuple[int, int] = (0, 1),
     keep_going: bool = False,
@@ -317,6 +351,9 @@ def run_sweep(
       sweep_dir: the sweep's folder; created if missing.
       run_fn: `run_fn(config, workdir) -> summary dict`, writing `workdir/summary.json`; default
         `fno_jax.train.train_and_evaluate`.
+      pack_fn: `pack_fn(configs, workdirs) -> summaries` for runs that train as one program (`fno_jax.packed`);
+        default `fno_jax.packed.train_and_evaluate_packed` when the study packs (`study.pack`) and `run_fn` is the
+        default; with a `run_fn` of your own, runs are packed only through a `pack_fn` of your own.
       only: regex (or list of regexes) over run names; their dependencies are included.
       shard: (i, k): run only runs i, i+k, ... of the (selected, ordered) list.
       keep_going: on a failing run, record it (failures.jsonl) and continue with the runs that do not depend on
@@ -328,6 +365,12 @@ def run_sweep(
     """
     if run_fn is None:
         from fno_jax.train import train_and_evaluate as run_fn  # heavy: import only when needed
+
+        if pack_fn is None and study_config.get("pack", True):
+            from fno_jax.packed import train_and_evaluate_packed as pack_fn
+        _use_compilation_cache(sweep_dir)
+    if not study_config.get("pack", True):
+        pack_fn = None
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard must be (i, k) with 0 <= i < k, got {shard}.")
@@ -344,7 +387,7 @@ def run_sweep(
         _clear_failure(run_workdir(sweep_dir, spec.name))
     collect_results(runs, sweep_dir)  # results.jsonl exists (and is current) from the start
     print(f"Sweep {study_config.get('name', '')!r}: {len(mine)} run(s) in {sweep_dir}", flush=True)
-    sweep = _Sweep(runs, sweep_dir, run_fn, keep_going, wait or DependencyWait())
+    sweep = _Sweep(runs, sweep_dir, run_fn, pack_fn, keep_going, wait or DependencyWait())
     sweep.run_all(mine)
     records = collect_results(runs, sweep_dir)
     if sweep.failed:
@@ -354,6 +397,14 @@ def run_sweep(
             f"same command to retry):\n{lines}"
         )
     return records
+
+
+def _use_compilation_cache(sweep_dir: str) -> None:
+    """Keep compiled programs in SWEEP_DIR/.jax_cache (unless a cache is configured already): a study's runs share
+    a handful of shapes, so every run after the first of a shape loads its programs instead of compiling them."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(sweep_dir), ".jax_cache"))
 
 
 def dry_run(

@@ -41,6 +41,7 @@ from fno_jax.data.loader import DEVICE_RESIDENT_MAX_BYTES
 from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
 from fno_jax.optim import make_optimizer
 from fno_jax.parallel import DataParallel, make_parallel
+from fno_jax.preemption import PreemptionGuard
 from fno_jax.progress import Progress
 from fno_jax.train import NonFiniteError, model_from_config, num_params
 from fno_jax.workdir import RunMeta, Workdir, provenance
@@ -286,6 +287,8 @@ class _PackedLoop:
         num_steps = group.cadence.num_steps
         progress = Progress(num_steps, start=start, label=f"train x{group.runs}")
         compile_s = None
+        # SIGTERM/SIGINT: finish the step, checkpoint every run at it, raise Preempted (as a single run does).
+        guard = PreemptionGuard(sync_every=group.cadence.log.steps).install()
         try:
             for step in range(start + 1, num_steps + 1):
                 t0 = time.perf_counter()
@@ -299,7 +302,11 @@ class _PackedLoop:
                     self._periodic(step, state, progress)
                 else:
                     progress.update(step)
+                if guard.should_stop(step):
+                    self._stop(step, state)
+                    raise guard.preempted(step, f"checkpoints of step {step} in {group.runs} run workdirs")
         finally:
+            guard.uninstall()
             progress.close()
             feed.close()
         for ckpt in group.ckpts:
@@ -328,6 +335,19 @@ class _PackedLoop:
         best = [b for b in self.best if b is not None]
         shown = {"val": min(best)} if best else {}
         progress.update(step, force=True, loss=float(np.mean([r["train_loss"] for r in records])), **shown)
+
+    def _stop(self, step: int, state: dict) -> None:
+        """Every run's records since the last one and a checkpoint at `step`, even where none was due."""
+        group = self.group
+        records = self._training_records(step) if self.pending else [None] * group.runs
+        saved = group.parallel.state_to_save(state)
+        for k in range(group.runs):
+            if records[k] is not None:
+                group.workdirs[k].metrics.append(records[k])
+            run_state = {"params": _unstack(saved["params"], k), "opt_state": _unstack(saved["opt_state"], k)}
+            group.ckpts[k].save(step, run_state, group.metas[k], {})
+        for ckpt in group.ckpts:
+            ckpt.wait()
 
     def _training_records(self, step: int) -> list[dict[str, Any]]:
         """Per run: mean training loss and gradient norm since the last record; stops at a non-finite step."""

@@ -378,3 +378,23 @@ def test_real_sweep_stopped_by_sigterm_resumes_to_the_uninterrupted_results(tmp_
 
     assert comparable(sweep_dir) == comparable(tmp_path / "uninterrupted")
     assert [r["name"] for r in _lines(sweep_dir)] == ["pretrain-poisson-s0"]
+
+
+def test_runs_that_differ_only_in_seed_and_rate_are_packed(tmp_path):
+    # quickstart:runlocal: per (N, mode) its 2 seeds x 1 rate share a shape; pretraining and zero-shot run alone.
+    run, packs = FakeRun(), []
+
+    def pack(configs, workdirs):
+        packs.append(sorted(os.path.basename(w) for w in workdirs))
+        assert len({(c.data.num_train, bool(c.init_from)) for c in configs}) == 1
+        return [run(c, w) for c, w in zip(configs, workdirs, strict=True)]
+
+    records = run_sweep(_quickstart(), str(tmp_path), run_fn=run, pack_fn=pack)
+    assert len(records) == 10 and len(packs) == 4 and all(len(p) == 2 for p in packs)
+    singles = set(run.calls) - {name for p in packs for name in p}
+    assert singles == {"pretrain-poisson-s0", "poisson_e5_10-zeroshot-from-poisson-s0"}
+    # study.pack = False: one at a time, same results.
+    study = _quickstart()
+    study.pack = False
+    again = run_sweep(study, str(tmp_path / "unpacked"), run_fn=FakeRun(), pack_fn=pack)
+    assert len(packs) == 4 and [r["test_rel_l2"] for r in again] == [r["test_rel_l2"] for r in records]
