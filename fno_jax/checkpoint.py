@@ -96,10 +96,14 @@ def _require_shardings(abstract, what: str) -> None:
         )
 
 
-def _is_read_error(err: BaseException) -> bool:
-    """Whether a failed restore means that the step's files cannot be read (move it aside), rather than that this
-    process cannot hold it (out of host or device memory: stop and say so)."""
-    return not isinstance(err, MemoryError) and "RESOURCE_EXHAUSTED" not in str(err)
+def _outcome(error: BaseException | None) -> int:
+    """What one process's restore attempt means: restored; unreadable files (move the step aside); or a failure
+    that says nothing about the files, such as running out of host or device memory (stop and say so)."""
+    if error is None:
+        return _RESTORED
+    if isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error):
+        return _FAILED
+    return _UNREADABLE
 
 
 class Checkpointer:
@@ -227,7 +231,7 @@ class Checkpointer:
         broken: list[int] = []
         for step in reversed(steps):
             restored, error = self._try_restore(step, abstract_state)
-            outcomes = each_process(_RESTORED if error is None else _UNREADABLE if _is_read_error(error) else _FAILED)
+            outcomes = each_process(_outcome(error))
             if _FAILED in outcomes:
                 cause = f"{type(error).__name__}: {str(error)[:300]}" if error else "see the failing process's log"
                 raise CheckpointError(
