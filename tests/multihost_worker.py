@@ -10,6 +10,8 @@ Both processes run the same scenarios, in this order, in ROOT:
              process on one device wrote. The test writes ROOT/chain meanwhile and marks it with ROOT/chain.ready;
   race       RACE_RUNS times, a broken step and a metrics file past the restored step, restored by both processes
              (ROOT/race_template is written beforehand by one process);
+  stats      normalization statistics computed on process 0 alone reach process 1 bit for bit, and an error
+             there reaches process 1 as an error instead of a hang;
   gather     a host-fed batch assembled from each process's rows and gathered by index across processes.
 The last line printed is a JSON object with what the test checks.
 """
@@ -113,6 +115,29 @@ def _race(root: str) -> int:
     return clean
 
 
+def _stats() -> dict:
+    import jax
+
+    from fno_jax.data.training_set import shared_stats
+    from fno_jax.normalization import NormStats
+
+    stats = NormStats(1 / 3, (np.pi, 2.0**-30, 7.0))
+
+    def compute():
+        assert jax.process_index() == 0, "the statistics were computed on another process than 0"
+        return stats
+
+    def fail():
+        raise ValueError("median source norm is nan")
+
+    error = None
+    try:
+        shared_stats(fail, "poisson")
+    except (ValueError, RuntimeError) as err:
+        error = f"{type(err).__name__}: {err}"
+    return {"stats_equal": shared_stats(compute, "poisson") == stats, "stats_error": error}
+
+
 def _gather() -> dict:
     import jax
 
@@ -143,6 +168,7 @@ def main(root: str) -> None:
     _wait_for(os.path.join(root, "chain.ready"))
     result["summary_devices"] = train_and_evaluate(tiny_config(**CHAIN), os.path.join(root, "chain"))["devices"]
     result["race_clean"] = _race(root)
+    result.update(_stats())
     result.update(_gather())
     print(json.dumps(result))
 

@@ -210,6 +210,9 @@ def test_multi_host_job_resumes_across_topologies_and_recovers(tmp_path, monkeyp
     assert all("train.parallel='shard_map'" in r["pmap_error"] for r in results)
     assert [r["rows"] for r in results] == [[0, 4], [4, 8]] and all(r["gather_ok"] for r in results)
     assert [r["race_clean"] for r in results] == [RACE_RUNS, RACE_RUNS]
+    assert all(r["stats_equal"] for r in results)
+    assert results[0]["stats_error"] == "ValueError: median source norm is nan"
+    assert results[1]["stats_error"].startswith("RuntimeError: process 0 failed to compute")
     # 1 -> 2 processes (past a broken step) and 2 -> 1 both end with the uninterrupted run's params.
     expected = _params(reference)
     for workdir in (chain, two_to_one):
