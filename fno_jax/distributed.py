@@ -13,7 +13,7 @@ How the job is found (`launch_spec`, a pure function of the environment), in ord
    - SLURM: a task of an `srun` step (SLURM_STEP_ID and SLURM_PROCID set) with SLURM_STEP_NUM_TASKS > 1. A salloc
      or batch shell also carries SLURM_NTASKS, but no step: a program started there directly is one process;
    - Open MPI (OMPI_COMM_WORLD_SIZE > 1);
-   - a Cloud TPU VM (a Google TPU chip on the PCI bus, the check JAX itself makes; on GKE, TPU_WORKER_HOSTNAMES or
+   - a Cloud TPU VM (a TPU chip on the PCI bus, the check JAX itself makes; on GKE, TPU_WORKER_HOSTNAMES or
      TPU_PROCESS_ADDRESSES with several hosts). JAX reads the slice's workers from the TPU metadata server, so this
      works in a plain `gcloud compute tpus tpu-vm ssh` session, where no TPU_* variable is set; on a single-host
      TPU VM it yields one process;
@@ -35,8 +35,11 @@ import numpy as np
 _ADDRESS_VARS = ("FNO_JAX_COORDINATOR", "JAX_COORDINATOR_ADDRESS")
 _NUM_VARS = ("FNO_JAX_NUM_PROCESSES", "JAX_NUM_PROCESSES")
 _ID_VARS = ("FNO_JAX_PROCESS_ID", "JAX_PROCESS_ID")
-# Google's PCI vendor id: the TPU chips of a Cloud TPU VM (the same test `jax` makes before it loads libtpu).
+# A Cloud TPU VM's TPU chips on the PCI bus: Google's vendor id and the TPU device ids (v3, v4, v5p, v5e, v6e, 7x;
+# the same test `jax` makes before it loads libtpu). Other Google devices (the gVNIC network card of any GCE VM)
+# share the vendor id. A newer TPU generation is started with FNO_JAX_DISTRIBUTED=1 (the TPU launch script sets it).
 _GOOGLE_PCI_VENDOR = "0x1ae0"
+_TPU_PCI_DEVICES = frozenset({"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", "0x0076"})
 PCI_DEVICES = "/sys/bus/pci/devices"
 T = TypeVar("T")
 
@@ -82,15 +85,20 @@ def _tpu_hosts(env: Mapping[str, str]) -> int:
     return len([h for h in hosts.split(",") if h.strip()])
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def on_cloud_tpu_vm(pci_devices: str = PCI_DEVICES) -> bool:
     """True on a machine with a Google TPU chip attached (a Cloud TPU VM host)."""
-    for vendor in glob.glob(os.path.join(pci_devices, "*", "vendor")):
-        try:
-            with open(vendor) as f:
-                if f.read().strip() == _GOOGLE_PCI_VENDOR:
-                    return True
-        except OSError:
-            continue
+    for device in glob.glob(os.path.join(pci_devices, "*")):
+        vendor, kind = _read(os.path.join(device, "vendor")), _read(os.path.join(device, "device"))
+        if vendor == _GOOGLE_PCI_VENDOR and kind in _TPU_PCI_DEVICES:
+            return True
     return False
 
 

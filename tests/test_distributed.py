@@ -81,9 +81,15 @@ def test_single_process_launches(env):
 def test_cloud_tpu_vm_initializes_without_tpu_variables(tmp_path):
     # A gcloud ssh session on a TPU VM sets no TPU_* variable; the TPU chips on the PCI bus say where we are, and
     # jax.distributed.initialize() reads the slice's workers from the TPU metadata server.
-    for i, vendor in enumerate(("0x8086", "0x1ae0")):
-        (tmp_path / f"0000:00:0{i}.0").mkdir()
-        (tmp_path / f"0000:00:0{i}.0" / "vendor").write_text(vendor + "\n")
+    def pci(name, vendor, device):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "vendor").write_text(vendor + "\n")
+        (tmp_path / name / "device").write_text(device + "\n")
+
+    pci("0000:00:04.0", "0x1ae0", "0x0042")  # Google's gVNIC network card: on every GCE VM, not a TPU
+    pci("0000:00:05.0", "0x10de", "0x2335")  # an NVIDIA GPU
+    assert not on_cloud_tpu_vm(str(tmp_path))
+    pci("0000:00:06.0", "0x1ae0", "0x005e")  # a TPU v4 chip
     assert on_cloud_tpu_vm(str(tmp_path))
     assert not on_cloud_tpu_vm(str(tmp_path / "missing"))
     assert launch_spec({}, cloud_tpu=True) == {}
