@@ -134,15 +134,15 @@ class Workdir:
 
     def __enter__(self) -> Workdir:
         os.makedirs(self.path, exist_ok=True)
-        locked = None
+        lock_error = None
         if is_main_process():
             try:
                 self._lock()
-            except WorkdirLockedError as err:
-                locked = err
+            except Exception as err:  # noqa: BLE001 - re-raised below, once the other processes know
+                lock_error = err
         # Every process learns whether process 0 got the lock, so none goes on alone into a busy workdir.
-        if not all_processes(locked is None):
-            raise locked or WorkdirLockedError(
+        if not all_processes(lock_error is None):
+            raise lock_error or WorkdirLockedError(
                 f"workdir {self.path} is in use by another run (process 0 could not lock it; see its error)."
             )
         try:
