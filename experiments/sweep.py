@@ -12,6 +12,10 @@ its own devices, e.g. with CUDA_VISIBLE_DEVICES), start the same command with `-
 shared SWEEP_DIR: shard i runs runs i, i+k, i+2k, ... of the dependency-ordered list, and waits (polling) for a
 pretraining run owned by another shard before fine-tuning from it (or gives up on it if that run failed).
 
+Multi-host: launched as several processes (docs/DISTRIBUTED.md), the sweep is one job whose runs each use all
+hosts, and process 0 alone writes the sweep's files; `--shard` is refused there (it is for independent
+single-host jobs).
+
 Layout of SWEEP_DIR:
     study.json          the study config
     plan.json           every expanded run: name, depends_on, meta, config (experiments/plan.py)
@@ -55,8 +59,15 @@ from ml_collections import config_flags
 
 from experiments import plan as plan_lib
 from experiments.study import RunSpec, expand_study, run_workdir
-from fno_jax.json_io import to_json, write_json_atomic, write_jsonl_atomic
+from fno_jax.distributed import maybe_initialize, on_main_process
+from fno_jax.json_io import to_json
+from fno_jax.json_io import write_json_atomic as _write_json_atomic
+from fno_jax.json_io import write_jsonl_atomic as _write_jsonl_atomic
 from fno_jax.preemption import exit_on_preemption
+
+# In a multi-host sweep every process runs every run; process 0 alone writes the sweep's own files.
+write_json_atomic = on_main_process(_write_json_atomic)
+write_jsonl_atomic = on_main_process(_write_jsonl_atomic)
 
 __all__ = [
     "FAILURES_FILE",
@@ -87,6 +98,17 @@ def parse_shard(shard: str) -> tuple[int, int]:
     if not match or not int(match[1]) < int(match[2]):
         raise ValueError(f"shard must look like 'i/k' with 0 <= i < k (e.g. '0/4'), got {shard!r}.")
     return int(match[1]), int(match[2])
+
+
+def check_shard(shard: tuple[int, int], process_count: int) -> None:
+    """Refuse `--shard` in a multi-process job: there every run uses all processes, so the processes must run the
+    same runs in the same order. Shards are for independent single-host jobs."""
+    if shard[1] > 1 and process_count > 1:
+        raise ValueError(
+            f"--shard={shard[0]}/{shard[1]} splits a sweep across independent single-host jobs, but this job has "
+            f"{process_count} processes that train every run together; drop --shard to run the whole sweep on "
+            "all hosts, or start one single-host job per shard."
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,11 +396,12 @@ def run_sweep(
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard must be (i, k) with 0 <= i < k, got {shard}.")
+    check_shard(shard, jax.process_count())
     runs = expand_study(study_config, sweep_dir)
     sweep_dir = os.path.abspath(sweep_dir)
     os.makedirs(sweep_dir, exist_ok=True)
     write_json_atomic(os.path.join(sweep_dir, "study.json"), to_json(study_config.to_dict()))
-    plan_lib.write_plan(sweep_dir, runs)
+    on_main_process(plan_lib.write_plan)(sweep_dir, runs)
     mine = _select(runs, only)[index::count]
     # Check every run folder up front, so a changed study fails before any work is done; this attempt retries
     # the runs that failed before, so their failure records go.
@@ -469,6 +492,12 @@ def _cli() -> None:
             )
             print(text)
             return
+        maybe_initialize()  # a sweep launched as several processes is one multi-host job
+        try:
+            check_shard(parse_shard(shard.value), jax.process_count())
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
         quiet_checkpoint_logs()
         with exit_on_preemption():  # Preempted -> exit status 143 (SIGTERM) or 130 (SIGINT)
             run_sweep(

@@ -40,7 +40,7 @@ from fno_jax.data.generate import task_from_config
 from fno_jax.data.loader import DEVICE_RESIDENT_MAX_BYTES
 from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
 from fno_jax.optim import make_optimizer
-from fno_jax.parallel import DataParallel, make_parallel
+from fno_jax.parallel import DataParallel, abstract_arrays, make_parallel
 from fno_jax.preemption import PreemptionGuard
 from fno_jax.progress import Progress
 from fno_jax.train import NonFiniteError, model_from_config, num_params
@@ -212,9 +212,10 @@ def _unstack(tree, k: int) -> Any:
 
 def _restore(group: _Group, state: dict) -> tuple[dict, int]:
     """The newest step every run of the group has a checkpoint of, restored for all; else step 0."""
-    abstract = jax.tree_util.tree_map(
+    per_run = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), {k: state[k] for k in ("params", "opt_state")}
     )
+    abstract = abstract_arrays(per_run, group.parallel.replicated)  # laid out for this run's devices
     common = set.intersection(*(set(c.steps()) for c in group.ckpts))
     for step in sorted(common, reverse=True):
         try:
@@ -384,7 +385,8 @@ class _PackedLoop:
 
 def _final_evaluation(group: _Group, state: dict) -> list[dict[str, Any]]:
     """Each run's test metrics with its own best-validation params, as its summary."""
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state["params"])
+    per_run = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state["params"])
+    abstract = abstract_arrays(per_run, group.parallel.replicated)
     best_steps = [int(ckpt.best_step()) for ckpt in group.ckpts]
     params = _stack([ckpt.restore_params(s, abstract) for ckpt, s in zip(group.ckpts, best_steps, strict=True)])
     params = jax.device_get(params)

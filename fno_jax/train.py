@@ -166,11 +166,11 @@ def _initial_state(run: _Run, task, layout: str, pretrained: Pretrained | None) 
 
 
 def _restore(run: _Run, state: dict, meta: RunMeta) -> tuple[dict, RunMeta, int]:
-    """The newest restorable checkpoint's state and metadata, or the fresh ones (then metrics.jsonl starts over)."""
-    restored = None
-    if run.ckpt.steps():
-        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-        restored = run.ckpt.restore_latest(abstract)
+    """The newest restorable checkpoint's state and metadata, laid out for this run's devices whatever topology
+    wrote it, or the fresh ones when the workdir has no checkpoint (then metrics.jsonl starts over). Checkpoints
+    that exist but cannot be restored stop the run (`Checkpointer.restore_latest`), never a restart from step 0."""
+    saved = {"params": state["params"], "opt_state": state["opt_state"]}
+    restored = run.ckpt.restore_latest(run.parallel.abstract_state(saved))
     if restored is None:
         run.workdir.metrics.clear()
         return state, meta, 0
@@ -298,9 +298,9 @@ def _final_evaluation(run: _Run, meta: RunMeta, state: dict) -> dict[str, Any]:
         best_step, params = 0, state["params"]
     else:
         best_step = int(run.ckpt.best_step())
-        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state["params"])
+        abstract = parallel.abstract_state({"params": state["params"]})["params"]
         params = run.ckpt.restore_params(best_step, abstract)
-    eval_params = parallel.eval_params(parallel.put_state({"params": jax.device_get(params)}))
+    eval_params = parallel.eval_params(parallel.put_state({"params": params}))
     if run.cadence.num_steps == 0:
         val = run.evaluator(eval_params, run.evaluator.val)
     else:
