@@ -14,11 +14,9 @@ from fno_jax.workdir import MetricsLog
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One uninterrupted tiny run, shared by the tests that only read it."""
-    workdir = str(tmp_path_factory.mktemp("run"))
-    summary = train.train_and_evaluate(tiny_config(), workdir)
-    return workdir, summary
+def finished(tiny_run):
+    """One uninterrupted tiny run, shared by the tests that only read it (conftest's, shared with other files)."""
+    return tiny_run
 
 
 def test_cli_run_writes_every_workdir_file(tmp_path):
