@@ -124,8 +124,11 @@ def default_config() -> ml_collections.ConfigDict:
     # TensorBoard event files in the workdir: training loss, gradient norm, learning rate, steps/s, validation and
     # test metrics (`tensorboard --logdir WORKDIR`).
     config.logging.tensorboard = True
-    # Validation samples drawn at each evaluation (source, target, prediction, error images); 0 = none.
+    # Validation samples drawn as images (source, target, prediction, error); 0 = none.
     config.logging.images = 2
+    # At most this many evaluations of a run draw them (evenly spread, and the last): images are the bulk of an
+    # event file, and a run of 500 epochs evaluates 500 times.
+    config.logging.image_evals = 10
     # Also log to Weights & Biases (needs `pip install wandb`, and `wandb login` unless wandb_mode is "offline").
     config.logging.wandb = False
     config.logging.wandb_project = "fno-jax"
@@ -292,6 +295,7 @@ def _check_finetune(c: ml_collections.ConfigDict) -> None:
 
 def _check_logging(c: ml_collections.ConfigDict) -> None:
     _check_at_least(c, ("logging.images",), 0)
+    _check_at_least(c, ("logging.image_evals",), 1)
     _check_choice("logging.wandb_mode", c.logging.wandb_mode, WANDB_MODES)
     if c.logging.wandb and importlib.util.find_spec("wandb") is None:
         raise ConfigError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 from absl import logging
 
 from fno_jax import channels, steps
-from fno_jax.cadence import Cadence
+from fno_jax.cadence import Cadence, Every
 from fno_jax.checkpoint import Checkpointer
 from fno_jax.config import ConfigError, layout_of, model_size, validate_config
 from fno_jax.data import Splits, batch_indices, load_splits, make_feed, open_checked_dataset
@@ -208,14 +209,23 @@ def _prefixed(split: str, metrics: dict[str, Any]) -> dict[str, Any]:
     return {f"{split}_{name}": value for name, value in metrics.items()}
 
 
+def _image_cadence(cadence: Cadence, image_evals: int) -> Every:
+    """The evaluations that also draw images: every m-th one, m the least that keeps them to `image_evals` a run,
+    and the last."""
+    evaluate = cadence.evaluate
+    every = evaluate.steps * math.ceil(math.ceil(max(cadence.num_steps, 1) / image_evals) / evaluate.steps)
+    return Every(every, evaluate.last)
+
+
 def _log_evaluation(run: _Run, step: int, split: str, metrics: dict[str, Any], params, data) -> None:
-    """A split's metrics as scalars and its first `logging.images` samples as images, in the run's writer.
+    """A split's metrics as scalars, and its first `logging.images` samples as images (validation: when
+    `_image_cadence` says so), in the run's writer.
 
     Collective: every process computes the predictions; process 0 writes them.
     """
     run.writer.scalars(step, scalar_tags(_prefixed(split, metrics)))
-    count = run.config.logging.images
-    if count:
+    count, due = run.config.logging.images, _image_cadence(run.cadence, run.config.logging.image_evals).due(step)
+    if count and (split != "val" or due):
         run.writer.images(step, field_images(run.evaluator.examples(params, data, count), split))
 
 

@@ -123,6 +123,17 @@ def test_a_resumed_run_replaces_what_the_interrupted_one_logged_after_its_checkp
     assert series(read_events(tmp_path), "train/loss") == [(1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0)]
 
 
+def test_images_are_drawn_at_a_bounded_number_of_evaluations():
+    from fno_jax.cadence import Cadence
+    from fno_jax.train import _image_cadence
+
+    # 1,000 steps evaluated every 30: images every 4th evaluation (120 steps), 8 times, and at the last step.
+    cadence = Cadence.from_config(tiny_config(**{"train.num_steps": 1000, "train.eval_every": 30}))
+    drawn = [s for s in range(1, 1001) if cadence.evaluate.due(s) and _image_cadence(cadence, 10).due(s)]
+    assert drawn == [120, 240, 360, 480, 600, 720, 840, 960, 1000]
+    assert _image_cadence(cadence, 1000).steps == 30  # more allowed than evaluations: every evaluation
+
+
 def test_scalar_tags_name_the_split():
     record = {"step": 5, "best": True, "train_loss": 1.0, "grad_norm": 2.0, "learning_rate": 3.0,
               "val_rel_h1": 4.0, "test_rel_l2_bands": {"low": 5.0, "mid": 6.0, "high": 0.0}}  # fmt: skip
