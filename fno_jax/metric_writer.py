@@ -17,6 +17,7 @@ with the run config; it needs the `wandb` package, which fno-jax does not depend
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -24,9 +25,18 @@ from typing import Any, Protocol
 import ml_collections
 import numpy as np
 
+from fno_jax.cadence import Cadence, Every
 from fno_jax.distributed import is_main_process
 
-__all__ = ["MetricWriter", "field_images", "open_writer", "scalar_tags"]
+__all__ = [
+    "MetricWriter",
+    "field_images",
+    "image_cadence",
+    "log_evaluation",
+    "open_writer",
+    "scalar_tags",
+    "split_record",
+]
 
 _SPLITS = ("train", "val", "test")
 _NOT_SCALARS = ("step", "best")
@@ -137,6 +147,30 @@ def open_writer(config: ml_collections.ConfigDict, workdir: str, *, start_step: 
         run_config = config.to_dict()
         writers.append(_WandbWriter(workdir, config.logging.wandb_project, config.logging.wandb_mode, run_config))
     return _Writers(writers)
+
+
+def split_record(split: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """An evaluation's metrics as record keys: {"rel_l2": x, ...} -> {"val_rel_l2": x, ...} (metrics.jsonl,
+    summary.json)."""
+    return {f"{split}_{name}": value for name, value in metrics.items()}
+
+
+def image_cadence(cadence: Cadence, image_evals: int) -> Every:
+    """The evaluations that also draw images: every m-th one, m the least that keeps them to `image_evals` a run,
+    and the last."""
+    evaluate = cadence.evaluate
+    every = evaluate.steps * math.ceil(math.ceil(max(cadence.num_steps, 1) / image_evals) / evaluate.steps)
+    return Every(every, evaluate.last)
+
+
+def log_evaluation(
+    writer: MetricWriter, step: int, split: str, metrics: Mapping[str, Any], examples: Mapping | None = None
+) -> None:
+    """An evaluation of `split` ("val", "test") in a writer: its metrics as scalars and, when given, its `examples`
+    (`fno_jax.evaluate.Evaluator.examples`) as images."""
+    writer.scalars(step, scalar_tags(split_record(split, metrics)))
+    if examples is not None:
+        writer.images(step, field_images(examples, split))
 
 
 def scalar_tags(record: Mapping[str, Any]) -> dict[str, float | None]:

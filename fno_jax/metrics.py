@@ -159,18 +159,21 @@ def per_sample_metrics(
     prediction: Float[Array, "b n n"],
     target: Float[Array, "b n n"],
     source: Float[Array, "b n n"],
-    coefficients: tuple[Array, Array, Array],
+    coefficients: tuple[Array, Array, Array] | None,
     *,
     length: float = 1.0,
 ) -> dict[str, jax.Array]:
     """Every metric per sample: rel_l2, rel_h1, rel_linf, rel_residual [B] and rel_l2_bands [B, 3].
 
-    `coefficients` is (diffusion [B, 2, 2], velocity [B, 2], omega [B]) (`fno_jax.channels.physical_coefficients`).
+    `coefficients` is (diffusion [B, 2, 2], velocity [B, 2], omega [B]) (`fno_jax.channels.physical_coefficients`);
+    None leaves out the residual.
     """
-    return {
+    out = {
         "rel_l2": relative_l2(prediction, target),
         "rel_h1": relative_h1(prediction, target, length=length),
         "rel_linf": relative_linf(prediction, target),
-        "rel_residual": relative_residual(prediction, source, *coefficients, length=length),
         "rel_l2_bands": relative_l2_bands(prediction, target),
     }
+    if coefficients is not None:
+        out["rel_residual"] = relative_residual(prediction, source, *coefficients, length=length)
+    return out

@@ -75,7 +75,7 @@ def eval_step(
     model: nn.Module,
     norm: normalization.NormStats,
     length: float,
-    layout: str,
+    layout: str | None = None,
     axis_name: str | None = None,
 ) -> dict[str, jax.Array]:
     """Sums over the samples where `mask` [B] is true of every per-sample metric, and their count.
@@ -83,12 +83,16 @@ def eval_step(
     Returns `{"<metric>_sum", "sse_sum", "count"}` for the metrics of `fno_jax.metrics.per_sample_metrics` (rel_l2,
     rel_h1, rel_linf, rel_residual: scalars; rel_l2_bands: [3]) and the loss (sum of squared errors per sample);
     a split's metric is the sum over its batches divided by the count. `layout` names the channels of
-    `batch["coeffs"]`, from which the residual's operator is rebuilt (`fno_jax.channels.physical_coefficients`).
+    `batch["coeffs"]`, from which the residual's operator is rebuilt (`fno_jax.channels.physical_coefficients`);
+    without it there is no `rel_residual_sum`.
     """
     target = batch["solution"]
     prediction = predict(params, batch, model=model, norm=norm, length=length).astype(target.dtype)
-    coefficients = channels.physical_coefficients(batch["coeffs"], layout)
-    per_sample = metrics.per_sample_metrics(prediction, target, batch["source"], coefficients, length=length)
+    if layout is None:
+        per_sample = metrics.per_sample_metrics(prediction, target, batch["source"], None, length=length)
+    else:
+        coefficients = channels.physical_coefficients(batch["coeffs"], layout)
+        per_sample = metrics.per_sample_metrics(prediction, target, batch["source"], coefficients, length=length)
     diff = (prediction - target).reshape(target.shape[0], -1)
     per_sample["sse"] = jnp.sum(diff * diff, axis=-1)
     # where, not a product: a masked-out row (a repeat of the split's last sample) never contributes, even as NaN.

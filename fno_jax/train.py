@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import time
 from typing import Any
 
@@ -22,14 +21,21 @@ import numpy as np
 from absl import logging
 
 from fno_jax import channels, steps
-from fno_jax.cadence import Cadence, Every
+from fno_jax.cadence import Cadence
 from fno_jax.checkpoint import Checkpointer
 from fno_jax.config import ConfigError, layout_of, model_size, validate_config
 from fno_jax.data import Splits, batch_indices, load_splits, make_feed, open_checked_dataset
 from fno_jax.data.generate import task_from_config
 from fno_jax.evaluate import Evaluator
 from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
-from fno_jax.metric_writer import MetricWriter, field_images, open_writer, scalar_tags
+from fno_jax.metric_writer import (
+    MetricWriter,
+    image_cadence,
+    log_evaluation,
+    open_writer,
+    scalar_tags,
+    split_record,
+)
 from fno_jax.model import FNO
 from fno_jax.optim import make_optimizer
 from fno_jax.parallel import DataParallel, make_parallel
@@ -204,29 +210,13 @@ class _Evaluator(Evaluator):
         self.val = self.put(run.splits.val)
 
 
-def _prefixed(split: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    """{"rel_l2": x, ...} -> {"val_rel_l2": x, ...}: the keys of metrics.jsonl and summary.json."""
-    return {f"{split}_{name}": value for name, value in metrics.items()}
-
-
-def _image_cadence(cadence: Cadence, image_evals: int) -> Every:
-    """The evaluations that also draw images: every m-th one, m the least that keeps them to `image_evals` a run,
-    and the last."""
-    evaluate = cadence.evaluate
-    every = evaluate.steps * math.ceil(math.ceil(max(cadence.num_steps, 1) / image_evals) / evaluate.steps)
-    return Every(every, evaluate.last)
-
-
 def _log_evaluation(run: _Run, step: int, split: str, metrics: dict[str, Any], params, data) -> None:
-    """A split's metrics as scalars, and its first `logging.images` samples as images (validation: when
-    `_image_cadence` says so), in the run's writer.
-
-    Collective: every process computes the predictions; process 0 writes them.
-    """
-    run.writer.scalars(step, scalar_tags(_prefixed(split, metrics)))
-    count, due = run.config.logging.images, _image_cadence(run.cadence, run.config.logging.image_evals).due(step)
-    if count and (split != "val" or due):
-        run.writer.images(step, field_images(run.evaluator.examples(params, data, count), split))
+    """A split's metrics in the run's writer, with images of its first `logging.images` samples (validation: at the
+    evaluations `image_cadence` picks). Collective: every process computes the predictions; process 0 writes."""
+    logging_config = run.config.logging
+    due = split != "val" or image_cadence(run.cadence, logging_config.image_evals).due(step)
+    examples = run.evaluator.examples(params, data, logging_config.images) if logging_config.images and due else None
+    log_evaluation(run.writer, step, split, metrics, examples)
 
 
 class _TrainLoop:
@@ -290,7 +280,7 @@ class _TrainLoop:
         if cadence.evaluate.due(step):
             params = run.parallel.eval_params(state)
             val = run.evaluator(params, run.evaluator.val)
-            record.update(_prefixed("val", val))
+            record.update(split_record("val", val))
             metrics = {"val_rel_l2": val["rel_l2"], "val_loss": val["loss"]}
             metrics["selection"] = metrics[run.config.train.select_by]
             if self.best is None or metrics["selection"] < self.best:
@@ -351,7 +341,7 @@ def _final_evaluation(run: _Run, meta: RunMeta, state: dict) -> dict[str, Any]:
         "num_train": 0 if run.mode == "zeroshot" else int(seen),
         "model": meta.model,
         "num_params": num_params(params),
-        **_prefixed("test", test),  # test_rel_l2 (the paper's metric), test_loss, test_rel_h1, ... (fno_jax.metrics)
+        **split_record("test", test),  # test_rel_l2 (the paper's metric), test_loss, test_rel_h1, ... (fno_jax.metrics)
         "val_rel_l2": val["rel_l2"],
         "val_loss": val["loss"],
         "select_by": c.train.select_by,

@@ -108,6 +108,26 @@ def test_evaluator_averages_per_sample_metrics_over_a_ragged_split():
     np.testing.assert_array_equal(shown["solution"], split["solution"][:3])
 
 
+def test_evaluator_of_packed_runs_equals_one_evaluator_per_run():
+    rng = np.random.default_rng(2)
+    split = {"source": rng.normal(size=(6, 16, 16)), "coeffs": rng.uniform(0.01, 0.05, size=(6, 3)),
+             "solution": rng.normal(size=(6, 16, 16))}  # fmt: skip
+    split = {key: value.astype(np.float32) for key, value in split.items()}
+    stats = compute_stats(split["source"], split["coeffs"])
+    model = FNO(width=8, modes=4, depth=2, fc_dim=16)
+    runs = [model.init(jax.random.PRNGKey(k), jnp.zeros((1, 16, 16, 4)))["params"] for k in (3, 4)]
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *runs)
+    common = dict(layout="poisson", length=1.0, parallel=make_parallel(), batch_size=4)
+    packed, single = Evaluator(model, stats, runs=2, **common), Evaluator(model, stats, **common)
+    data = packed.put(split)
+    for together, alone in zip(packed(stacked, data), [single(p, data) for p in runs], strict=True):
+        assert together.keys() == alone.keys()
+        for name in ("loss", "rel_l2", "rel_h1", "rel_linf", "rel_residual"):
+            np.testing.assert_allclose(together[name], alone[name], rtol=1e-6, err_msg=name)  # vmap: other order
+    shown = packed.examples(stacked, data, 2)
+    np.testing.assert_allclose(shown[1]["prediction"], single.examples(runs[1], data, 2)["prediction"], atol=1e-6)
+
+
 def test_a_resumed_run_replaces_what_the_interrupted_one_logged_after_its_checkpoint(tmp_path):
     # Steps 3 and 4 were logged, then the run died; it resumes from step 2 and logs them again: TensorBoard shows
     # the resumed values only. Both files are opened within the same second, as a quick restart would.
@@ -125,13 +145,13 @@ def test_a_resumed_run_replaces_what_the_interrupted_one_logged_after_its_checkp
 
 def test_images_are_drawn_at_a_bounded_number_of_evaluations():
     from fno_jax.cadence import Cadence
-    from fno_jax.train import _image_cadence
+    from fno_jax.metric_writer import image_cadence
 
     # 1,000 steps evaluated every 30: images every 4th evaluation (120 steps), 8 times, and at the last step.
     cadence = Cadence.from_config(tiny_config(**{"train.num_steps": 1000, "train.eval_every": 30}))
-    drawn = [s for s in range(1, 1001) if cadence.evaluate.due(s) and _image_cadence(cadence, 10).due(s)]
+    drawn = [s for s in range(1, 1001) if cadence.evaluate.due(s) and image_cadence(cadence, 10).due(s)]
     assert drawn == [120, 240, 360, 480, 600, 720, 840, 960, 1000]
-    assert _image_cadence(cadence, 1000).steps == 30  # more allowed than evaluations: every evaluation
+    assert image_cadence(cadence, 1000).steps == 30  # more allowed than evaluations: every evaluation
 
 
 def test_scalar_tags_name_the_split():
