@@ -94,18 +94,21 @@ def test_finetuning_from_a_bundle_equals_finetuning_from_the_workdir(tiny_run, b
     tuned = [checkpoint.load_params(str(tmp_path / name)) for name in ("from_workdir", "from_bundle")]
     assert params_equal(*tuned)
     assert not params_equal(tuned[0], checkpoint.load_params(workdir, "best"))  # it did train
-    with pytest.raises(TransferError, match=r"a bundle of step 10 only, but config\.init_step=5"):
-        load_pretrained(bundle, 5, model={"width": 8, "modes": 4, "depth": 2, "fc_dim": 16}, layout="poisson")
+    step = pretrained.read_card(bundle)["training"]["step"]
+    other = 5 if step == 10 else 10
+    with pytest.raises(TransferError, match=rf"a bundle of step {step} only, but config\.init_step={other}"):
+        load_pretrained(bundle, other, model={"width": 8, "modes": 4, "depth": 2, "fc_dim": 16}, layout="poisson")
 
 
 def test_export_cli_writes_a_bundle_of_any_step(tiny_run, tmp_path):
-    workdir, _ = tiny_run
-    out = tmp_path / "step5"
-    result = run_python(["-m", "fno_jax.export", "--workdir", workdir, "--out", str(out), "--step", "5"])
-    assert f"wrote {out} (step 5, 8,537 params)" in result.stdout
+    workdir, summary = tiny_run
+    other = 5 if summary["best_step"] == 10 else 10  # the checkpoint that was not tested
+    out = tmp_path / "other"
+    result = run_python(["-m", "fno_jax.export", "--workdir", workdir, "--out", str(out), "--step", str(other)])
+    assert result.stdout.strip() == f"wrote {out} (step {other}, 8,537 params)"
     _, params, card = pretrained.load(out)
-    assert card["training"]["step"] == 5 and card["test_metrics"] == {}  # step 5 was not the tested one
-    assert params_equal(params, checkpoint.load_params(workdir, 5))
+    assert card["training"]["step"] == other and card["test_metrics"] == {}
+    assert params_equal(params, checkpoint.load_params(workdir, other))
 
 
 def test_export_errors_are_one_line(tiny_run, bundle, tmp_path, capsys):
