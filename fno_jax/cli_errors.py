@@ -1,11 +1,12 @@
 """Command-line errors: an expected error prints one line naming the problem and the fix, and exits with status 2.
 
 Expected errors are the ones a user causes and can fix: a config value, a dataset, a pretrained model that does not
-fit the run, a workdir in use by another run, a path that is missing or not writable, a checkpoint or bundle that
-cannot be read, a run stopped by a non-finite loss. Their messages say what to change, so a traceback would only
-hide them. Anything else is a bug and keeps its traceback. `expected_error_types()` is the one list of them; every
-entry point (`experiments.main`, `experiments.sweep`, `experiments.quickstart`, `fno_jax.export`) goes through
-`exit_on_expected_errors` (`run_absl_main` for the absl ones, which also reports a bad flag in one line).
+fit the run, a workdir in use by another run, a path that is missing or not writable (a full disk too), a checkpoint,
+dataset or bundle that cannot be read or was damaged, a run stopped by a non-finite loss. Their messages say what to
+change, so a traceback would only hide them. Anything else is a bug and keeps its traceback.
+`expected_error_types()` is the one list of them; every entry point (`experiments.main`, `experiments.sweep`,
+`experiments.quickstart`, `fno_jax.export`) goes through `exit_on_expected_errors` (`run_absl_main` for the absl
+ones, which also reports a bad flag in one line).
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ def expected_error_types() -> tuple[type[BaseException], ...]:
         CorruptDatasetError,
         DatasetFormatError,
         DatasetNotFoundError,
+        DatasetWriteError,
         IncompatibleDatasetError,
         IncompleteDatasetError,
     )
     from fno_jax.finetune import TransferError
+    from fno_jax.integrity import ChecksumError
     from fno_jax.pretrained import BundleError
     from fno_jax.train import NonFiniteError
     from fno_jax.workdir import WorkdirLockedError
@@ -62,6 +65,8 @@ def expected_error_types() -> tuple[type[BaseException], ...]:
         DatasetFormatError,
         CorruptDatasetError,
         IncompatibleDatasetError,
+        DatasetWriteError,
+        ChecksumError,
         TransferError,
         WorkdirLockedError,
         CheckpointError,

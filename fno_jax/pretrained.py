@@ -15,7 +15,8 @@ which the input normalization depends on); `task`, `task_spec`, `task_ranges`; `
 (source, seed, data_seed, num_train, num_train_pool, num_val, num_test, resolution, length); `training` (mode, steps,
 step, best_step, batch_size, learning_rate, select_by, init_from); `test_metrics` (`test_rel_l2`, the paper's metric,
 and the others of `fno_jax.metrics`; empty when the exported step was not the one tested); `num_params`;
-`fno_jax_version`; `provenance`; `run_config`; `weights` (file, sha256, dtype). Fields a bundle cannot know (a
+`fno_jax_version`; `provenance`; `run_config`; `weights` (file, sha256, dtype); `checksum` (over the card itself,
+`fno_jax.integrity`). Fields a bundle cannot know (a
 bundle made from a PyTorch state_dict has no training data) are null.
 
 Bundles come from a workdir (`python -m fno_jax.export`, `fno_jax.export.export_bundle`) or from the paper's PyTorch
@@ -36,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fno_jax import channels
+from fno_jax import channels, integrity
 from fno_jax.model import FNO
 from fno_jax.normalization import NormStats
 from fno_jax.optim import param_path
@@ -110,6 +111,8 @@ def write_bundle(out: str | os.PathLike, params: Mapping[str, Any], card: Mappin
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, **card}
     full["num_params"] = int(sum(v.size for v in flat.values()))
     full["weights"] = {"file": PARAMS_FILE, "sha256": _sha256(data), "dtype": ",".join(dtypes)}
+    # Sealed: a changed byte that still parses (a digit of a statistic) is an error, not another model.
+    full = integrity.seal(json.loads(json.dumps(full)))
     parent = os.path.dirname(out)
     # Written beside `out` (same file system) and renamed into place; os.mkdir applies the umask, so the bundle
     # gets ordinary permissions for sharing.
@@ -133,7 +136,7 @@ def write_bundle(out: str | os.PathLike, params: Mapping[str, Any], card: Mappin
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return json.loads(json.dumps(full))
+    return full
 
 
 def read_card(path: str | os.PathLike) -> dict[str, Any]:
@@ -146,10 +149,18 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
             "`python -m fno_jax.export --workdir=WORKDIR --out=BUNDLE`."
         )
     try:
-        with open(card_path) as f:
+        with open(card_path, encoding="utf-8") as f:
             card = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
         raise BundleError(f"{card_path} cannot be read as JSON ({err}); export the bundle again.") from err
+    if not isinstance(card, dict):
+        raise BundleError(f"{card_path} holds {type(card).__name__}, not a card; export the bundle again.")
+    try:
+        sealed = integrity.verify(card, card_path)
+    except integrity.ChecksumError as err:
+        raise BundleError(f"{err} Export the bundle again.") from err
+    if not sealed:
+        raise BundleError(f"{card_path} has no checksum (it was changed or damaged); export the bundle again.")
     if card.get("format") != FORMAT or card.get("format_version") != FORMAT_VERSION:
         raise BundleError(
             f"{card_path} is format {card.get('format')!r} version {card.get('format_version')!r}; this fno-jax "

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import params_equal, run_python, tiny_config
 
-from fno_jax import checkpoint, export, interop, pretrained, train
+from fno_jax import checkpoint, export, integrity, interop, pretrained, train
 from fno_jax.config import layout_of
 from fno_jax.data import load_splits
 from fno_jax.data.generate import task_from_config
@@ -79,7 +79,14 @@ def test_a_changed_or_mismatched_bundle_is_refused(bundle, tmp_path):
     card = json.loads(open(os.path.join(other, "card.json")).read())
     card["model"]["width"] = 12
     open(os.path.join(other, "card.json"), "w").write(json.dumps(card))
+    with pytest.raises(pretrained.BundleError, match=r"card\.json does not match its checksum"):
+        pretrained.load(other)
+    open(os.path.join(other, "card.json"), "w").write(json.dumps(integrity.seal(card)))  # a consistent card ...
     with pytest.raises(pretrained.BundleError, match=r"do not fit the model its card describes \(fc1/kernel"):
+        pretrained.load(other)  # ... of another model than the weights'
+    del card["checksum"]
+    open(os.path.join(other, "card.json"), "w").write(json.dumps(card))
+    with pytest.raises(pretrained.BundleError, match=r"card\.json has no checksum"):
         pretrained.load(other)
     with pytest.raises(pretrained.BundleError, match="not a pretrained bundle"):
         pretrained.load(str(tmp_path))
