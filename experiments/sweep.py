@@ -509,7 +509,9 @@ def _cli() -> None:
             )
         print(f"Done. Report: {sys.executable} -m experiments.report --sweep {workdir.value}")
 
-    app.run(main)
+    from fno_jax.cli_errors import run_absl_main
+
+    run_absl_main(main, "experiments.sweep")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,16 @@ from fno_jax.checkpoint import Checkpointer
 from fno_jax.config import ConfigError, layout_of, model_size, validate_config
 from fno_jax.data import Splits, batch_indices, load_splits, make_feed, open_checked_dataset
 from fno_jax.data.generate import task_from_config
+from fno_jax.evaluate import Evaluator
 from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
+from fno_jax.metric_writer import (
+    MetricWriter,
+    image_cadence,
+    log_evaluation,
+    open_writer,
+    scalar_tags,
+    split_record,
+)
 from fno_jax.model import FNO
 from fno_jax.optim import make_optimizer
 from fno_jax.parallel import DataParallel, make_parallel
@@ -77,6 +86,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
     with Workdir(workdir, config) as wd:
         ckpt = Checkpointer(wd.path, max_to_keep=config.train.max_to_keep)
+        writer = None
         try:
             _check_checkpoints_fit(ckpt, config, layout, wd.path)
             splits = load_splits(config, task, layout, dataset)
@@ -84,6 +94,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             state, meta = _initial_state(run, task, layout, pretrained)
             state, meta, start = _restore(run, state, meta)
             run.evaluator = _Evaluator(run, meta)
+            run.writer = writer = open_writer(config, wd.path, start_step=start)
             summary_extra = {}
             if start < run.cadence.num_steps:
                 state, summary_extra = _TrainLoop(run, meta, task).train(state, start)
@@ -93,6 +104,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             logging.info("test rel L2 %.4g (best step %s)", summary["test_rel_l2"], summary["best_step"])
             return summary
         finally:
+            if writer is not None:
+                writer.close()
             ckpt.close()
 
 
@@ -109,6 +122,7 @@ class _Run:
     splits: Splits
     evaluator: _Evaluator | None = None
     optimizer: Any = None
+    writer: MetricWriter | None = None
 
     @property
     def mode(self) -> str:
@@ -180,24 +194,29 @@ def _restore(run: _Run, state: dict, meta: RunMeta) -> tuple[dict, RunMeta, int]
     return {**saved, "step": jnp.int32(step)}, saved_meta, step
 
 
-class _Evaluator:
-    """Mean relative L2 error and loss of params over a split (device-resident, batched, masked at its end)."""
+class _Evaluator(Evaluator):
+    """The run's `Evaluator`, with its validation split on the devices (`val`)."""
 
     def __init__(self, run: _Run, meta: RunMeta):
-        c, parallel = run.config, run.parallel
-        self.batch = -(-c.train.eval_batch_size // parallel.num_devices) * parallel.num_devices
-        eval_fn = functools.partial(steps.eval_step, model=run.model, norm=meta.norm_stats, length=c.data.length)
-        self._fn = parallel.compile_eval(eval_fn, self.batch)
-        self.val = parallel.put_eval_data(run.splits.val)
+        c = run.config
+        super().__init__(
+            run.model,
+            meta.norm_stats,
+            layout=meta.layout,
+            length=c.data.length,
+            parallel=run.parallel,
+            batch_size=c.train.eval_batch_size,
+        )
+        self.val = self.put(run.splits.val)
 
-    def __call__(self, params, data) -> dict[str, float]:
-        num = int(data["source"].shape[0])
-        totals = jax.device_get([self._fn(params, data, jnp.int32(s)) for s in range(0, num, self.batch)])
-        count = sum(float(t["count"]) for t in totals)
-        return {
-            "rel_l2": sum(float(t["rel_l2_sum"]) for t in totals) / count,
-            "loss": sum(float(t["sse_sum"]) for t in totals) / count,
-        }
+
+def _log_evaluation(run: _Run, step: int, split: str, metrics: dict[str, Any], params, data) -> None:
+    """A split's metrics in the run's writer, with images of its first `logging.images` samples (validation: at the
+    evaluations `image_cadence` picks). Collective: every process computes the predictions; process 0 writes."""
+    logging_config = run.config.logging
+    due = split != "val" or image_cadence(run.cadence, logging_config.image_evals).due(step)
+    examples = run.evaluator.examples(params, data, logging_config.images) if logging_config.images and due else None
+    log_evaluation(run.writer, step, split, metrics, examples)
 
 
 class _TrainLoop:
@@ -253,20 +272,24 @@ class _TrainLoop:
         return run.parallel.state_to_save(state), {"compile_s": self.compile_s}
 
     def _periodic(self, step: int, state: dict, progress: Progress) -> None:
-        """The actions due at `step`: a metrics record always, then evaluation and a checkpoint when due."""
+        """The actions due at `step`: a metrics record (metrics.jsonl, the writer) always, then evaluation and a
+        checkpoint when due."""
         run, cadence = self.run, self.run.cadence
         record = self._training_record(step)
         metrics = None
         if cadence.evaluate.due(step):
-            val = run.evaluator(run.parallel.eval_params(state), run.evaluator.val)
-            record.update(val_rel_l2=val["rel_l2"], val_loss=val["loss"])
+            params = run.parallel.eval_params(state)
+            val = run.evaluator(params, run.evaluator.val)
+            record.update(split_record("val", val))
             metrics = {"val_rel_l2": val["rel_l2"], "val_loss": val["loss"]}
             metrics["selection"] = metrics[run.config.train.select_by]
             if self.best is None or metrics["selection"] < self.best:
                 self.best, record["best"] = metrics["selection"], True
+            _log_evaluation(run, step, "val", val, params, run.evaluator.val)
         if cadence.checkpoint.due(step) or record.get("best"):
             run.ckpt.save(step, run.parallel.state_to_save(state), self.meta, metrics if metrics else {})
         run.workdir.metrics.append(record)
+        run.writer.scalars(step, scalar_tags({k: v for k, v in record.items() if not k.startswith("val_")}))
         shown = {"val": self.best} if self.best is not None else {}
         progress.update(step, force=True, loss=record["train_loss"], **shown)
 
@@ -306,7 +329,9 @@ def _final_evaluation(run: _Run, meta: RunMeta, state: dict) -> dict[str, Any]:
     else:
         best = run.ckpt.best_metrics() or {}
         val = {"rel_l2": best.get("val_rel_l2"), "loss": best.get("val_loss")}
-    test = run.evaluator(eval_params, parallel.put_eval_data(run.splits.test))
+    test_data = run.evaluator.put(run.splits.test)
+    test = run.evaluator(eval_params, test_data)
+    _log_evaluation(run, run.cadence.num_steps, "test", test, eval_params, test_data)
     # Distinct training samples seen: a stream draws fresh ones every step.
     seen = run.cadence.num_steps * c.train.batch_size if c.data.source == "stream" else c.data.num_train
     return {
@@ -316,8 +341,7 @@ def _final_evaluation(run: _Run, meta: RunMeta, state: dict) -> dict[str, Any]:
         "num_train": 0 if run.mode == "zeroshot" else int(seen),
         "model": meta.model,
         "num_params": num_params(params),
-        "test_rel_l2": test["rel_l2"],
-        "test_loss": test["loss"],
+        **split_record("test", test),  # test_rel_l2 (the paper's metric), test_loss, test_rel_h1, ... (fno_jax.metrics)
         "val_rel_l2": val["rel_l2"],
         "val_loss": val["loss"],
         "select_by": c.train.select_by,

@@ -3,6 +3,7 @@
     WORKDIR/config.json       the run config; a workdir holding another run's identity (task, data, model, ...) is
                               refused, so two different runs never mix checkpoints
     WORKDIR/metrics.jsonl     one JSON record per logging step (training loss, gradient norm, validation metrics)
+    WORKDIR/events.out.tfevents.*  the same, and images, for TensorBoard (`fno_jax.metric_writer`)
     WORKDIR/checkpoints/      orbax checkpoints (`fno_jax.checkpoint`), each with a `RunMeta`
     WORKDIR/summary.json      test metrics, written at the end
     WORKDIR/.lock             held while a run is writing (`fcntl.flock`: released by the kernel when the process
