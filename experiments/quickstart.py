@@ -18,8 +18,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.report import build_report
-from experiments.sweep import quiet_checkpoint_logs, run_sweep
+from experiments.sweep import run_sweep
 from fno_jax.cli_errors import exit_on_flag_errors, run_absl_main
+from fno_jax.log_setup import configure_logging
 
 # `make quickstart` runs the quickstart study at the cpu scale.
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py") + ":cpu"
@@ -48,7 +49,7 @@ def _cli() -> None:
     def main(argv: Sequence[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-        quiet_checkpoint_logs()
+        configure_logging()
         run_quickstart(config.value, workdir.value)
 
     run_absl_main(main, "experiments.quickstart")

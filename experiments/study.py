@@ -69,7 +69,7 @@ import ml_collections
 from experiments.configs import base as base_config
 from experiments.configs.study_scale import HEAD_FACTOR
 from fno_jax.channels import num_channels
-from fno_jax.config import flat_items, layout_of, model_size
+from fno_jax.config import ConfigError, flat_items, layout_of, model_size
 from solvers.families import FAMILIES, MIXED, TASK_NAMES
 
 __all__ = [
@@ -133,7 +133,7 @@ def fno_num_params(
     """
     for arg, value in (("width", width), ("modes", modes), ("depth", depth), ("fc_dim", fc_dim)):
         if value < 1:
-            raise ValueError(f"fno_num_params: {arg} must be >= 1, got {value}.")
+            raise ConfigError(f"fno_num_params: {arg} must be >= 1, got {value}.")
     spectral = depth * 2 * width * width * modes * modes * 2
     pointwise = depth * (width * width + width)
     lift = (in_channels + 1) * width
@@ -147,7 +147,7 @@ def epoch_steps(num_train: int, batch_size: int, epochs: int) -> int:
     The paper's loader (utils/data_utils.py, drop_last=True) and its 500-epoch runs: 500 * floor(N / batch).
     """
     if batch_size < 1 or num_train < batch_size:
-        raise ValueError(f"epoch_steps: need 1 <= batch_size <= num_train, got batch {batch_size}, N {num_train}.")
+        raise ConfigError(f"epoch_steps: need 1 <= batch_size <= num_train, got batch {batch_size}, N {num_train}.")
     return int(epochs) * (int(num_train) // int(batch_size))
 
 
@@ -232,11 +232,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Any, where: st
         return
     items = overrides.items() if hasattr(overrides, "items") else None
     if items is None:
-        raise ValueError(f"{where}: overrides must be a dict/ConfigDict, got {type(overrides).__name__}.")
+        raise ConfigError(f"{where}: overrides must be a dict/ConfigDict, got {type(overrides).__name__}.")
     for key, value in items:
         path = f"{_prefix}{key}"
         if key not in config:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: unknown run-config key '{path}'. Run configs have exactly the keys of "
                 f"experiments/configs/base.py; check the spelling (valid here: {sorted(config.keys())})."
             )
@@ -247,12 +247,12 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Any, where: st
             try:
                 config[key] = value
             except TypeError as e:
-                raise ValueError(f"{where}: bad value {value!r} for '{path}': {e}") from e
+                raise ConfigError(f"{where}: bad value {value!r} for '{path}': {e}") from e
 
 
 def _check_name(kind: str, name: str) -> None:
     if not _NAME_RE.match(name):
-        raise ValueError(
+        raise ConfigError(
             f"{kind} name {name!r} is used as a folder name; use only letters, digits, '_', '.', '+', '-'."
         )
 
@@ -260,19 +260,19 @@ def _check_name(kind: str, name: str) -> None:
 def _check_study(study: ml_collections.ConfigDict, where: str) -> None:
     for field in ("base", "pretrain", "downstream"):
         if field not in study:
-            raise ValueError(f"{where}: missing field '{field}' (start from experiments.study.new_study).")
+            raise ConfigError(f"{where}: missing field '{field}' (start from experiments.study.new_study).")
     reference = set(flat_items(base_config.get_config()))
     extra = set(flat_items(study.base)) - reference
     missing = reference - set(flat_items(study.base))
     if extra or missing:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: study.base must have exactly the keys of experiments/configs/base.py; "
             f"extra {sorted(extra)}, missing {sorted(missing)}."
         )
     if int(study.get("seeds", 1)) < 1:
-        raise ValueError(f"{where}: seeds must be >= 1, got {study.seeds}.")
+        raise ConfigError(f"{where}: seeds must be >= 1, got {study.seeds}.")
     if study.get("mixture", "full") not in MIXTURES:
-        raise ValueError(f"{where}: mixture must be one of {MIXTURES}, got {study.mixture!r}.")
+        raise ConfigError(f"{where}: mixture must be one of {MIXTURES}, got {study.mixture!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,7 +317,7 @@ def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSp
     models = tuple(tuple(int(v) for v in m) for m in study.get("models", ()) or ())
     for m in models:
         if len(m) != 2 or min(m) < 1:
-            raise ValueError(f"{where}: models must be (width, modes) pairs of positive ints, got {m}.")
+            raise ConfigError(f"{where}: models must be (width, modes) pairs of positive ints, got {m}.")
     ex = _Expansion(study, os.path.abspath(sweep_dir), where, models)
 
     runs: list[RunSpec] = []
@@ -326,7 +326,7 @@ def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSp
     for pname, entry in study.pretrain.items():
         _check_name("pretrain", pname)
         if entry.task not in TASK_NAMES:
-            raise ValueError(f"{where}: pretrain {pname!r} has task {entry.task!r}; use one of {TASK_NAMES}.")
+            raise ConfigError(f"{where}: pretrain {pname!r} has task {entry.task!r}; use one of {TASK_NAMES}.")
         for mi, (width, modes) in enumerate(ex.model_list):
             for seed in ex.pretrain_seeds:
                 spec = _pretrain_run(ex, pname, entry, width, modes, seed)
@@ -339,7 +339,7 @@ def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSp
     names = [r.name for r in runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"{where}: expansion gives duplicate run names {duplicates}; make LRs/names distinct.")
+        raise ConfigError(f"{where}: expansion gives duplicate run names {duplicates}; make LRs/names distinct.")
     return runs
 
 
@@ -421,24 +421,24 @@ def _group_runs(
 
 def _check_group(ex: _Expansion, group: ml_collections.ConfigDict, gwhere: str) -> tuple[tuple[int, ...], tuple]:
     if group.task not in TASK_NAMES:
-        raise ValueError(f"{gwhere}: task {group.task!r}; use one of {TASK_NAMES}.")
+        raise ConfigError(f"{gwhere}: task {group.task!r}; use one of {TASK_NAMES}.")
     bad_modes = set(group.modes) - set(MODES)
     if bad_modes:
-        raise ValueError(f"{gwhere}: unknown modes {sorted(bad_modes)}; use a subset of {MODES}.")
+        raise ConfigError(f"{gwhere}: unknown modes {sorted(bad_modes)}; use a subset of {MODES}.")
     sizes = tuple(int(n) for n in group.num_train)
     if not sizes or min(sizes) < 1:
-        raise ValueError(f"{gwhere}: num_train must be a non-empty tuple of sizes >= 1, got {sizes}.")
+        raise ConfigError(f"{gwhere}: num_train must be a non-empty tuple of sizes >= 1, got {sizes}.")
     lrs = tuple(float(lr) for lr in group.learning_rates)
     if not lrs or min(lrs) <= 0:
-        raise ValueError(f"{gwhere}: learning_rates must be a non-empty tuple of positive floats.")
+        raise ConfigError(f"{gwhere}: learning_rates must be a non-empty tuple of positive floats.")
     if int(group.epochs) < 1 or int(group.batch_size) < 1:
-        raise ValueError(f"{gwhere}: epochs and batch_size must be >= 1, got {group.epochs}, {group.batch_size}.")
+        raise ConfigError(f"{gwhere}: epochs and batch_size must be >= 1, got {group.epochs}, {group.batch_size}.")
     needs_pretrain = {"finetune", "zeroshot"} & set(group.modes)
     if needs_pretrain and not group.pretrained:
-        raise ValueError(f"{gwhere}: modes {sorted(needs_pretrain)} need `pretrained` run names.")
+        raise ConfigError(f"{gwhere}: modes {sorted(needs_pretrain)} need `pretrained` run names.")
     for pname in group.pretrained:
         if pname not in ex.study.pretrain:
-            raise ValueError(
+            raise ConfigError(
                 f"{gwhere}: pretrained {pname!r} is not a study.pretrain entry "
                 f"(have {sorted(ex.study.pretrain.keys())})."
             )

@@ -54,15 +54,17 @@ from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import plan as plan_lib
 from experiments.study import RunSpec, expand_study, run_workdir
+from fno_jax.config import ConfigError
 from fno_jax.distributed import maybe_initialize, on_main_process
 from fno_jax.json_io import to_json
 from fno_jax.json_io import write_json_atomic as _write_json_atomic
 from fno_jax.json_io import write_jsonl_atomic as _write_jsonl_atomic
+from fno_jax.log_setup import configure_logging
 from fno_jax.preemption import exit_on_preemption
 
 # In a multi-host sweep every process runs every run; process 0 alone writes the sweep's own files.
@@ -96,7 +98,7 @@ def parse_shard(shard: str) -> tuple[int, int]:
         return 0, 1
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
     if not match or not int(match[1]) < int(match[2]):
-        raise ValueError(f"shard must look like 'i/k' with 0 <= i < k (e.g. '0/4'), got {shard!r}.")
+        raise ConfigError(f"--shard must look like 'i/k' with 0 <= i < k (e.g. '0/4'), got {shard!r}.")
     return int(match[1]), int(match[2])
 
 
@@ -157,7 +159,7 @@ def _sweep_lock(sweep_dir: str) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX)
         except OSError as err:
-            print(f"    warning: cannot lock {f.name} ({err}); rewriting the results unlocked", flush=True)
+            logging.info(f"    warning: cannot lock {f.name} ({err}); rewriting the results unlocked")
         try:
             yield
         finally:
@@ -285,7 +287,7 @@ class _Sweep:
             for spec in unit:
                 summary = _read_summary(self.workdir(spec.name))
                 if summary is not None:
-                    print(f"{prefix} ... {spec.name} done before, test_rel_l2={summary.get('test_rel_l2')}", flush=True)
+                    logging.info(f"{prefix} ... {spec.name} done before, test_rel_l2={summary.get('test_rel_l2')}")
                 else:
                     todo.append(spec)
             if not todo:
@@ -297,11 +299,11 @@ class _Sweep:
                 for spec in todo:
                     self._fail(spec, prefix, err, reraise=spec is todo[-1])
                 continue
-            print(f"    sweep {time.monotonic() - start:.0f} s", flush=True)
+            logging.info(f"    sweep {time.monotonic() - start:.0f} s")
 
     def _run_unit(self, unit: list[RunSpec], prefix: str) -> None:
         workdirs = [self.workdir(spec.name) for spec in unit]
-        print(f"{prefix} ...", flush=True)
+        logging.info(f"{prefix} ...")
         start = time.monotonic()
         if len(unit) == 1:
             results = [self.run_fn(unit[0].config, workdirs[0])]
@@ -314,20 +316,19 @@ class _Sweep:
                 summary = dict(result)
                 write_json_atomic(os.path.join(workdir, SUMMARY_FILE), summary, sort_keys=False)
             _clear_failure(workdir)
-            print(
+            logging.info(
                 f"    {spec.name}: test_rel_l2={summary.get('test_rel_l2', float('nan')):.4g} "
-                f"val_rel_l2={summary.get('val_rel_l2', float('nan')):.4g}",
-                flush=True,
+                f"val_rel_l2={summary.get('val_rel_l2', float('nan')):.4g}"
             )
         collect_results(self.runs, self.sweep_dir)
-        print(f"{prefix} ... {time.monotonic() - start:.1f} s", flush=True)
+        logging.info(f"{prefix} ... {time.monotonic() - start:.1f} s")
 
     def _fail(self, spec: RunSpec, prefix: str, err: Exception, *, reraise: bool = True) -> None:
         why = str(err) if isinstance(err, _DependencyFailed) else f"{type(err).__name__}: {err}"
         self.failed[spec.name] = why
         _record_failure(self.workdir(spec.name), spec.name, why)
         collect_results(self.runs, self.sweep_dir)
-        print(f"{prefix} ... {spec.name} FAILED: {why}", flush=True)
+        logging.info(f"{prefix} ... {spec.name} FAILED: {why}")
         if reraise and not self.keep_going:
             raise err
 
@@ -351,7 +352,7 @@ class _Sweep:
                     f"{spec.name}: its pretraining run(s) {pending} did not finish within "
                     f"{self.wait.timeout_s:.0f} s; start the shard that owns them (or run without --shard)."
                 )
-            print(f"    waiting for {pending} ...", flush=True)
+            logging.info(f"    waiting for {pending} ...")
             time.sleep(self.wait.poll_s)
 
 
@@ -409,7 +410,7 @@ def run_sweep(
         _check_or_save_run(spec, run_workdir(sweep_dir, spec.name))
         _clear_failure(run_workdir(sweep_dir, spec.name))
     collect_results(runs, sweep_dir)  # results.jsonl exists (and is current) from the start
-    print(f"Sweep {study_config.get('name', '')!r}: {len(mine)} run(s) in {sweep_dir}", flush=True)
+    logging.info(f"Sweep {study_config.get('name', '')!r}: {len(mine)} run(s) in {sweep_dir}")
     sweep = _Sweep(runs, sweep_dir, run_fn, pack_fn, keep_going, wait or DependencyWait())
     sweep.run_all(mine)
     records = collect_results(runs, sweep_dir)
@@ -451,16 +452,6 @@ def dry_run(
     return f"{text}\n\nWrote {path}"
 
 
-def quiet_checkpoint_logs() -> None:
-    """Hide the checkpoint library's INFO lines (dozens per run) and its notices about read-only (pretrained)
-    checkpoint directories, so the per-run progress stays readable; its errors still show."""
-    from absl import logging
-
-    logging.get_absl_handler().addFilter(
-        lambda record: record.levelno >= logging.converter.STANDARD_ERROR or "/orbax/" not in record.pathname
-    )
-
-
 def _cli() -> None:
     # Flags are defined only when this module is the program, so importing it (quickstart, tests,
     # experiments.main in the same process) never registers duplicate absl flags.
@@ -498,7 +489,7 @@ def _cli() -> None:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
-        quiet_checkpoint_logs()
+        configure_logging()
         with exit_on_preemption():  # Preempted -> exit status 143 (SIGTERM) or 130 (SIGINT)
             run_sweep(
                 config.value,

@@ -82,8 +82,10 @@ class DataParallel:
     def check_batch_size(self, batch_size: int, what: str = "train.batch_size") -> None:
         """Raise ValueError unless the global batch splits evenly over the devices."""
         if batch_size % self.num_devices:
+            from fno_jax.config import ConfigError  # here, not at the top: fno_jax.config imports this module
+
             lower = batch_size - batch_size % self.num_devices
-            raise ValueError(
+            raise ConfigError(
                 f"{what}={batch_size} is not divisible by the {self.num_devices} devices in use; "
                 f"use a multiple of {self.num_devices} (e.g. {max(lower, self.num_devices)})."
             )

@@ -27,6 +27,8 @@ from typing import Any
 
 import ml_collections
 
+from fno_jax.config import ConfigError
+
 __all__ = [
     "CPU",
     "GPU_MINUTES",
@@ -216,13 +218,13 @@ def parse(
     options = {part.strip() for part in (arg or "").split(",") if part.strip()}
     unknown = options - choices - set(NAMES)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown study config argument(s) {sorted(unknown)} in {arg!r}; valid options are "
             f"{sorted(choices | set(NAMES))}, comma-separated (e.g. ':cpu'); no scale name = the paper's scale."
         )
     named = sorted(options & set(NAMES))
     if len(named) > 1:
-        raise ValueError(f"Choose at most one scale of {list(NAMES)} in {arg!r}, got {named}.")
+        raise ConfigError(f"Choose at most one scale of {list(NAMES)} in {arg!r}, got {named}.")
     scale = SCALES[named[0] if named else ""]
     scale = scale.replace(**(changes or {}).get(scale.name, {}))
     return scale, options - set(NAMES)
