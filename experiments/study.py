@@ -68,6 +68,7 @@ import ml_collections
 
 from experiments.configs import base as base_config
 from experiments.configs.study_scale import HEAD_FACTOR
+from fno_jax.cadence import Cadence
 from fno_jax.channels import num_channels
 from fno_jax.config import ConfigError, flat_items, layout_of, model_size
 from solvers.families import FAMILIES, MIXED, TASK_NAMES
@@ -194,6 +195,7 @@ def downstream_group(
     learning_rates: Sequence[float],
     epochs: int,
     batch_size: int,
+    min_steps: int = 0,
     modes: Sequence[str] = MODES,
     shift: str = "",
     **overrides: Any,
@@ -212,6 +214,7 @@ def downstream_group(
             "learning_rates": tuple(float(lr) for lr in learning_rates),
             "epochs": int(epochs),
             "batch_size": int(batch_size),
+            "min_steps": int(min_steps),
             "overrides": overrides,
         }
     )
@@ -484,6 +487,11 @@ def _downstream_run(
         _clip_intervals(config, 0)
     else:
         config.train.num_epochs = int(group.epochs)
+        # Reduced scales may floor a run's steps (the few steps of `epochs` at the smallest N train nothing);
+        # the paper's scale has no floor.
+        floor = int(group.get("min_steps", 0))
+        if floor and num_steps_of(config) < floor:
+            config.train.num_steps = floor
         _set_length(config)
     return config, deps
 
@@ -504,10 +512,9 @@ def _clip_intervals(config: ml_collections.ConfigDict, num_steps: int) -> None:
 
 
 def num_steps_of(config: ml_collections.ConfigDict) -> int:
-    """The run's length in steps: train.num_steps, or derived from train.num_epochs when it is -1."""
-    if int(config.train.num_steps) >= 0:
-        return int(config.train.num_steps)
-    return epoch_steps(int(config.data.num_train), int(config.train.batch_size), int(config.train.num_epochs))
+    """The run's length in steps: train.num_steps, or derived from train.num_epochs when it is -1 (as the trainer
+    resolves it, `fno_jax.cadence.Cadence`)."""
+    return Cadence.from_config(config).num_steps
 
 
 def _ranges_of(config: ml_collections.ConfigDict) -> dict[str, list[float]]:
