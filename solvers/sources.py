@@ -169,14 +169,19 @@ def _spectrum(scaled: jax.Array, n: int, length: float, remove_mean: bool) -> ja
     ar, ai = jnp.einsum("pi,bij->bpj", er, scaled), jnp.einsum("pi,bij->bpj", ei, scaled)
     sr = jnp.einsum("bpj,qj->bpq", ar, er) - jnp.einsum("bpj,qj->bpq", ai, ei)
     si = jnp.einsum("bpj,qj->bpq", ar, ei) + jnp.einsum("bpj,qj->bpq", ai, er)
-    iy, ix = np.arange(n) % _PERIOD, np.arange(n // 2 + 1) % _PERIOD
-    sr, si = sr[:, iy][:, :, ix], si[:, iy][:, :, ix]
+    # Periodic in my with period 16: index the x modes once ([b, 16, m]), then broadcast over the n / 16 periods
+    # of my (no gather over the whole spectrum).
+    ix = np.arange(n // 2 + 1) % _PERIOD
+    periods, m = n // _PERIOD, n // 2 + 1
+    sr, si = sr[:, None, :, ix], si[:, None, :, ix]
     if remove_mean:
         outer = outer.copy()
         outer[0, 0] = 0
     # Elementwise from here, so that under jit it fuses into the solver's division (no array in between).
-    cr, ci = jnp.asarray(outer.real, dtype), jnp.asarray(outer.imag, dtype)
-    return jax.lax.complex(cr * sr - ci * si, cr * si + ci * sr)
+    cr = jnp.asarray(outer.real.reshape(periods, _PERIOD, m), dtype)
+    ci = jnp.asarray(outer.imag.reshape(periods, _PERIOD, m), dtype)
+    shape = (scaled.shape[0], n, m)
+    return jax.lax.complex((cr * sr - ci * si).reshape(shape), (cr * si + ci * sr).reshape(shape))
 
 
 def gaussian_source_and_spectrum(
