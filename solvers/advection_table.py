@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
             "(sources, K0 = 0.01 R(-t) diag(1, e) R(t), unit v drawn as solvers.tasks.AdvectionDiffusion does, "
             "length 1); solvers.coefficients.table_strength picks the lam whose mean is nearest the target ratio."
         ),
-        "command": "python -m solvers.advection_table " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(["python -m solvers.advection_table", *(sys.argv[1:] if argv is None else argv)]),
         "resolution": RESOLUTION,
         "samples_per_lambda": args.samples,
         "seed": args.seed,
