@@ -380,11 +380,13 @@ class Helmholtz(_Task):
         reuse = resolution == REFERENCE_RESOLUTION  # the reference solve is the output
         draw = lambda k, attempt, vf=None: self._draw(k, attempt, vf, dtype)
 
-        def attempt_at(attempt, vf):
-            amplitudes, vf, omega = jax.vmap(draw, in_axes=(0, None, 0))(keys, attempt, vf)
+        def attempt_at(attempt, vf=None):
+            # Attempt 0 draws each sample's vf; later attempts keep it.
+            args, axes = ((keys, attempt), (0, None)) if vf is None else ((keys, attempt, vf), (0, None, 0))
+            amplitudes, vf, omega = jax.vmap(draw, in_axes=axes)(*args)
             source, solution = self._solve(amplitudes, omega, REFERENCE_RESOLUTION, dtype)
             kept = (amplitudes, omega, source, solution) if reuse else (amplitudes, omega)
-            return kept, self._admissible(omega, solution)
+            return kept, vf, self._admissible(omega, solution)
 
         def cond(state):
             attempt, ok, _, _ = state
@@ -392,16 +394,13 @@ class Helmholtz(_Task):
 
         def body(state):
             attempt, ok, vf, kept = state
-            new, admissible = attempt_at(attempt, vf)
+            new, _, admissible = attempt_at(attempt, vf)
             take = ~ok & admissible
             kept = jax.tree.map(lambda n, k: jnp.where(_expand(take, k), n, k), new, kept)
             return attempt + 1, ok | take, vf, kept
 
-        amplitudes, vf, omega = jax.vmap(draw, in_axes=(0, None))(keys, 0)
-        source, solution = self._solve(amplitudes, omega, REFERENCE_RESOLUTION, dtype)
-        kept = (amplitudes, omega, source, solution) if reuse else (amplitudes, omega)
-        state = (jnp.int32(1), self._admissible(omega, solution), vf, kept)
-        _, ok, vf, kept = jax.lax.while_loop(cond, body, state)
+        kept, vf, ok = attempt_at(0)
+        _, ok, vf, kept = jax.lax.while_loop(cond, body, (jnp.int32(1), ok, vf, kept))
         if reuse:
             _, omega, source, solution = kept
         else:
