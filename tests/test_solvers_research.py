@@ -162,17 +162,6 @@ def test_unprojected_residual_is_the_dropped_source(x64):
     assert 0.05 < float(fraction) < 1  # four of the 256 modes (|m| = 1) hold a few percent of white noise
 
 
-def test_helmholtz_sampler_never_returns_an_unsolvable_sample(x64):
-    # D = 1 / (2 pi)^2 makes omega = 1, 2, 4, 5 exactly resonant (|m|^2 = omega); only 3 and 6 are solvable.
-    task = tasks.Helmholtz(omega_range=(1, 6), diffusivity=1 / (2 * np.pi) ** 2, max_amplitude=1e3)
-    batch = task.sample(jax.random.key(0), 12, 32)
-    assert set(np.asarray(batch["omega"]).tolist()) <= {3.0, 6.0}
-    r = solvers.helmholtz_residual(
-        batch["solution"], batch["source"], batch["omega"], diffusivity=task.diffusivity, projected=False
-    )
-    assert float(jnp.max(jnp.abs(r))) <= 1e-5 * float(jnp.max(jnp.abs(batch["source"])))
-
-
 # ---- the domain as a value ---------------------------------------------------------------------------------------
 
 
@@ -272,13 +261,11 @@ def test_float64_output_needs_x64():
 # ---- the README section ------------------------------------------------------------------------------------------
 
 
-def test_readme_research_section_runs():
+def test_readme_research_section_shows_each_use():
+    # tests/test_readme.py runs every ```python block of the README, these included.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     text = open(os.path.join(root, "README.md")).read()
     section = text.split("## Using the solvers in your research code", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(blocks) >= 4, "the section shows grad, vmap, checks under jit and resonance"
     for topic in ("jax.value_and_grad", "jax.vmap", "checkify", "resonance="):
         assert any(topic in block for block in blocks), topic
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})
