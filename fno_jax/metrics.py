@@ -38,8 +38,8 @@ import numpy as np
 from jaxtyping import Array, Complex, Float
 
 from fno_jax.losses import relative_l2
-from solvers.grid import rfft_weights, wavenumbers
-from solvers.symbols import advection_diffusion_symbol
+from solvers.grid import Domain, rfft_weights, wavenumbers
+from solvers.symbols import RESONANCE_RTOL, advection_diffusion_symbol
 
 __all__ = [
     "BANDS",
@@ -124,7 +124,7 @@ def operator_symbol(
 ) -> Complex[Array, "b n m"]:
     """Symbol of A u = -div(K grad u) + v . grad u - omega u on the rfft2 grid of an n x n field:
     K11 kx^2 + (K12 + K21) kx ky + K22 ky^2 + i (vx kx + vy ky) - omega (`solvers.symbols`)."""
-    return advection_diffusion_symbol(diffusion, velocity, n, length) - omega[:, None, None]
+    return advection_diffusion_symbol(diffusion, velocity, Domain(n, length)) - omega[:, None, None]
 
 
 def relative_residual(
@@ -139,8 +139,9 @@ def relative_residual(
     """||A u_pred - P f|| / ||P f|| per sample (module docstring); the coefficients as returned by
     `fno_jax.channels.physical_coefficients`.
 
-    A mode is in the null space of A when |symbol| <= 64 eps (|diffusion term| + |advection term| + |omega|): the
-    same rounding allowance as the Helmholtz solver's (`solvers.symbols.helmholtz_mask`), and exact for the mean.
+    A mode is in the null space of A when |symbol| <= RESONANCE_RTOL (|diffusion term| + |advection term| +
+    |omega|): the solvers' own resonance rule (`solvers.symbols`), the same in float32 and float64, and exact for
+    the mean.
     """
     n = _check_fields(prediction=prediction, source=source)
     dtype = prediction.dtype
@@ -148,7 +149,7 @@ def relative_residual(
     symbol = operator_symbol(diffusion, velocity, omega, n, length)
     omega = omega[:, None, None]
     size = jnp.abs(symbol.real + omega) + jnp.abs(symbol.imag) + jnp.abs(omega)
-    reachable = jnp.abs(symbol) > 64 * jnp.finfo(dtype).eps * size
+    reachable = jnp.abs(symbol) > RESONANCE_RTOL * size
     source_hat = jnp.where(reachable, jnp.fft.rfft2(source), 0)
     weight = rfft_weights(n, dtype)
     residual = _norm(symbol * jnp.fft.rfft2(prediction) - source_hat, weight)
