@@ -148,6 +148,15 @@ def model_size(config: ml_collections.ConfigDict) -> dict[str, int]:
     return {k: int(config.model[k]) for k in MODEL_SIZE_KEYS}
 
 
+def matmul_precision(config: ml_collections.ConfigDict):
+    """The context a run traces its programs in: float32 matmuls at `train.matmul_precision` ("highest": full
+    float32, no TF32 on NVIDIA GPUs; "default": the backend's choice)."""
+    import jax
+
+    precision = config.train.matmul_precision
+    return jax.default_matmul_precision(None if precision == "default" else precision)
+
+
 def layout_of(config: ml_collections.ConfigDict) -> str:
     """The run's input-channel layout: `data.layout`, or the task's own."""
     return channels.layout_of(config.task, config.data.layout)

@@ -35,7 +35,7 @@ from absl import logging
 from fno_jax import channels, steps
 from fno_jax.cadence import Cadence
 from fno_jax.checkpoint import Checkpointer
-from fno_jax.config import ConfigError, layout_of, model_size, validate_config
+from fno_jax.config import ConfigError, layout_of, matmul_precision, model_size, validate_config
 from fno_jax.data import load_splits_for_seeds, make_packed_feed, open_checked_dataset
 from fno_jax.data.generate import task_from_config
 from fno_jax.data.loader import DEVICE_RESIDENT_MAX_BYTES
@@ -99,9 +99,8 @@ def train_and_evaluate_packed(
         )
     if configs[0].train.num_steps == 0:
         raise ConfigError("zero-shot runs (train.num_steps=0) train nothing; evaluate them with train_and_evaluate.")
-    precision = None if configs[0].train.matmul_precision == "default" else configs[0].train.matmul_precision
     summaries: list[dict[str, Any]] = []
-    with jax.default_matmul_precision(precision):
+    with matmul_precision(configs[0]):
         for part in plan_parts(configs, memory_limit_bytes):
             summaries += _train_group([configs[i] for i in part], [workdirs[i] for i in part])
     return summaries

@@ -23,7 +23,7 @@ from absl import logging
 from fno_jax import channels, steps
 from fno_jax.cadence import Cadence
 from fno_jax.checkpoint import Checkpointer
-from fno_jax.config import ConfigError, layout_of, model_size, validate_config
+from fno_jax.config import ConfigError, layout_of, matmul_precision, model_size, validate_config
 from fno_jax.data import Splits, batch_indices, load_splits, make_feed, open_checked_dataset
 from fno_jax.data.generate import task_from_config
 from fno_jax.evaluate import Evaluator
@@ -67,8 +67,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     `Preempted` (`fno_jax.preemption`; its `exit_code` is 143 or 130); the same call again resumes from there.
     """
     validate_config(config)
-    precision = None if config.train.matmul_precision == "default" else config.train.matmul_precision
-    with jax.default_matmul_precision(precision):
+    with matmul_precision(config):
         return _train_and_evaluate(config, workdir)
 
 

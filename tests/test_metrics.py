@@ -159,3 +159,17 @@ def test_shapes_are_checked():
         metrics.relative_linf(jnp.zeros((2, 8, 8)), jnp.zeros((2, 8, 6)))
     with pytest.raises(ValueError, match=r"coeffs must have shape \[B, 3\]"):
         channels.physical_coefficients(jnp.zeros((2, 2)), "poisson")
+
+
+def test_the_papers_loss_and_metric_on_exact_values(x64):
+    # Loss: sum of squared errors over the grid, averaged over the batch; metric: per-sample relative L2.
+    from fno_jax.losses import relative_l2, sum_squared_error
+
+    target = np.zeros((2, 2, 2))
+    target[0] = [[3.0, 0.0], [0.0, 4.0]]  # ||u_0|| = 5
+    target[1] = [[1.0, 1.0], [1.0, 1.0]]  # ||u_1|| = 2
+    prediction = target.copy()
+    prediction[0, 0, 0] += 1.0  # error 1 -> 0.2
+    prediction[1] += 1.0  # error 2 -> 1.0
+    np.testing.assert_allclose(relative_l2(prediction, target), [0.2, 1.0], rtol=1e-15)
+    np.testing.assert_allclose(sum_squared_error(prediction, target), (1.0 + 4.0) / 2, rtol=1e-15)
