@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +35,6 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, per: str) -> None:
     add_flag(parser, "--steps", type=int, default=20, help=f"timed repetitions (one {per} each)")
     add_flag(parser, "--warmup", type=int, default=2, help="untimed repetitions after compiling")
     add_flag(parser, "--seed", type=int, default=0)
-    add_flag(parser, "--baseline", action="store_true", help="also time the PyTorch reference")
     add_flag(parser, "--json", action="store_true", help="print one JSON line at the end")
 
 
@@ -60,13 +59,8 @@ def peak_bytes(device: Any) -> int | None:
     return stats.get("peak_bytes_in_use") if stats else None
 
 
-def run_main(run: Callable[[argparse.Namespace], dict], add_arguments: Callable, description: str, argv=None) -> None:
-    """A benchmark module's own command line: parse, run, print the result (and one JSON line with --json)."""
-    parser = argparse.ArgumentParser(description=description)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    result = run(args)
-    for key, value in result.items():
-        print(f"{key:>22}: {value}")
-    if args.json:
-        print(json.dumps(result))
+def run_main(command: str, argv: list[str] | None = None) -> int:
+    """A benchmark module's own command line: the same as ``python -m benchmarks.throughput command ...``."""
+    from benchmarks import throughput
+
+    return throughput.main([command, *(sys.argv[1:] if argv is None else argv)])
