@@ -38,15 +38,21 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, per: str) -> None:
     add_flag(parser, "--json", action="store_true", help="print one JSON line at the end")
 
 
-def time_calls(fn: Callable[[], Any], steps: int, warmup: int) -> list[float]:
-    """Wall seconds of `steps` calls of `fn` (which must block until its work is done) after `warmup` calls."""
+def time_calls(fn: Callable[[], Any], steps: int, warmup: int, cpu_times: list[float] | None = None) -> list[float]:
+    """Wall seconds of `steps` calls of `fn` (which must block until its work is done) after `warmup` calls.
+
+    With `cpu_times` given, the process's CPU seconds (all threads, user + system) of each call are appended to
+    it: on a shared machine the CPU time moves less with other jobs' load than the wall time does.
+    """
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
+        if cpu_times is not None:
+            cpu_times.append(time.process_time() - cpu_start)
     return times
 
 
