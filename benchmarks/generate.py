@@ -21,18 +21,19 @@ import jax
 
 from benchmarks.model_flags import run_main
 from solvers import tasks
+from solvers.families import FAMILIES, MIXED, TASK_NAMES
 
-_TASKS = {
-    "poisson": tasks.Poisson,
-    "advection_diffusion": tasks.AdvectionDiffusion,
-    "helmholtz": tasks.Helmholtz,
-    "mixed": lambda: tasks.Mixed((tasks.Poisson(), tasks.AdvectionDiffusion(), tasks.Helmholtz())),
-}
+
+def _task(name: str):
+    """The task `name` with its sampler's default (the paper's pretraining) ranges."""
+    if name == MIXED:
+        return tasks.Mixed(tuple(family.sampler() for family in FAMILIES.values()))
+    return FAMILIES[name].sampler()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the `generate` benchmark."""
-    parser.add_argument("--pde", choices=sorted(_TASKS), default="poisson")
+    parser.add_argument("--pde", choices=TASK_NAMES, default="poisson")
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=10, help="timed batches (median)")
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Time generation; returns samples_per_s, step_ms_median, compile_s, device, ...."""
-    task = _TASKS[args.pde]()
+    task = _task(args.pde)
     sample = jax.jit(lambda key: task.sample(key, args.batch, args.resolution))
     key = jax.random.key(args.seed)
     start = time.perf_counter()

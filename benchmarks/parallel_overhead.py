@@ -56,7 +56,7 @@ def measure(args: argparse.Namespace) -> dict:
     from fno_jax.model import FNO
     from fno_jax.normalization import NormStats
     from fno_jax.optim import make_optimizer
-    from fno_jax.parallel import DataParallel
+    from fno_jax.parallel import make_parallel
 
     n, b = args.resolution, args.batch
     model = FNO(width=args.width, modes=args.modes, depth=args.depth, fc_dim=args.fc_dim, out_dim=1)
@@ -72,11 +72,11 @@ def measure(args: argparse.Namespace) -> dict:
     norm = NormStats(source_scale=1.0, coeff_scale=(1.0, 1.0, 1.0))
     per_device = functools.partial(steps.train_step, model=model, optimizer=optimizer, norm=norm, length=1.0)
 
-    parallel = DataParallel(args.mode)
+    parallel = make_parallel(args.mode)
     parallel.check_batch_size(b, "--batch")
     step_fn = parallel.compile_train(per_device, lambda step, data: data)
-    data = parallel.put_data(batch, for_training=True)
-    holder = {"state": parallel.replicate(jax.device_get(state))}
+    data = parallel.put_train_data(batch)
+    holder = {"state": parallel.put_state(state)}
 
     def sharded():
         holder["state"], metrics = step_fn(holder["state"], data)

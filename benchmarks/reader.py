@@ -4,9 +4,11 @@
         [--batch 32 128] [--shuffle] [--device-put] [--json]
 
 Writes a synthetic dataset (random float32 fields, zstd-compressed zarr v3) into a temporary
-directory, then times one pass over the train split in consecutive batches through
-`StoredDataset.batches` (background thread, bounded queue). Reported: samples/s and MB/s of
-decoded source + solution data, per batch size; the write time is reported too.
+directory, then times one pass over the train split in consecutive (or, with --shuffle, random)
+batches through the host feed's read path: `TrainingSet.read` in a `Prefetcher` (background
+thread, bounded queue), with --device-put placed on the devices by `DataParallel.put_batch` as in
+training. Reported: samples/s and MB/s of decoded source + solution data, per batch size; the
+write time is reported too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fno_jax.data import open_dataset, write_dataset
+from fno_jax.data import Prefetcher, TrainingSet, open_dataset, write_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,11 +56,11 @@ def _synthetic(resolution: int):
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    sharding = None
+    parallel = None
     if args.device_put:
-        import jax
+        from fno_jax.parallel import make_parallel
 
-        sharding = jax.devices()[0]
+        parallel = make_parallel("shard_map")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         path = f"{tmp}/ds"
         counts = {"train": args.samples, "val": 0, "test": 0}
@@ -73,18 +75,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             chunk=args.chunk,
         )
         write_s = time.perf_counter() - t0
-        ds = open_dataset(path)
+        train = TrainingSet("poisson", np.arange(args.samples), dataset=open_dataset(path))
         bytes_per_sample = 2 * args.resolution**2 * 4
         results = []
         for batch in args.batch:
             best = float("inf")
             for r in range(args.repeats):
-                indices = np.random.default_rng(r).permutation(args.samples) if args.shuffle else None
+                order = np.random.default_rng(r).permutation(args.samples) if args.shuffle else np.arange(args.samples)
+
+                def fetch(i: int, order=order, batch=batch) -> dict:
+                    rows = train.read(order[i * batch : (i + 1) * batch])
+                    return parallel.put_batch(rows, batch) if parallel is not None else rows
+
                 t0 = time.perf_counter()
                 n = 0
-                with ds.batches("train", batch, indices=indices, buffer_size=args.buffer, sharding=sharding) as it:
+                with Prefetcher(fetch, range(args.samples // batch), buffer_size=args.buffer) as it:
                     for b in it:
-                        if sharding is not None:
+                        if parallel is not None:
                             b["source"].block_until_ready()
                         n += b["source"].shape[0]
                 best = min(best, time.perf_counter() - t0)
@@ -97,8 +104,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
             )
     device = "host"
-    if sharding is not None:
-        device = str(sharding)
+    if parallel is not None:
+        device = f"{parallel.num_devices} x {parallel.devices[0].device_kind}"
     return {
         "resolution": args.resolution,
         "samples": args.samples,

@@ -4,13 +4,14 @@
     python -m benchmarks.throughput train --resolution 128 --batch 32 --width 16 --modes 8 \
         [--steps N] [--dtype float32|bfloat16] [--spectral-impl fft|dft] [--json]
     python -m benchmarks.throughput infer ...same flags as train...
+    python -m benchmarks.throughput pack --runs K --num-train N --steps S --resolution R --width W --modes M [--json]
 
 Every subcommand also takes ``--baseline REPO --baseline-python PY [--rounds 3]``: the paper's released
 code at REPO (its model for train/infer, its generator script for generate) timed in separate processes,
 alternating with this benchmark run as a fresh process, with the load average; see `benchmarks.baseline`.
 
 Each subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> dict``
-(`benchmarks.generate`, `benchmarks.train_throughput`, `benchmarks.model_throughput`). The result is
+(`benchmarks.generate`, `benchmarks.train_throughput`, `benchmarks.model_throughput`, `benchmarks.pack`). The result is
 printed as ``key: value`` lines; with ``--json`` the last line printed is the whole result as one
 JSON object (at least ``samples_per_s``, ``step_ms_median``, ``compile_s``, ``device``,
 ``peak_bytes``; ``peak_bytes`` is null where the backend keeps no allocator statistics).
@@ -34,6 +35,7 @@ SUBCOMMANDS = {
     "generate": "benchmarks.generate",
     "train": "benchmarks.train_throughput",
     "infer": "benchmarks.model_throughput",
+    "pack": "benchmarks.pack",
 }
 _REQUIRED_KEYS = ("samples_per_s", "step_ms_median", "compile_s", "device", "peak_bytes")
 

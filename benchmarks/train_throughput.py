@@ -38,6 +38,7 @@ from benchmarks.model_flags import DTYPES, add_flag, add_model_arguments, peak_b
 from fno_jax import steps
 from fno_jax.model import FNO
 from fno_jax.normalization import NormStats
+from fno_jax.optim import make_optimizer
 
 __all__ = ["add_arguments", "run"]
 
@@ -109,7 +110,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         remat=args.remat,
     )
     norm = NormStats(source_scale=1.0, coeff_scale=(1.0,) * (args.channels - 1))
-    optimizer = optax.adam(args.learning_rate)
+    # The run's own optimizer (Adam, cosine schedule, non-finite updates skipped), as the train step expects it.
+    optimizer = make_optimizer(args.learning_rate, max(args.steps, 1))
     device = jax.devices()[0]
     host = _random_batch(args)
     batch = jax.device_put({k: jnp.asarray(v) for k, v in host.items()}, device)

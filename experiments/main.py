@@ -6,15 +6,11 @@
 Running the same command again on the same workdir resumes from the latest checkpoint.
 """
 
-import logging
-import sys
-
-import jax
 from absl import app, flags
-from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from fno_jax.train import train_and_evaluate
+from fno_jax.distributed import maybe_initialize
+from fno_jax.log_setup import configure_logging
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Run configuration file (path[:arg]).", lock_config=True)
@@ -25,23 +21,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from fno_jax.distributed import maybe_initialize
-
     maybe_initialize()
-    # Library chatter (checkpoint I/O) at warning level; the run's own progress through the "fno_jax" logger.
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    logger = logging.getLogger("fno_jax")
-    logger.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
-    logger.propagate = False
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
+    configure_logging()
     if FLAGS.config.get("job", "train") == "generate":
         from fno_jax.data.build import generate_dataset
 
         generate_dataset(FLAGS.config, FLAGS.workdir)
     else:
+        from fno_jax.train import train_and_evaluate
+
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

@@ -1,6 +1,8 @@
-"""`make quickstart`: run the CPU-sized study, build its report, print the main table.
+"""`make quickstart`: run the quickstart study at the cpu scale, build its report, print the main table.
 
     python -m experiments.quickstart --workdir=runs/quickstart [--config=experiments/configs/quickstart.py[:ARG]]
+
+The default config is `experiments/configs/quickstart.py:cpu`; ARG takes the scale names of every study config.
 
 Rerunning the same command resumes (finished runs are kept). The report lands in WORKDIR/report.md,
 WORKDIR/report.json and WORKDIR/plots/.
@@ -18,7 +20,8 @@ from ml_collections import config_flags
 from experiments.report import build_report
 from experiments.sweep import quiet_checkpoint_logs, run_sweep
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py")
+# `make quickstart` runs the quickstart study at the cpu scale.
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py") + ":cpu"
 
 
 def run_quickstart(study_config, workdir: str, *, run_fn=None) -> dict:

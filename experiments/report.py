@@ -1,21 +1,34 @@
-"""Tables, power-law fits, data savings and plots from a sweep's results.jsonl.
+"""Tables, intervals, power-law fits, data savings and plots from a sweep's results.jsonl.
 
     python -m experiments.report --sweep DIR
 
 Writes DIR/report.json, DIR/report.md and DIR/plots/*.png, and prints the main table.
 
+Seeds and intervals: the learning rate is chosen per (point, seed) by validation error, as the paper chose it per
+downstream size (config/sweep_config.yaml: metric val_err). A point's value is the MEDIAN over its seeds (robust to
+one diverged seed), with a 95% bootstrap percentile interval: the seeds are resampled with replacement
+BOOTSTRAP_RESAMPLES times from a fixed generator seed (the same results give the same interval), the median taken
+each time, and the 2.5th and 97.5th percentiles kept. With 3 seeds that interval is the seeds' range; one seed gives
+a zero-width interval.
+
 report.json:
-    runs          the best-learning-rate downstream run per (task, shift, mode, pretrain, N, model): task, mode,
-                  num_train, model, test_rel_l2, val_rel_l2, learning_rate, num_params, shift, task_ranges,
+    runs          the best-learning-rate downstream run per (task, shift, mode, pretrain, N, model, seed): task, mode,
+                  num_train, model, seed, test_rel_l2, val_rel_l2, learning_rate, num_params, shift, task_ranges,
                   pretrain, group, name, and lr_grid (every learning rate tried: val/test error, run name).
-                  The LR is chosen by validation error, as the paper did per downstream size.
+    points        one per (task, shift, pretrain, model, mode, num_train): seeds, test_rel_l2 (median over seeds),
+                  ci_low, ci_high, num_params, and `metrics`: every test metric the runs report (test_rel_l2,
+                  test_rel_h1, test_rel_linf, test_rel_residual, test_rel_l2_band_low/mid/high) as
+                  {median, ci_low, ci_high, seeds, values (per seed)}; a run lacking a metric is left out of it.
     pretrain      the pretraining runs.
     all_runs      every finished run as recorded in results.jsonl.
-    fits          err = a * N^-b per curve (least squares of log err on log N over the selected runs).
+    fits          err = a * N^-b per curve (least squares of log err on log N over the points' medians).
     data_savings  per fine-tuned point: N_scratch / N, the factor by which scratch training needs more
-                  downstream examples to reach the fine-tuned error. N_scratch is read off the scratch curve
-                  by linear interpolation in log-log; below the best scratch error (or above its worst) it is
-                  extrapolated with the scratch power-law fit and flagged `extrapolated`.
+                  downstream examples to reach the fine-tuned error, with its bootstrap interval (seeds resampled
+                  jointly across the curve's points, so a seed's scratch and fine-tuned runs stay paired).
+                  N_scratch is read off the scratch curve by linear interpolation in log-log; below the best
+                  scratch error (or above its worst) it is extrapolated with the scratch power-law fit and flagged
+                  `extrapolated`.
+    statistic     how points and intervals are made (median, interval level, resamples, generator seed).
     plots         paths of the PNG plots, relative to DIR.
 """
 
@@ -24,18 +37,34 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["build_report", "fit_power_law", "equivalent_scratch_size", "select_best_lr", "load_results"]
+from fno_jax.config import MODEL_SIZE_KEYS
+from fno_jax.json_io import write_json_atomic
+
+__all__ = [
+    "aggregate_points",
+    "bootstrap_ci",
+    "build_report",
+    "equivalent_scratch_size",
+    "fit_power_law",
+    "load_results",
+    "select_best_lr",
+]
 
 REQUIRED = ("task", "mode", "num_train", "model", "test_rel_l2")
-MODEL_KEYS = ("width", "modes", "depth", "fc_dim")
+# The paper's metric first: it is the headline of every table and plot.
+HEADLINE = "test_rel_l2"
+METRICS = ("test_rel_l2", "test_rel_h1", "test_rel_linf", "test_rel_residual")
+BANDS = ("low", "mid", "high")
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0
+LEVEL = 0.95
 
 
 def load_results(sweep_dir: str) -> list[dict]:
@@ -60,33 +89,38 @@ def load_results(sweep_dir: str) -> list[dict]:
             record.setdefault("pretrain", "")
             record.setdefault("group", record["task"])
             record.setdefault("val_rel_l2", record["test_rel_l2"])
+            record.setdefault("seed", 0)  # results from before seeds were recorded: one seed
             records.append(record)
     return records
 
 
-def _model_key(model: dict) -> tuple[int, ...]:
-    return tuple(int(model.get(k, 0)) for k in MODEL_KEYS)
+def model_key(model: dict) -> tuple[int, ...]:
+    """(width, modes, depth, fc_dim): what tells two models apart."""
+    return tuple(int(model.get(k, 0)) for k in MODEL_SIZE_KEYS)
 
 
-def _model_label(model: dict) -> str:
+def model_label(model: dict) -> str:
     return f"w{model.get('width')}m{model.get('modes')}"
 
 
+def _point_key(r: dict) -> tuple:
+    """(task, shift, model key, mode, pretrain, N): one point of a curve."""
+    return (r["task"], r["shift"], model_key(r["model"]), r["mode"], r["pretrain"], int(r["num_train"]))
+
+
 def select_best_lr(records: Sequence[dict]) -> list[dict]:
-    """One record per (task, shift, mode, pretrain, N, model): the lowest val_rel_l2 over learning rates.
+    """One record per (task, shift, mode, pretrain, N, model, seed): the lowest val_rel_l2 over learning rates.
 
     Each selected record gets `lr_grid`: every learning rate tried with its val/test error, sorted by LR.
     """
     buckets: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        if r.get("kind") == "pretrain":
-            continue
-        key = (r["task"], r["shift"], r["mode"], r["pretrain"], int(r["num_train"]), _model_key(r["model"]))
-        buckets[key].append(r)
+        if r.get("kind") != "pretrain":
+            buckets[(*_point_key(r), int(r["seed"]))].append(r)
     selected = []
-    for key in sorted(buckets, key=lambda k: (k[0], k[1], k[5], k[2], k[3], k[4])):
+    for key in sorted(buckets, key=lambda k: (k[0], k[1], k[2], k[3], k[4], k[5], k[6])):
         group = buckets[key]
-        best = dict(min(group, key=lambda r: (_finite(r["val_rel_l2"]), r.get("learning_rate", 0.0))))
+        best = dict(min(group, key=lambda r: (_finite(r["val_rel_l2"]), r.get("learning_rate") or 0.0)))
         best["lr_grid"] = sorted(
             (
                 {
@@ -106,6 +140,78 @@ def select_best_lr(records: Sequence[dict]) -> list[dict]:
 def _finite(x: Any) -> float:
     x = float(x) if x is not None else math.inf
     return x if math.isfinite(x) else math.inf
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    *,
+    statistic: Callable[..., Any] = np.median,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = LEVEL,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `statistic` over `values` (resampled with replacement); deterministic."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("bootstrap_ci: no values.")
+    if v.size == 1:
+        return float(v[0]), float(v[0])
+    rng = np.random.default_rng(seed)
+    stats = statistic(v[rng.integers(0, v.size, size=(resamples, v.size))], axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _metrics_of(record: dict) -> dict[str, float]:
+    """The test metrics a record carries (bands as test_rel_l2_band_<low|mid|high>); missing ones are absent."""
+    out = {m: float(record[m]) for m in METRICS if record.get(m) is not None}
+    bands = record.get("test_rel_l2_bands")
+    if isinstance(bands, dict):
+        out.update({f"test_rel_l2_band_{b}": float(bands[b]) for b in BANDS if bands.get(b) is not None})
+    elif isinstance(bands, list | tuple) and len(bands) == len(BANDS):
+        out.update({f"test_rel_l2_band_{b}": float(x) for b, x in zip(BANDS, bands) if x is not None})
+    return out
+
+
+def aggregate_points(runs: Sequence[dict]) -> list[dict]:
+    """One entry per (task, shift, pretrain, model, mode, N) over the per-seed best runs: median and interval."""
+    by_point: dict[tuple, list[dict]] = defaultdict(list)
+    for r in runs:
+        by_point[_point_key(r)].append(r)
+    points = []
+    for key in sorted(by_point):
+        rs = sorted(by_point[key], key=lambda r: r["seed"])
+        metrics: dict[str, dict[str, Any]] = {}
+        for name in sorted({m for r in rs for m in _metrics_of(r)}):
+            pairs = [(r["seed"], _metrics_of(r)[name]) for r in rs if name in _metrics_of(r)]
+            values = [v for _, v in pairs]
+            low, high = bootstrap_ci(values)
+            metrics[name] = {
+                "median": float(np.median(values)),
+                "ci_low": low,
+                "ci_high": high,
+                "seeds": [s for s, _ in pairs],
+                "values": values,
+            }
+        first = rs[0]
+        points.append(
+            {
+                "task": first["task"],
+                "shift": first["shift"],
+                "pretrain": first["pretrain"],
+                "model": first["model"],
+                "num_params": first.get("num_params"),
+                "mode": first["mode"],
+                "num_train": int(first["num_train"]),
+                "seeds": [r["seed"] for r in rs],
+                "test_rel_l2": metrics[HEADLINE]["median"],
+                "ci_low": metrics[HEADLINE]["ci_low"],
+                "ci_high": metrics[HEADLINE]["ci_high"],
+                "metrics": metrics,
+            }
+        )
+    return points
 
 
 def fit_power_law(num_train: Sequence[float], error: Sequence[float]) -> dict | None:
@@ -153,19 +259,19 @@ def equivalent_scratch_size(
     return float((fit["a"] / target) ** (1.0 / fit["b"])), True
 
 
-def _curves(runs: Sequence[dict]) -> dict[tuple, list[dict]]:
-    """(task, shift, model key, mode, pretrain) -> selected runs sorted by N."""
-    curves: dict[tuple, list[dict]] = defaultdict(list)
-    for r in runs:
-        curves[(r["task"], r["shift"], _model_key(r["model"]), r["mode"], r["pretrain"])].append(r)
-    for v in curves.values():
-        v.sort(key=lambda r: r["num_train"])
-    return curves
+def curves(points: Sequence[dict]) -> dict[tuple, list[dict]]:
+    """(task, shift, model key, mode, pretrain) -> points sorted by N."""
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for p in points:
+        out[(p["task"], p["shift"], model_key(p["model"]), p["mode"], p["pretrain"])].append(p)
+    for v in out.values():
+        v.sort(key=lambda p: p["num_train"])
+    return out
 
 
-def _fits(curves: dict[tuple, list[dict]]) -> list[dict]:
+def _fits(curve_map: dict[tuple, list[dict]]) -> list[dict]:
     fits = []
-    for (task, shift, _, mode, pretrain), pts in curves.items():
+    for (task, shift, _, mode, pretrain), pts in curve_map.items():
         if mode == "zeroshot":
             continue
         fit = fit_power_law([p["num_train"] for p in pts], [p["test_rel_l2"] for p in pts])
@@ -185,271 +291,115 @@ def _fits(curves: dict[tuple, list[dict]]) -> list[dict]:
     return fits
 
 
-def _data_savings(curves: dict[tuple, list[dict]], fits: list[dict]) -> list[dict]:
-    fit_of = {(f["task"], f["shift"], _model_key(f["model"]), f["mode"], f["pretrain"]): f for f in fits}
+def _savings_curve(scratch: Sequence[tuple[int, float]], finetune: Sequence[tuple[int, float]]) -> list:
+    """(N, N_scratch, savings, extrapolated) per fine-tuned (N, error), against a scratch curve of (N, error)."""
+    sn, se = [n for n, _ in scratch], [e for _, e in scratch]
+    fit = fit_power_law(sn, se)
     out = []
-    for key, pts in curves.items():
+    for n, err in finetune:
+        n_eq, extrapolated = equivalent_scratch_size(err, sn, se, fit)
+        out.append((n, n_eq, None if n_eq is None else n_eq / n, extrapolated))
+    return out
+
+
+def _resampled_medians(pts: Sequence[dict], seeds: Sequence[int], picks: np.ndarray) -> np.ndarray:
+    """[resamples, points]: each point's median at the drawn seeds (with repeats); a point that has none of the
+    drawn seeds keeps the median of all its seeds."""
+    out = np.empty((picks.shape[0], len(pts)))
+    for j, p in enumerate(pts):
+        headline = p["metrics"][HEADLINE]
+        by_seed = dict(zip(headline["seeds"], headline["values"], strict=True))
+        values = np.array([by_seed.get(s, np.nan) for s in seeds])[picks]
+        empty = np.all(np.isnan(values), axis=1)
+        values[empty] = np.median(headline["values"])
+        out[:, j] = np.nanmedian(values, axis=1)
+    return out
+
+
+def _savings_interval(
+    scratch: Sequence[dict], finetune: Sequence[dict], resamples: int = 2000
+) -> list[tuple[float | None, float | None]]:
+    """Bootstrap interval of each fine-tuned point's savings: seeds resampled jointly over both curves."""
+    seeds = sorted({s for p in (*scratch, *finetune) for s in p["metrics"][HEADLINE]["seeds"]})
+    if len(seeds) < 2:
+        return [(None, None)] * len(finetune)
+    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(seeds), size=(resamples, len(seeds)))
+    scratch_err = _resampled_medians(scratch, seeds, picks)
+    finetune_err = _resampled_medians(finetune, seeds, picks)
+    scratch_n, finetune_n = [p["num_train"] for p in scratch], [p["num_train"] for p in finetune]
+    draws: list[list[float | None]] = [[] for _ in finetune]
+    for b in range(resamples):
+        curve = _savings_curve(list(zip(scratch_n, scratch_err[b])), list(zip(finetune_n, finetune_err[b])))
+        for i, (_, _, saving, _) in enumerate(curve):
+            draws[i].append(saving)
+    tail = 100 * (1 - LEVEL) / 2
+    out = []
+    for d in draws:
+        finite = [x for x in d if x is not None and math.isfinite(x)]
+        if len(finite) < len(d):  # some resamples have no decreasing scratch fit to read N off
+            out.append((None, None))
+        else:
+            low, high = np.percentile(finite, [tail, 100 - tail])
+            out.append((float(low), float(high)))
+    return out
+
+
+def _data_savings(curve_map: dict[tuple, list[dict]]) -> list[dict]:
+    out = []
+    for key, pts in curve_map.items():
         task, shift, mkey, mode, pretrain = key
-        scratch = curves.get((task, shift, mkey, "scratch", ""))
+        scratch = curve_map.get((task, shift, mkey, "scratch", ""))
         if mode != "finetune" or not scratch:
             continue
-        sn = [p["num_train"] for p in scratch]
-        se = [p["test_rel_l2"] for p in scratch]
-        fit = fit_of.get((task, shift, mkey, "scratch", ""))
-        points = []
-        for p in pts:
-            n_eq, extrapolated = equivalent_scratch_size(p["test_rel_l2"], sn, se, fit)
-            points.append(
-                {
-                    "num_train": p["num_train"],
-                    "finetune_rel_l2": p["test_rel_l2"],
-                    "scratch_equivalent_num_train": n_eq,
-                    "savings": None if n_eq is None else n_eq / p["num_train"],
-                    "extrapolated": extrapolated,
-                }
-            )
+        central = _savings_curve(
+            [(p["num_train"], p["test_rel_l2"]) for p in scratch], [(p["num_train"], p["test_rel_l2"]) for p in pts]
+        )
+        intervals = _savings_interval(scratch, pts)
+        points = [
+            {
+                "num_train": n,
+                "finetune_rel_l2": p["test_rel_l2"],
+                "scratch_equivalent_num_train": n_eq,
+                "savings": saving,
+                "extrapolated": extrapolated,
+                "savings_ci_low": low,
+                "savings_ci_high": high,
+            }
+            for p, (n, n_eq, saving, extrapolated), (low, high) in zip(pts, central, intervals, strict=True)
+        ]
         out.append({"task": task, "shift": shift, "model": pts[0]["model"], "pretrain": pretrain, "points": points})
     return out
 
 
-def _fmt(x: Any, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.{digits}g}" if math.isfinite(x) else str(x)
-    return str(x)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _main_tables(runs: Sequence[dict], savings: list[dict]) -> list[tuple[str, str]]:
-    """Per (task, shift, model): error by N, one column per scratch / finetune / zeroshot curve + savings."""
-    saving_of = {
-        (s["task"], s["shift"], _model_key(s["model"]), s["pretrain"], p["num_train"]): p
-        for s in savings
-        for p in s["points"]
-    }
-    by_panel: dict[tuple, list[dict]] = defaultdict(list)
-    for r in runs:
-        by_panel[(r["task"], r["shift"], _model_key(r["model"]))].append(r)
-    multi_model = len({k[2] for k in by_panel}) > 1
-    tables = []
-    for (task, shift, mkey), rs in sorted(by_panel.items()):
-        pretrains = sorted({r["pretrain"] for r in rs if r["pretrain"]})
-        columns = [("scratch", "")] + [("finetune", p) for p in pretrains]
-        sizes = sorted({r["num_train"] for r in rs if r["mode"] != "zeroshot"})
-        value = {(r["mode"], r["pretrain"], r["num_train"]): r["test_rel_l2"] for r in rs}
-        header = ["N"] + [m if not p else f"{m} ({p})" for m, p in columns]
-        header += [f"savings ({p})" for p in pretrains]
-        rows = []
-        for n in sizes:
-            row = [n] + [value.get((m, p, n)) for m, p in columns]
-            for p in pretrains:
-                s = saving_of.get((task, shift, mkey, p, n))
-                if s is None or s["savings"] is None:
-                    row.append(None)
-                else:
-                    row.append(f"{s['savings']:.3g}x" + (" (extrap.)" if s["extrapolated"] else ""))
-            rows.append(row)
-        for p in pretrains:
-            if ("zeroshot", p, 0) in value:
-                rows.append([f"zero-shot ({p})"] + [None] * (len(header) - 1))
-                rows[-1][1 + columns.index(("finetune", p))] = value[("zeroshot", p, 0)]
-        model = rs[0]["model"]
-        title = f"{task}, shift {shift or '-'}" + (f", model {_model_label(model)}" if multi_model else "")
-        tables.append((title, _table(header, rows)))
-    return tables
-
-
-def _model_size_table(runs: Sequence[dict]) -> str | None:
-    models = {_model_key(r["model"]): r for r in runs}
-    if len(models) < 2:
-        return None
-    mkeys = sorted(models, key=lambda k: (models[k].get("num_params") or 0, k))
-    header = ["task", "shift", "mode", "pretrain", "N"] + [
-        f"{_model_label(models[k]['model'])} ({_fmt(models[k].get('num_params'))} p)" for k in mkeys
-    ]
-    cells: dict[tuple, dict] = defaultdict(dict)
-    for r in runs:
-        cells[(r["task"], r["shift"], r["mode"], r["pretrain"], r["num_train"])][_model_key(r["model"])] = r[
-            "test_rel_l2"
-        ]
-    rows = [list(k) + [cells[k].get(m) for m in mkeys] for k in sorted(cells)]
-    return _table(header, rows)
-
-
-def _slug(*parts: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", "_".join(str(p) for p in parts if p != "")).strip("_")
-
-
-def _plots(sweep_dir: str, runs: Sequence[dict], fits: list[dict]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
-
-    plot_dir = os.path.join(sweep_dir, "plots")
-    os.makedirs(plot_dir, exist_ok=True)
-    written = []
-    curves = _curves(runs)
-    fit_of = {(f["task"], f["shift"], _model_key(f["model"]), f["mode"], f["pretrain"]): f for f in fits}
-    panels = sorted({k[:3] for k in curves})
-    multi_model = len({k[2] for k in panels}) > 1
-    for task, shift, mkey in panels:
-        fig, ax = plt.subplots(figsize=(5.5, 4.2))
-        keys = sorted(k for k in curves if k[:3] == (task, shift, mkey))
-        for i, key in enumerate(keys):
-            mode, pretrain = key[3], key[4]
-            pts = curves[key]
-            label = mode + (f" ({pretrain})" if pretrain else "")
-            color = f"C{i}"
-            if mode == "zeroshot":
-                ax.axhline(pts[0]["test_rel_l2"], color=color, linestyle=":", label=label)
-                continue
-            n = [p["num_train"] for p in pts]
-            e = [p["test_rel_l2"] for p in pts]
-            ax.plot(n, e, "o-", color=color, label=label)
-            fit = fit_of.get(key)
-            if fit is not None:
-                grid = np.geomspace(min(n), max(n), 50)
-                ax.plot(grid, fit["a"] * grid ** -fit["b"], "--", color=color, alpha=0.5, linewidth=1)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("downstream training examples N")
-        ax.set_ylabel("test relative L2 error")
-        model = curves[keys[0]][0]["model"]
-        ax.set_title(f"{task} {shift}" + (f" {_model_label(model)}" if multi_model else ""))
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        name = f"error_vs_n_{_slug(task, shift, _model_label(model) if multi_model else '')}.png"
-        fig.tight_layout()
-        fig.savefig(os.path.join(plot_dir, name), dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        written.append(os.path.join("plots", name))
-
-    # Error vs model size, one panel per (task, shift): a line per (mode, pretrain, N).
-    if multi_model:
-        for task, shift in sorted({k[:2] for k in panels}):
-            lines: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
-            for r in runs:
-                if (r["task"], r["shift"]) == (task, shift) and r.get("num_params"):
-                    lines[(r["mode"], r["pretrain"], r["num_train"])].append((r["num_params"], r["test_rel_l2"]))
-            if not lines:
-                continue
-            fig, ax = plt.subplots(figsize=(7.0, 4.2))
-            # Colour = N (same colour for every mode at one N), line style = mode.
-            sizes = sorted({key[2] for key in lines})
-            cmap = plt.get_cmap("viridis")
-            for (mode, pretrain, n), pts in sorted(lines.items()):
-                pts.sort()
-                style = {"scratch": "o-", "finetune": "s--", "zeroshot": "^:"}[mode]
-                color = "k" if mode == "zeroshot" else cmap(sizes.index(n) / max(1, len(sizes) - 1))
-                label = f"{mode}" + (f" ({pretrain})" if pretrain else "") + (f" N={n}" if mode != "zeroshot" else "")
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("parameters")
-            ax.set_ylabel("test relative L2 error")
-            ax.set_title(f"{task} {shift}: error vs model size")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
-            name = f"error_vs_model_size_{_slug(task, shift)}.png"
-            fig.tight_layout()
-            fig.savefig(os.path.join(plot_dir, name), dpi=110, bbox_inches="tight")
-            plt.close(fig)
-            written.append(os.path.join("plots", name))
-
-    zeroshot = [r for r in runs if r["mode"] == "zeroshot"]
-    if zeroshot:
-        zeroshot.sort(key=lambda r: (r["task"], r["shift"], r["pretrain"], _model_key(r["model"])))
-        labels = [
-            f"{r['task']} {r['shift']}\nfrom {r['pretrain']}" + (f" {_model_label(r['model'])}" if multi_model else "")
-            for r in zeroshot
-        ]
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(zeroshot) + 1.5), 4.2))
-        ax.bar(range(len(zeroshot)), [r["test_rel_l2"] for r in zeroshot], color="C2")
-        ax.set_xticks(range(len(zeroshot)))
-        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
-        ax.set_ylabel("test relative L2 error")
-        ax.set_title("zero-shot error of pretrained models")
-        fig.tight_layout()
-        fig.savefig(os.path.join(plot_dir, "zeroshot.png"), dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        written.append(os.path.join("plots", "zeroshot.png"))
-    return written
-
-
-def _markdown(report: dict, tables: list[tuple[str, str]], model_table: str | None) -> str:
-    out = ["# Report", "", "Test relative L2 error of the best-validation learning rate per point.", ""]
-    out += ["## Error by downstream size", ""]
-    for title, table in tables:
-        out += [f"### {title}", "", table, ""]
-    out += [
-        "`savings` = N_scratch(err_finetune(N)) / N: how many times more downstream examples training from "
-        "scratch needs to reach the fine-tuned error (log-log interpolation of the scratch curve; "
-        "`extrap.` = beyond the scratch curve, from its power-law fit).",
-        "",
-    ]
-    if model_table:
-        out += ["## Error by model size", "", model_table, ""]
-    if report["fits"]:
-        out += ["## Power-law fits err = a N^-b", ""]
-        rows = [
-            [f["task"], f["shift"], _model_label(f["model"]), f["mode"], f["pretrain"], f["a"], f["b"], f["r2"]]
-            for f in report["fits"]
-        ]
-        out += [_table(["task", "shift", "model", "mode", "pretrain", "a", "b", "r2"], rows), ""]
-    out += ["## Learning-rate selection (validation error per LR)", ""]
-    rows = []
-    for r in report["runs"]:
-        if r["mode"] == "zeroshot":
-            continue
-        grid = ", ".join(f"{g['learning_rate']:g}: {_fmt(g['val_rel_l2'])}" for g in r["lr_grid"])
-        rows.append([r["task"], r["shift"], r["mode"], r["pretrain"], r["num_train"], r["learning_rate"], grid])
-    out += [_table(["task", "shift", "mode", "pretrain", "N", "chosen LR", "val error by LR"], rows), ""]
-    if report["pretrain"]:
-        out += ["## Pretraining runs", ""]
-        rows = [
-            [
-                p.get("name", ""),
-                p["task"],
-                p["num_train"],
-                _model_label(p["model"]),
-                p.get("num_params"),
-                p["test_rel_l2"],
-            ]
-            for p in report["pretrain"]
-        ]
-        out += [_table(["run", "task", "N", "model", "params", "test error"], rows), ""]
-    if report["plots"]:
-        out += ["## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]] + [""]
-    return "\n".join(out)
-
-
 def build_report(sweep_dir: str, *, plots: bool = True, verbose: bool = False) -> dict:
     """Read SWEEP_DIR/results.jsonl; write report.json, report.md, plots/*.png; return the report dict."""
+    from experiments import report_plots, report_tables  # they use this module's helpers
+
     records = load_results(sweep_dir)
     runs = select_best_lr(records)
-    curves = _curves(runs)
-    fits = _fits(curves)
-    savings = _data_savings(curves, fits)
+    points = aggregate_points(runs)
+    curve_map = curves(points)
+    fits = _fits(curve_map)
+    savings = _data_savings(curve_map)
     report = {
         "runs": runs,
+        "points": points,
         "pretrain": [r for r in records if r.get("kind") == "pretrain"],
         "all_runs": records,
         "fits": fits,
         "data_savings": savings,
-        "plots": _plots(sweep_dir, runs, fits) if plots and runs else [],
+        "statistic": {
+            "point": "median over seeds",
+            "interval": f"{LEVEL:.0%} percentile bootstrap over seeds",
+            "resamples": BOOTSTRAP_RESAMPLES,
+            "generator_seed": BOOTSTRAP_SEED,
+        },
+        "plots": report_plots.write_plots(sweep_dir, points, fits, savings) if plots and points else [],
     }
-    tables = _main_tables(runs, savings)
-    with open(os.path.join(sweep_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
+    tables = report_tables.main_tables(points, savings)
+    write_json_atomic(os.path.join(sweep_dir, "report.json"), report)
     with open(os.path.join(sweep_dir, "report.md"), "w") as f:
-        f.write(_markdown(report, tables, _model_size_table(runs)))
+        f.write(report_tables.markdown(report, tables))
     if verbose:
         for title, table in tables:
             print(f"\n{title}\n{table}")

@@ -6,54 +6,90 @@ A *study* is an `ml_collections.ConfigDict` with
     base            a complete run config (`experiments/configs/base.py` `get_config()`, overridden); every
                     expanded run starts from a copy of it, so every run config has exactly base.py's keys.
     models          tuple of (width, modes) pairs; empty = the single model of `base.model`. Every pretraining
-                    run is repeated per model, and downstream runs fine-tune the pretrained run of *their* model.
+                    run is repeated per model (head width fc_dim = 2 x width, the paper's rule), and downstream
+                    runs fine-tune the pretrained run of *their* model.
+    seeds           number of seeds per downstream point: every downstream run is repeated with seed
+                    base.seed + s, s = 0 .. seeds-1. A seed varies the init, the data order and the nested
+                    subset drawn from the pool; never the pool, the validation or the test set (`data.seed`).
+    pretrain_per_seed
+                    False (default): one pretraining run (seed base.seed) that every seed fine-tunes, as the paper
+                    fine-tunes one pretrained model; the intervals are then over downstream randomness. True: each
+                    seed pretrains its own model and fine-tunes / evaluates zero-shot from it, so the intervals also
+                    cover pretraining's randomness (at `seeds` x the pretraining cost).
+    data_seed       pretrain, downstream: the `data.seed` of pretraining and of downstream runs. They differ, so
+                    the downstream pool never repeats the pretraining pool's sources (the paper generated every
+                    dataset with seed 0, so its downstream sources were its pretraining sources; equal seeds give
+                    that back).
+    mixture         "full" (default): a `mixed` pretraining run trains on every family's whole pretraining set
+                    (its data.num_train is per family, times the number of families), so the mixed model has seen
+                    everything each single-family model saw; "equal_total": data.num_train samples in total, the
+                    same budget as one single-family run.
+    pack            True (default): runs of one shape may train packed as one program. The sweep ignores it for
+                    now and runs one at a time (there is no packed trainer yet).
     pretrain.<name> task (str) and overrides (partial run config, e.g. {"task_ranges": {...}, "train": {...}}).
     downstream.<group>
                     task, shift (label of the downstream ranges, e.g. "e5-10"), task_ranges (partial),
                     num_train (tuple of downstream sizes N), modes (subset of scratch / finetune / zeroshot),
                     pretrained (tuple of pretrain names fine-tuned / evaluated zero-shot), learning_rates (grid;
-                    every LR is run, the report keeps the best-validation one per N), steps (epochs, min_steps,
-                    max_steps: num_steps = clip(epochs * ceil(N / batch), min_steps, max_steps)), overrides
-                    (partial run config applied to every run of the group).
+                    every LR is run, the report keeps the best-validation one per point and seed), epochs
+                    (run length), batch_size (a run at N uses min(N, batch_size)), overrides (partial run config
+                    applied to every run of the group).
 
 Expansion rules (the "why" of each is in the code):
   * pretraining runs come first, downstream runs after, so running the list in order meets every dependency;
-  * scratch:  init_from = "", the group's LR grid and step rule;
+  * every training run's length is in epochs (train.num_epochs, train.num_steps = -1): steps =
+    epochs x floor(num_train / batch) with the last partial batch dropped, as the paper's loader does;
+  * every run evaluates once per epoch (train.eval_every = 0, bounded by train.max_evals) and keeps the
+    checkpoint of lowest validation loss (train.select_by = "val_loss");
+  * scratch:  init_from = "", the group's LR grid;
   * finetune: init_from = the pretrain run's workdir, its model and input layout (a `mixed` model keeps the
-              7-channel layout on a single-PDE task);
-  * zeroshot: train.num_steps = 0, init_from as finetune, one run per (group, pretrain, model) - no N, no LR -
-              and the pretrained normalization statistics (downstream statistics would rescale the OOD
-              coefficients back into the training range and hide the shift);
-  * the global batch is min(train.batch_size, N) so tiny downstream sets still make full batches.
+              7-channel layout on a single-PDE task), the same LR grid;
+  * zeroshot: train.num_steps = 0, init_from as finetune, one run per (group, pretrain, model, pretraining seed) -
+              no N, no LR - and the downstream normalization statistics (the paper evaluates a pretrained model on
+              the downstream dataset with that dataset's scales);
+  * every N of a group draws from one train pool of the largest N, whose inputs give the normalization
+    statistics, the same at every N;
+  * the global batch is min(batch_size, N) so tiny downstream sets still make full batches (the paper's rule).
 
-The workdir of a run is `SWEEP_DIR/runs/<name>/`; names are readable and unique, e.g.
-`pretrain-poisson`, `poisson_e5-10-finetune-from-poisson-n00032-lr0.001`, `...-w32m8` when `models` is set.
+The workdir of a run is `SWEEP_DIR/runs/<name>/`; names are readable and unique, e.g. `pretrain-poisson-s0`,
+`poisson_e5-10-finetune-from-poisson-n00032-lr0.001-s1`, with `-w32m8` before the seed when `models` is set.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
 
 from experiments.configs import base as base_config
+from experiments.configs.study_scale import HEAD_FACTOR
+from fno_jax.channels import num_channels
+from fno_jax.config import flat_items, layout_of, model_size
+from solvers.families import FAMILIES, MIXED, TASK_NAMES
+
+__all__ = [
+    "MODES",
+    "MIXTURES",
+    "RunSpec",
+    "apply_overrides",
+    "downstream_group",
+    "epoch_steps",
+    "expand_study",
+    "fno_num_params",
+    "new_study",
+    "num_steps_of",
+    "pretrain_entry",
+    "run_workdir",
+    "shift_label",
+]
 
 MODES = ("scratch", "finetune", "zeroshot")
-TASKS = ("poisson", "advection_diffusion", "helmholtz", "mixed")
-# Input channels of each layout (source + coefficient channels), see fno_jax/channels.py.
-LAYOUT_CHANNELS = {"poisson": 4, "advection_diffusion": 6, "helmholtz": 3, "mixed": 7}
-# The task_ranges field each single-PDE family reads; used to describe a downstream shift.
-RANGE_FIELD = {
-    "poisson": "eigenvalue_range",
-    "advection_diffusion": "ratio_range",
-    "helmholtz": "omega_range",
-}
+MIXTURES = ("full", "equal_total")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -66,7 +102,8 @@ class RunSpec:
       config: the complete, locked run config (base.py's keys only).
       depends_on: names of runs that must have finished (summary.json) before this one starts.
       meta: JSON-serialisable description merged into the run's results.jsonl record: kind
-        ("pretrain" | "downstream"), group, shift, task_ranges, mode, pretrain, num_train, learning_rate, model.
+        ("pretrain" | "downstream"), group, shift, task, task_ranges, mode, pretrain, num_train, learning_rate,
+        model, seed, num_steps (the derived run length), num_params.
     """
 
     name: str
@@ -104,29 +141,43 @@ def fno_num_params(
     return spectral + pointwise + lift + head
 
 
-def parse_study_arg(arg: str | None, choices: Iterable[str]) -> set[str]:
-    """Split a config-file ARG such as "poisson,runlocal" into options, each checked against `choices`."""
-    choices = set(choices)
-    options = {part.strip() for part in (arg or "").split(",") if part.strip()}
-    unknown = options - choices
-    if unknown:
-        raise ValueError(
-            f"Unknown study config argument(s) {sorted(unknown)} in {arg!r}; valid options are "
-            f"{sorted(choices)}, comma-separated (e.g. ':runlocal')."
-        )
-    return options
+def epoch_steps(num_train: int, batch_size: int, epochs: int) -> int:
+    """Steps of `epochs` epochs over `num_train` samples at `batch_size`, the last partial batch dropped.
+
+    The paper's loader (utils/data_utils.py, drop_last=True) and its 500-epoch runs: 500 * floor(N / batch).
+    """
+    if batch_size < 1 or num_train < batch_size:
+        raise ValueError(f"epoch_steps: need 1 <= batch_size <= num_train, got batch {batch_size}, N {num_train}.")
+    return int(epochs) * (int(num_train) // int(batch_size))
 
 
 def new_study(name: str) -> ml_collections.ConfigDict:
-    """An empty study with `base` = base.py's run config; callers fill pretrain/downstream."""
+    """An empty study: `base` = base.py's run config with the paper's protocol; callers fill pretrain/downstream."""
     study = ml_collections.ConfigDict()
     study.name = name
     study.description = ""
     study.base = base_config.get_config()
+    _apply_protocol(study.base)
     study.models = ()
+    study.seeds = 1
+    study.pretrain_per_seed = False
+    study.data_seed = ml_collections.ConfigDict({"pretrain": 0, "downstream": 1})
+    study.mixture = "full"
+    # Runs of one shape may be packed into one program by the sweep; ignored until the packed trainer exists.
+    study.pack = True
     study.pretrain = ml_collections.ConfigDict()
     study.downstream = ml_collections.ConfigDict()
     return study
+
+
+def _apply_protocol(base: ml_collections.ConfigDict) -> None:
+    """The paper's training protocol, whatever the run-config defaults are (docs/FIDELITY.md)."""
+    base.model.init = "torch"  # PyTorch's default Linear/Conv init, as the paper's model
+    base.train.num_steps = -1  # lengths are epochs: steps derived from train.num_epochs
+    base.train.eval_every = 0  # validate once per epoch (utils/trainer.py)
+    base.train.select_by = "val_loss"  # keep the epoch of lowest validation loss
+    base.train.matmul_precision = "highest"  # full float32: no TF32 on GPUs
+    base.finetune.norm_stats = "downstream"  # statistics of the downstream pool, zero-shot included
 
 
 def pretrain_entry(task: str, **overrides: Any) -> ml_collections.ConfigDict:
@@ -142,8 +193,7 @@ def downstream_group(
     pretrained: Sequence[str],
     learning_rates: Sequence[float],
     epochs: int,
-    min_steps: int,
-    max_steps: int,
+    batch_size: int,
     modes: Sequence[str] = MODES,
     shift: str = "",
     **overrides: Any,
@@ -160,7 +210,8 @@ def downstream_group(
             "modes": tuple(modes),
             "pretrained": tuple(pretrained),
             "learning_rates": tuple(float(lr) for lr in learning_rates),
-            "steps": {"epochs": epochs, "min_steps": min_steps, "max_steps": max_steps},
+            "epochs": int(epochs),
+            "batch_size": int(batch_size),
             "overrides": overrides,
         }
     )
@@ -168,30 +219,11 @@ def downstream_group(
 
 def shift_label(task: str, task_ranges: dict[str, Any]) -> str:
     """'e5-10', 'r1-2', 'w5-15' for the task's own range field; '' for mixed."""
-    field = RANGE_FIELD.get(task)
-    if field is None or field not in task_ranges:
+    family = FAMILIES.get(task)
+    if family is None or family.range_field not in task_ranges:
         return ""
-    lo, hi = task_ranges[field]
-    prefix = {"eigenvalue_range": "e", "ratio_range": "r", "omega_range": "w"}[field]
-    return f"{prefix}{lo:g}-{hi:g}"
-
-
-def downstream_steps(num_train: int, batch_size: int, epochs: int, min_steps: int, max_steps: int) -> int:
-    """clip(epochs * ceil(N / batch), min_steps, max_steps): a fixed number of epochs, bounded both ways."""
-    per_epoch = math.ceil(num_train / batch_size)
-    return int(min(max_steps, max(min_steps, epochs * per_epoch)))
-
-
-def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
-    """Dotted paths of all leaves of a ConfigDict ("train.learning_rate", ...)."""
-    keys = set()
-    for key, value in config.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, ml_collections.ConfigDict):
-            keys |= flat_keys(value, path + ".")
-        else:
-            keys.add(path)
-    return keys
+    lo, hi = task_ranges[family.range_field]
+    return f"{family.range_label}{lo:g}-{hi:g}"
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Any, where: str, _prefix: str = "") -> None:
@@ -225,119 +257,84 @@ def _check_name(kind: str, name: str) -> None:
         )
 
 
-def _model_suffix(models: Sequence[Sequence[int]], width: int, modes: int) -> str:
-    return f"-w{width}m{modes}" if models else ""
-
-
-def _layout(config: ml_collections.ConfigDict) -> str:
-    return config.data.layout or config.task
-
-
-def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSpec]:
-    """Expand a study into its runs, dependencies first (see the module docstring for the rules)."""
-    where = f"study {study.get('name', '?')!r}"
+def _check_study(study: ml_collections.ConfigDict, where: str) -> None:
     for field in ("base", "pretrain", "downstream"):
         if field not in study:
             raise ValueError(f"{where}: missing field '{field}' (start from experiments.study.new_study).")
-    reference = flat_keys(base_config.get_config())
-    extra = flat_keys(study.base) - reference
-    missing = reference - flat_keys(study.base)
+    reference = set(flat_items(base_config.get_config()))
+    extra = set(flat_items(study.base)) - reference
+    missing = reference - set(flat_items(study.base))
     if extra or missing:
         raise ValueError(
             f"{where}: study.base must have exactly the keys of experiments/configs/base.py; "
             f"extra {sorted(extra)}, missing {sorted(missing)}."
         )
-    sweep_dir = os.path.abspath(sweep_dir)
+    if int(study.get("seeds", 1)) < 1:
+        raise ValueError(f"{where}: seeds must be >= 1, got {study.seeds}.")
+    if study.get("mixture", "full") not in MIXTURES:
+        raise ValueError(f"{where}: mixture must be one of {MIXTURES}, got {study.mixture!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Expansion:
+    """What every run of one study shares while it is expanded."""
+
+    study: ml_collections.ConfigDict
+    sweep_dir: str
+    where: str
+    models: tuple[tuple[int, int], ...]  # the study's ladder; empty = base.model only
+
+    @property
+    def model_list(self) -> tuple[tuple[int, int], ...]:
+        base = self.study.base.model
+        return self.models or ((int(base.width), int(base.modes)),)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(int(self.study.base.seed) + s for s in range(int(self.study.get("seeds", 1))))
+
+    @property
+    def pretrain_seeds(self) -> tuple[int, ...]:
+        return self.seeds if self.study.get("pretrain_per_seed", False) else self.seeds[:1]
+
+    def data_seed(self, kind: str) -> int:
+        seeds = self.study.get("data_seed", {"pretrain": 0, "downstream": 1})
+        return int(seeds[kind])
+
+    def set_model(self, config: ml_collections.ConfigDict, width: int, modes: int) -> None:
+        if self.models:  # the study's model list wins over per-run overrides
+            config.model.width, config.model.modes = width, modes
+            config.model.fc_dim = HEAD_FACTOR * width
+
+    def suffix(self, width: int, modes: int, seed: int) -> str:
+        return (f"-w{width}m{modes}" if self.models else "") + f"-s{seed}"
+
+
+def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSpec]:
+    """Expand a study into its runs, dependencies first (see the module docstring for the rules)."""
+    where = f"study {study.get('name', '?')!r}"
+    _check_study(study, where)
     models = tuple(tuple(int(v) for v in m) for m in study.get("models", ()) or ())
     for m in models:
         if len(m) != 2 or min(m) < 1:
             raise ValueError(f"{where}: models must be (width, modes) pairs of positive ints, got {m}.")
-    model_list = models or ((int(study.base.model.width), int(study.base.model.modes)),)
+    ex = _Expansion(study, os.path.abspath(sweep_dir), where, models)
 
     runs: list[RunSpec] = []
-    # (pretrain name, model index) -> (run name, run config)
-    pretrained: dict[tuple[str, int], tuple[str, ml_collections.ConfigDict]] = {}
+    # (pretrain name, model index, seed) -> (run name, run config)
+    pretrained: dict[tuple[str, int, int], tuple[str, ml_collections.ConfigDict]] = {}
     for pname, entry in study.pretrain.items():
         _check_name("pretrain", pname)
-        if entry.task not in TASKS:
-            raise ValueError(f"{where}: pretrain {pname!r} has task {entry.task!r}; use one of {TASKS}.")
-        for mi, (width, modes) in enumerate(model_list):
-            config = copy.deepcopy(study.base)
-            config.lock()
-            config.task = entry.task
-            apply_overrides(config, entry.get("overrides"), f"{where}, pretrain {pname!r}")
-            if models:  # the study's model list wins over per-run overrides
-                config.model.width, config.model.modes = width, modes
-            name = f"pretrain-{pname}{_model_suffix(models, width, modes)}"
-            meta = {
-                "kind": "pretrain",
-                "group": f"pretrain-{pname}",
-                "shift": "pretrain",
-                "task": config.task,
-                "task_ranges": _ranges_of(config),
-                "mode": "scratch",
-                "pretrain": "",
-                "num_train": int(config.data.num_train),
-                "learning_rate": float(config.train.learning_rate),
-                "model": _model_dict(config),
-            }
-            runs.append(RunSpec(name, config, (), meta))
-            pretrained[(pname, mi)] = (name, config)
+        if entry.task not in TASK_NAMES:
+            raise ValueError(f"{where}: pretrain {pname!r} has task {entry.task!r}; use one of {TASK_NAMES}.")
+        for mi, (width, modes) in enumerate(ex.model_list):
+            for seed in ex.pretrain_seeds:
+                spec = _pretrain_run(ex, pname, entry, width, modes, seed)
+                runs.append(spec)
+                pretrained[(pname, mi, seed)] = (spec.name, spec.config)
 
     for gname, group in study.downstream.items():
-        _check_name("downstream group", gname)
-        gwhere = f"{where}, downstream {gname!r}"
-        if group.task not in TASKS:
-            raise ValueError(f"{gwhere}: task {group.task!r}; use one of {TASKS}.")
-        bad_modes = set(group.modes) - set(MODES)
-        if bad_modes:
-            raise ValueError(f"{gwhere}: unknown modes {sorted(bad_modes)}; use a subset of {MODES}.")
-        sizes = tuple(int(n) for n in group.num_train)
-        if not sizes or min(sizes) < 1:
-            raise ValueError(f"{gwhere}: num_train must be a non-empty tuple of sizes >= 1, got {sizes}.")
-        lrs = tuple(float(lr) for lr in group.learning_rates)
-        if not lrs or min(lrs) <= 0:
-            raise ValueError(f"{gwhere}: learning_rates must be a non-empty tuple of positive floats.")
-        needs_pretrain = {"finetune", "zeroshot"} & set(group.modes)
-        if needs_pretrain and not group.pretrained:
-            raise ValueError(f"{gwhere}: modes {sorted(needs_pretrain)} need `pretrained` run names.")
-        for pname in group.pretrained:
-            if pname not in study.pretrain:
-                raise ValueError(
-                    f"{gwhere}: pretrained {pname!r} is not a study.pretrain entry "
-                    f"(have {sorted(study.pretrain.keys())})."
-                )
-        for mi, (width, modes) in enumerate(model_list):
-            suffix = _model_suffix(models, width, modes)
-            downstream = copy.deepcopy(study.base)
-            downstream.lock()
-            downstream.task = group.task
-            apply_overrides(downstream, {"task_ranges": group.task_ranges}, gwhere)
-            apply_overrides(downstream, group.get("overrides"), gwhere)
-            if models:
-                downstream.model.width, downstream.model.modes = width, modes
-            # Every N of the group draws from one train pool, so N=8 lies inside N=16 inside ... (unless a
-            # stored dataset, whose train split is the pool, is used).
-            downstream.data.num_train_pool = max(int(downstream.data.num_train_pool), max(sizes))
-
-            for n in sizes:
-                for mode in [m for m in MODES if m in group.modes and m != "zeroshot"]:
-                    for pname in group.pretrained if mode == "finetune" else ("",):
-                        for lr in lrs:
-                            config, deps = _downstream_run(
-                                downstream, mode, pretrained.get((pname, mi)), n, lr, group.steps, sweep_dir
-                            )
-                            source = f"-from-{pname}" if pname else ""
-                            name = f"{gname}-{mode}{source}-n{n:05d}-lr{lr:g}{suffix}"
-                            runs.append(RunSpec(name, config, deps, _meta(config, gname, group, mode, pname, n)))
-            if "zeroshot" in group.modes:
-                for pname in group.pretrained:
-                    # N does not matter without training; the smallest keeps any split generation cheap.
-                    config, deps = _downstream_run(
-                        downstream, "zeroshot", pretrained[(pname, mi)], min(sizes), lrs[0], group.steps, sweep_dir
-                    )
-                    name = f"{gname}-zeroshot-from-{pname}{suffix}"
-                    runs.append(RunSpec(name, config, deps, _meta(config, gname, group, "zeroshot", pname, 0)))
+        runs += _group_runs(ex, gname, group, pretrained)
 
     names = [r.name for r in runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -346,14 +343,121 @@ def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSp
     return runs
 
 
+def _pretrain_run(
+    ex: _Expansion, pname: str, entry: ml_collections.ConfigDict, width: int, modes: int, seed: int
+) -> RunSpec:
+    config = copy.deepcopy(ex.study.base)
+    config.lock()
+    config.task = entry.task
+    apply_overrides(config, entry.get("overrides"), f"{ex.where}, pretrain {pname!r}")
+    ex.set_model(config, width, modes)
+    config.seed = seed
+    config.data.seed = ex.data_seed("pretrain")
+    if entry.task == MIXED and ex.study.get("mixture", "full") == "full":
+        config.data.num_train = int(config.data.num_train) * len(FAMILIES)
+    num_steps = _set_length(config)
+    name = f"pretrain-{pname}{ex.suffix(width, modes, seed)}"
+    meta = {
+        "kind": "pretrain",
+        "group": f"pretrain-{pname}",
+        "shift": "pretrain",
+        "task": config.task,
+        "task_ranges": _ranges_of(config),
+        "mode": "scratch",
+        "pretrain": "",
+        "num_train": int(config.data.num_train),
+        "learning_rate": float(config.train.learning_rate),
+        **_run_facts(config, seed, num_steps),
+    }
+    return RunSpec(name, config, (), meta)
+
+
+def _group_runs(
+    ex: _Expansion,
+    gname: str,
+    group: ml_collections.ConfigDict,
+    pretrained: dict[tuple[str, int, int], tuple[str, ml_collections.ConfigDict]],
+) -> list[RunSpec]:
+    """Every run of one downstream group: per model, N, mode, pretrained model, LR and seed; then zero-shot."""
+    _check_name("downstream group", gname)
+    gwhere = f"{ex.where}, downstream {gname!r}"
+    sizes, lrs = _check_group(ex, group, gwhere)
+    runs = []
+    for mi, (width, modes) in enumerate(ex.model_list):
+        downstream = copy.deepcopy(ex.study.base)
+        downstream.lock()
+        downstream.task = group.task
+        apply_overrides(downstream, {"task_ranges": group.task_ranges}, gwhere)
+        apply_overrides(downstream, group.get("overrides"), gwhere)
+        ex.set_model(downstream, width, modes)
+        downstream.data.seed = ex.data_seed("downstream")
+        # Every N of the group draws from one train pool, so N=8 lies inside N=16 inside ..., and the pool's
+        # inputs give the normalization statistics at every N (unless a stored dataset, whose train split is
+        # the pool, is used).
+        downstream.data.num_train_pool = max(int(downstream.data.num_train_pool), max(sizes))
+
+        for n in sizes:
+            for mode in [m for m in MODES if m in group.modes and m != "zeroshot"]:
+                for pname in group.pretrained if mode == "finetune" else ("",):
+                    for lr in lrs:
+                        for seed in ex.seeds:
+                            pre = pretrained.get((pname, mi, _pretrain_seed(ex, seed)))
+                            config, deps = _downstream_run(ex, downstream, mode, pre, n, group, seed)
+                            config.train.learning_rate = lr
+                            source = f"-from-{pname}" if pname else ""
+                            name = f"{gname}-{mode}{source}-n{n:05d}-lr{lr:g}{ex.suffix(width, modes, seed)}"
+                            runs.append(RunSpec(name, config, deps, _meta(config, gname, group, mode, pname, n)))
+        if "zeroshot" in group.modes:
+            for pname in group.pretrained:
+                for seed in ex.pretrain_seeds:
+                    # No training: N and LR do not matter; the pool (and its statistics) is the group's.
+                    config, deps = _downstream_run(
+                        ex, downstream, "zeroshot", pretrained[(pname, mi, seed)], min(sizes), group, seed
+                    )
+                    name = f"{gname}-zeroshot-from-{pname}{ex.suffix(width, modes, seed)}"
+                    runs.append(RunSpec(name, config, deps, _meta(config, gname, group, "zeroshot", pname, 0)))
+    return runs
+
+
+def _check_group(ex: _Expansion, group: ml_collections.ConfigDict, gwhere: str) -> tuple[tuple[int, ...], tuple]:
+    if group.task not in TASK_NAMES:
+        raise ValueError(f"{gwhere}: task {group.task!r}; use one of {TASK_NAMES}.")
+    bad_modes = set(group.modes) - set(MODES)
+    if bad_modes:
+        raise ValueError(f"{gwhere}: unknown modes {sorted(bad_modes)}; use a subset of {MODES}.")
+    sizes = tuple(int(n) for n in group.num_train)
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"{gwhere}: num_train must be a non-empty tuple of sizes >= 1, got {sizes}.")
+    lrs = tuple(float(lr) for lr in group.learning_rates)
+    if not lrs or min(lrs) <= 0:
+        raise ValueError(f"{gwhere}: learning_rates must be a non-empty tuple of positive floats.")
+    if int(group.epochs) < 1 or int(group.batch_size) < 1:
+        raise ValueError(f"{gwhere}: epochs and batch_size must be >= 1, got {group.epochs}, {group.batch_size}.")
+    needs_pretrain = {"finetune", "zeroshot"} & set(group.modes)
+    if needs_pretrain and not group.pretrained:
+        raise ValueError(f"{gwhere}: modes {sorted(needs_pretrain)} need `pretrained` run names.")
+    for pname in group.pretrained:
+        if pname not in ex.study.pretrain:
+            raise ValueError(
+                f"{gwhere}: pretrained {pname!r} is not a study.pretrain entry "
+                f"(have {sorted(ex.study.pretrain.keys())})."
+            )
+    return sizes, lrs
+
+
+def _pretrain_seed(ex: _Expansion, seed: int) -> int:
+    """The seed of the pretraining run a downstream run of `seed` starts from."""
+    return seed if ex.study.get("pretrain_per_seed", False) else ex.pretrain_seeds[0]
+
+
 def _downstream_run(
+    ex: _Expansion,
     downstream: ml_collections.ConfigDict,
     mode: str,
     pre: tuple[str, ml_collections.ConfigDict] | None,
     n: int,
-    lr: float,
-    steps: ml_collections.ConfigDict,
-    sweep_dir: str,
+    group: ml_collections.ConfigDict,
+    seed: int,
 ) -> tuple[ml_collections.ConfigDict, tuple[str, ...]]:
     """One downstream run config (a copy of the group's config) and its dependencies."""
     config = copy.deepcopy(downstream)
@@ -361,46 +465,65 @@ def _downstream_run(
     if mode != "scratch":
         pre_name, pre_config = pre
         deps = (pre_name,)
-        config.init_from = run_workdir(sweep_dir, pre_name)
+        config.init_from = run_workdir(ex.sweep_dir, pre_name)
         # The pretrained network fixes the architecture and the input channels.
         config.model = copy.deepcopy(pre_config.model)
-        layout = _layout(pre_config)
+        layout = layout_of(pre_config)
         # A mixed-layout model keeps its layout; otherwise the downstream task's own layout, whose channels
         # fno_jax.finetune.channel_map maps from the pretrained ones (a narrower layout would drop coefficients).
-        config.data.layout = "mixed" if layout == "mixed" else ""
-    batch = min(int(config.train.batch_size), n)
-    config.train.batch_size = batch
+        config.data.layout = MIXED if layout == MIXED else ""
+    config.seed = seed
+    config.data.num_train = n
+    # The paper shrinks the batch for small sets (utils/trainer.py modify_bs_for_subsampling): min(N, 128).
+    config.train.batch_size = min(int(group.batch_size), n)
     config.train.eval_batch_size = min(
         int(config.train.eval_batch_size), int(config.data.num_val), int(config.data.num_test)
     )
-    config.data.num_train = n
     if mode == "zeroshot":
-        num_steps = 0
-        config.finetune.norm_stats = "pretrained"
+        config.train.num_steps = 0
+        _clip_intervals(config, 0)
     else:
-        num_steps = downstream_steps(n, batch, int(steps.epochs), int(steps.min_steps), int(steps.max_steps))
-        config.train.learning_rate = lr
-    config.train.num_steps = num_steps
-    if num_steps > 0:
-        # Keep the step-based intervals meaningful for short runs.
-        for key in ("eval_every", "checkpoint_every", "log_every"):
-            config.train[key] = max(1, min(int(config.train[key]), num_steps))
+        config.train.num_epochs = int(group.epochs)
+        _set_length(config)
     return config, deps
 
 
+def _set_length(config: ml_collections.ConfigDict) -> int:
+    """The run's length in steps, derived from its epochs unless an override fixed train.num_steps (>= 0)."""
+    num_steps = num_steps_of(config)
+    _clip_intervals(config, num_steps)
+    return num_steps
+
+
+def _clip_intervals(config: ml_collections.ConfigDict, num_steps: int) -> None:
+    # Resume checkpoints and log lines stay within a short run; evaluation is per epoch (0) and bounded by
+    # train.max_evals.
+    if num_steps > 0:
+        for key in ("checkpoint_every", "log_every"):
+            config.train[key] = max(1, min(int(config.train[key]), num_steps))
+
+
+def num_steps_of(config: ml_collections.ConfigDict) -> int:
+    """The run's length in steps: train.num_steps, or derived from train.num_epochs when it is -1."""
+    if int(config.train.num_steps) >= 0:
+        return int(config.train.num_steps)
+    return epoch_steps(int(config.data.num_train), int(config.train.batch_size), int(config.train.num_epochs))
+
+
 def _ranges_of(config: ml_collections.ConfigDict) -> dict[str, list[float]]:
-    """The task_ranges fields the run's task actually reads (all three for mixed)."""
-    fields = [RANGE_FIELD[config.task]] if config.task in RANGE_FIELD else list(RANGE_FIELD.values())
-    return {f: [float(v) for v in config.task_ranges[f]] for f in fields}
+    """The task_ranges fields the run's task actually reads (every family's for mixed)."""
+    families = [FAMILIES[config.task]] if config.task in FAMILIES else list(FAMILIES.values())
+    return {f.range_field: [float(v) for v in config.task_ranges[f.range_field]] for f in families}
 
 
-def _model_dict(config: ml_collections.ConfigDict) -> dict[str, int]:
+def _run_facts(config: ml_collections.ConfigDict, seed: int, num_steps: int) -> dict[str, Any]:
     m = config.model
+    channels = num_channels(layout_of(config))
     return {
-        "width": int(m.width),
-        "modes": int(m.modes),
-        "depth": int(m.depth),
-        "fc_dim": int(m.fc_dim),
+        "model": model_size(config),
+        "num_params": fno_num_params(int(m.width), int(m.modes), int(m.depth), int(m.fc_dim), channels),
+        "seed": int(seed),
+        "num_steps": int(num_steps),
     }
 
 
@@ -414,6 +537,6 @@ def _meta(config, gname, group, mode, pname, n) -> dict[str, Any]:
         "mode": mode,
         "pretrain": pname,
         "num_train": int(n),
-        "learning_rate": float(config.train.learning_rate),
-        "model": _model_dict(config),
+        "learning_rate": float(config.train.learning_rate) if mode != "zeroshot" else None,
+        **_run_facts(config, int(config.seed), num_steps_of(config)),
     }

@@ -3,6 +3,7 @@
     python -m experiments.sweep --config=experiments/configs/rq1_data_size.py --workdir=DIR
     python -m experiments.sweep --config=experiments/configs/rq1_data_size.py:runlocal --workdir=/tmp/rq1
     python -m experiments.sweep --config=... --workdir=DIR --shard=0/4   # one of 4 processes/hosts
+    python -m experiments.sweep --config=... --workdir=DIR --dry_run     # the plan and its cost; trains nothing
     python -m experiments.report --sweep DIR
 
 How runs use the hardware: runs execute one after another in this process, and each run uses all local
@@ -13,7 +14,7 @@ pretraining run owned by another shard before fine-tuning from it.
 
 Layout of SWEEP_DIR:
     study.json          the study config
-    plan.json           every expanded run: name, depends_on, meta
+    plan.json           every expanded run: name, depends_on, meta, config (experiments/plan.py)
     runs/<name>/        the run's workdir (config.json, checkpoints/, metrics.jsonl, summary.json) and
                         sweep_run.json (its full run config and meta, written before it starts)
     results.jsonl       one record per finished run: its summary.json merged with its meta; rewritten
@@ -32,15 +33,16 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments import plan as plan_lib
 from experiments.study import RunSpec, expand_study, run_workdir
+from fno_jax.json_io import to_json, write_json_atomic, write_jsonl_atomic
 
-__all__ = ["run_sweep", "parse_shard", "collect_results", "SUMMARY_FILE", "RESULTS_FILE"]
+__all__ = ["run_sweep", "dry_run", "parse_shard", "collect_results", "SUMMARY_FILE", "RESULTS_FILE"]
 
 RunFn = Callable[[ml_collections.ConfigDict, str], dict]
 SUMMARY_FILE = "summary.json"
@@ -58,17 +60,6 @@ def parse_shard(shard: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _to_json(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
 def _read_summary(workdir: str) -> dict | None:
     path = os.path.join(workdir, SUMMARY_FILE)
     if not os.path.exists(path):
@@ -81,7 +72,7 @@ def _record(spec: RunSpec, summary: dict) -> dict:
     """A results.jsonl line: the run's summary with the sweep's description of the run."""
     record = dict(summary)
     # The sweep knows which group/shift/pretrain a run belongs to; the trainer does not.
-    for key in ("kind", "group", "shift", "task_ranges", "pretrain", "mode"):
+    for key in ("kind", "group", "shift", "task_ranges", "pretrain", "mode", "seed"):
         record[key] = spec.meta[key]
     record["name"] = spec.name
     record.setdefault("model", spec.meta["model"])
@@ -98,14 +89,13 @@ def collect_results(runs: Sequence[RunSpec], sweep_dir: str) -> list[dict]:
         summary = _read_summary(run_workdir(sweep_dir, spec.name))
         if summary is not None:
             records.append(_record(spec, summary))
-    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    _atomic_write(os.path.join(sweep_dir, RESULTS_FILE), text)
+    write_jsonl_atomic(os.path.join(sweep_dir, RESULTS_FILE), records)
     return records
 
 
 def _check_or_save_run(spec: RunSpec, workdir: str) -> None:
     """Save the run's full config; refuse to reuse a folder made by a different config."""
-    config = _to_json(spec.config.to_dict())
+    config = to_json(spec.config.to_dict())
     path = os.path.join(workdir, RUN_FILE)
     if os.path.exists(path):
         with open(path) as f:
@@ -121,7 +111,7 @@ def _check_or_save_run(spec: RunSpec, workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     payload = {"name": spec.name, "depends_on": list(spec.depends_on), "meta": spec.meta}
     payload["config"] = config
-    _atomic_write(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    write_json_atomic(path, payload)
 
 
 def _select(runs: list[RunSpec], only: str | Sequence[str] | None) -> list[RunSpec]:
@@ -186,12 +176,8 @@ def run_sweep(
     runs = expand_study(study_config, sweep_dir)
     sweep_dir = os.path.abspath(sweep_dir)
     os.makedirs(sweep_dir, exist_ok=True)
-    _atomic_write(
-        os.path.join(sweep_dir, "study.json"),
-        json.dumps(_to_json(study_config.to_dict()), indent=2, sort_keys=True) + "\n",
-    )
-    plan = [{"name": r.name, "depends_on": list(r.depends_on), "meta": r.meta} for r in runs]
-    _atomic_write(os.path.join(sweep_dir, "plan.json"), json.dumps(plan, indent=2) + "\n")
+    write_json_atomic(os.path.join(sweep_dir, "study.json"), to_json(study_config.to_dict()))
+    plan_lib.write_plan(sweep_dir, runs)
 
     selected = _select(runs, only)
     mine = selected[index::count]
@@ -232,7 +218,7 @@ def run_sweep(
         if summary is None:
             # The run function returned without writing its summary: keep what it returned.
             summary = dict(result)
-            _atomic_write(os.path.join(workdir, SUMMARY_FILE), json.dumps(summary, indent=2) + "\n")
+            write_json_atomic(os.path.join(workdir, SUMMARY_FILE), summary, sort_keys=False)
         collect_results(runs, sweep_dir)
         elapsed, total_elapsed = time.monotonic() - start, time.monotonic() - sweep_start
         print(
@@ -246,6 +232,27 @@ def run_sweep(
         lines = "\n".join(f"  {name}: {why}" for name, why in failed.items())
         raise RuntimeError(f"{len(failed)} run(s) failed (rerun the same command to retry):\n{lines}")
     return records
+
+
+def dry_run(
+    study_config: ml_collections.ConfigDict,
+    sweep_dir: str,
+    *,
+    samples_per_s: float = plan_lib.DEFAULT_SAMPLES_PER_S,
+    eval_samples_per_s: float | None = None,
+    run_overhead_s: float = 0.0,
+) -> str:
+    """Expand the study, write SWEEP_DIR/plan.json and return the plan in words; trains nothing."""
+    runs = expand_study(study_config, sweep_dir)
+    path = plan_lib.write_plan(os.path.abspath(sweep_dir), runs)
+    text = plan_lib.describe(
+        study_config.get("name", ""),
+        runs,
+        samples_per_s=samples_per_s,
+        eval_samples_per_s=eval_samples_per_s,
+        run_overhead_s=run_overhead_s,
+    )
+    return f"{text}\n\nWrote {path}"
 
 
 def quiet_checkpoint_logs() -> None:
@@ -266,11 +273,29 @@ def _cli() -> None:
     only = flags.DEFINE_multi_string("only", None, "Regex over run names (dependencies included).")
     shard = flags.DEFINE_string("shard", "", "i/k: run runs i, i+k, ... (one of k processes/hosts).")
     keep_going = flags.DEFINE_bool("keep_going", False, "Continue past failing runs; fail at the end.")
+    plan_only = flags.DEFINE_bool("dry_run", False, "Write WORKDIR/plan.json and print the plan; train nothing.")
+    samples_per_s = flags.DEFINE_float(
+        "samples_per_s", plan_lib.DEFAULT_SAMPLES_PER_S, "Training samples/s for the dry run's estimate."
+    )
+    eval_samples_per_s = flags.DEFINE_float(
+        "eval_samples_per_s", None, f"Evaluated samples/s (default {plan_lib.EVAL_SPEEDUP}x samples_per_s)."
+    )
+    run_overhead_s = flags.DEFINE_float("run_overhead_s", 0.0, "Seconds per run beyond its samples (start-up).")
     flags.mark_flags_as_required(["config", "workdir"])
 
     def main(argv: Sequence[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        if plan_only.value:
+            text = dry_run(
+                config.value,
+                workdir.value,
+                samples_per_s=samples_per_s.value,
+                eval_samples_per_s=eval_samples_per_s.value,
+                run_overhead_s=run_overhead_s.value,
+            )
+            print(text)
+            return
         quiet_checkpoint_logs()
         run_sweep(
             config.value,

@@ -4,13 +4,25 @@ fno_jax.FNO                          the model (flax.linen)
 fno_jax.train_and_evaluate           one run: data -> training -> checkpoints -> summary.json
 fno_jax.checkpoint.load_params       a trained params pytree from a workdir
 fno_jax.interop                      the reference PyTorch state_dict, in and out
+
+The run machinery (training, checkpoints, data) is imported on first use, so `import fno_jax.model` stays light
+(no orbax or tensorstore).
 """
 
-from fno_jax import channels, checkpoint, finetune, interop, normalization
+import importlib
+from typing import Any
+
+from fno_jax import channels, normalization
 from fno_jax.config import ConfigError, default_config, validate_config
 from fno_jax.model import FNO
 from fno_jax.normalization import NormStats
-from fno_jax.train import train_and_evaluate
+
+_LAZY = {
+    "train_and_evaluate": ("fno_jax.train", "train_and_evaluate"),
+    "checkpoint": ("fno_jax.checkpoint", None),
+    "finetune": ("fno_jax.finetune", None),
+    "interop": ("fno_jax.interop", None),
+}
 
 __all__ = [
     "FNO",
@@ -25,3 +37,11 @@ __all__ = [
     "train_and_evaluate",
     "validate_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fno_jax' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module)
+    return getattr(value, attr) if attr else value

@@ -18,15 +18,40 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = ["LAYOUTS", "assemble_inputs", "coefficients", "num_channels", "validate_layout"]
+from solvers.families import FAMILIES, MIXED, family_of_id
 
+__all__ = [
+    "LAYOUTS",
+    "assemble_inputs",
+    "coefficients",
+    "holds",
+    "layout_of",
+    "num_channels",
+    "presence",
+    "validate_layout",
+]
+
+# Helmholtz's scalar D is its diffusion tensor D * identity: in a layout with the tensor entries it is K11 = K22
+# (and K12 = 0); a model that saw K11 and K22 sees D through the sum of their lift rows (`fno_jax.finetune`).
+TENSOR_FORM = {"D": ("K11", "K22")}
+
+
+def _mixed_layout() -> tuple[str, ...]:
+    names: list[str] = []
+    for family in FAMILIES.values():
+        for name in family.coefficients:
+            if name not in TENSOR_FORM and name not in names:
+                names.append(name)
+    return ("source", *names)
+
+
+# Each family's own layout, and the union of all of them (`mixed`), from the one family table.
 LAYOUTS: dict[str, tuple[str, ...]] = {
-    "poisson": ("source", "K11", "K22", "K12"),
-    "advection_diffusion": ("source", "K11", "K22", "K12", "v1", "v2"),
-    "helmholtz": ("source", "D", "omega"),
-    "mixed": ("source", "K11", "K22", "K12", "v1", "v2", "omega"),
+    **{name: ("source", *family.coefficients) for name, family in FAMILIES.items()},
+    MIXED: _mixed_layout(),
 }
 
 # Each coefficient channel: (batch key it reads, how it is read from that array).
@@ -41,6 +66,50 @@ _COEFFICIENTS: dict[str, tuple[str, Callable[[Array], Array]]] = {
 }
 
 _SHAPES = {"diffusion": (2, 2), "velocity": (2,), "omega": ()}
+
+
+def _carried(family_name: str, layout: str) -> set[str]:
+    """The channels of `layout` in which samples of a family carry their coefficients."""
+    names = LAYOUTS[layout]
+    out = set()
+    for name in FAMILIES[family_name].coefficients:
+        if name in names:
+            out.add(name)
+        else:
+            out.update(n for n in TENSOR_FORM.get(name, ()) if n in names)
+    return out
+
+
+def holds(layout: str, task: str) -> bool:
+    """Whether `layout` has a channel for every coefficient the samples of `task` carry (a narrower layout would
+    drop coefficients from the inputs, e.g. mixed data in the poisson layout loses v and omega)."""
+    families = FAMILIES if task == MIXED else (task,)
+    for name in families:
+        wanted = FAMILIES[name].coefficients
+        have = LAYOUTS[validate_layout(layout)]
+        if not all(w in have or all(t in have for t in TENSOR_FORM.get(w, ("?",))) for w in wanted):
+            return False
+    return True
+
+
+def layout_of(task: str, layout: str = "") -> str:
+    """The channel layout of a run: `layout` when given, else the task's own."""
+    return validate_layout(layout or task)
+
+
+def presence(pde: np.ndarray, layout: str) -> np.ndarray:
+    """[B, C-1] bool: whether sample b's family has coefficient channel c of `layout` (from the `pde` ids).
+
+    Normalization takes a coefficient's median only over the samples that have it: in a mixture, omega over the
+    Helmholtz samples, not over the zeros of the others.
+    """
+    pde = np.asarray(pde)
+    names = LAYOUTS[validate_layout(layout)][1:]
+    out = np.zeros((len(pde), len(names)), dtype=bool)
+    for pde_id in np.unique(pde):
+        carried = _carried(family_of_id(int(pde_id)).name, layout)
+        out[pde == pde_id] = [name in carried for name in names]
+    return out
 
 
 def validate_layout(name: str) -> str:

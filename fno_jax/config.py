@@ -1,55 +1,64 @@
 """The complete set of keys of one training run, their defaults, and the checks run before any work starts.
 
-Every run config (`experiments/configs/*.py`) starts from `default_config()` and overrides fields, so that a key
-mistyped on the command line (`--config.train.lerning_rate=...`) is an error, not a silent no-op.
-`validate_config` then checks names, types and values, and says what to change.
+Every run config (`experiments/configs/*.py`) starts from `default_config()` and overrides fields. ml_collections
+already refuses a mistyped key on a locked config (`--config.train.lerning_rate=...`) and a value of the wrong type;
+`validate_config` adds what it cannot know: that a config built in code has exactly these keys, and the ranges,
+sizes and cross-key rules (a batch larger than the data, zero-shot without a pretrained model, ...).
 """
 
 import difflib
+import math
 from typing import Any
 
 import ml_collections
 
-TASKS = ("poisson", "advection_diffusion", "helmholtz", "mixed")
+from fno_jax import channels
+from fno_jax.parallel import PARALLEL_MODES
+from solvers.families import TASK_NAMES
+
 DTYPES = ("float32", "bfloat16")
 NORM_STATS = ("downstream", "pretrained")
 LOADERS = ("auto", "device", "host")
-# Channel layouts that hold every coefficient a task's samples carry (a Poisson sample has v = 0 and no omega);
-# any other layout would drop a coefficient without a word (e.g. mixed data in the poisson layout loses v and omega).
-LAYOUTS_FOR_TASK = {
-    "poisson": ("poisson", "advection_diffusion", "mixed"),
-    "advection_diffusion": ("advection_diffusion", "mixed"),
-    "helmholtz": ("helmholtz", "mixed"),
-    "mixed": ("mixed",),
-}
+SELECT_BY = ("val_loss", "val_rel_l2")
+INITS = ("torch", "flax")
+LR_DECAYS = ("epoch", "step")
+MATMUL_PRECISIONS = ("default", "high", "highest")
+# The keys that fix a model's architecture (and its parameter count, with the channel layout).
+MODEL_SIZE_KEYS = ("width", "modes", "depth", "fc_dim")
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """All keys of one run with their defaults (the paper's pre-training setup at 128x128)."""
+    """All keys of one run with their defaults: the paper's pre-training run (128 x 128, 32,768 samples, batch 128,
+    500 epochs with a cosine decay, validated every epoch, the lowest validation loss selected)."""
     config = ml_collections.ConfigDict()
-    # Seeds data generation (train/val/test splits are derived from it), parameter init and data order.
+    # Seeds parameter init, data order and the nested training subset; also the data splits unless data.seed is set.
     config.seed = 0
     # PDE family: poisson | advection_diffusion | helmholtz | mixed.
     config.task = "poisson"
 
     # Coefficient ranges of the task; the pre-training (in-distribution) ranges of the paper.
     config.task_ranges = ml_collections.ConfigDict()
-    config.task_ranges.eigenvalue_range = (1.0, 5.0)  # poisson: e in K = 0.01 R(-t) diag(1, e) R(t)
-    config.task_ranges.ratio_range = (
-        0.2,
-        1.0,
-    )  # advection_diffusion: ||v.grad u|| / ||div(K grad u)||
-    config.task_ranges.omega_range = (1, 10)  # helmholtz: integer omega
+    # poisson: e in K = 0.01 R(-t) diag(1, e) R(t).
+    config.task_ranges.eigenvalue_range = (1.0, 5.0)
+    # advection_diffusion: target ||v.grad u|| / ||div(K grad u)||.
+    config.task_ranges.ratio_range = (0.2, 1.0)
+    # helmholtz: integer omega.
+    config.task_ranges.omega_range = (1, 10)
 
     config.data = ml_collections.ConfigDict()
     config.data.resolution = 128  # grid points per side
     config.data.length = 1.0  # domain [0, length)^2
     config.data.num_train = 32768  # a nested, volume-fraction-stratified subset of the train pool
-    # Size of the generated train pool the subset is drawn from (0 = num_train). Runs that share a pool (same seed,
-    # same pool size) train on nested subsets: N=8 inside N=16 inside ... A stored dataset's train split is its pool.
+    # Size of the generated train pool the subset is drawn from (0 = num_train). Runs that share a pool (same data
+    # seed, same pool size) train on nested subsets: N=8 inside N=16 inside ... A stored dataset's train split is
+    # its pool.
     config.data.num_train_pool = 0
-    config.data.num_val = 1024
-    config.data.num_test = 1024
+    # Validation (checkpoint and learning-rate choice) and test split sizes: the paper's 4,096 each.
+    config.data.num_val = 4096
+    config.data.num_test = 4096
+    # Seed of the data splits (train pool, val, test) alone; -1 = `seed`. Runs that differ only in `seed` then share
+    # their pool and test set and differ in init, data order and the subset drawn from the pool.
+    config.data.seed = -1
     # "generate" (made on the devices from the seed), "stream" (fresh samples every step), or a dataset directory.
     config.data.source = "generate"
     # Input-channel layout; empty = the task's own (`mixed` for the union layout).
@@ -68,26 +77,42 @@ def default_config() -> ml_collections.ConfigDict:
     config.model.fc_dim = 128
     # Recompute each Fourier layer in the backward pass: less activation memory for about one more forward pass.
     config.model.remat = False
+    # Initialization of the Dense layers: "torch" (the paper's: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and
+    # biases) or "flax" (LeCun-normal weights, zero biases).
+    config.model.init = "torch"
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 128  # global, split across devices
-    config.train.num_steps = 25_000  # 0 with init_from = zero-shot evaluation only
+    # Run length in steps; 0 with init_from = zero-shot evaluation only; -1 = num_epochs epochs.
+    config.train.num_steps = -1
+    # Run length in epochs when num_steps = -1: num_epochs * floor(num_train / batch_size) steps (drop-last).
+    config.train.num_epochs = 500
     config.train.learning_rate = 1e-3
     config.train.warmup_steps = 0
+    # The cosine decay advances once per "epoch" (the paper's, a staircase) or every "step".
+    config.train.lr_decay = "epoch"
     config.train.weight_decay = 0.0
+    # Periodic actions, in steps; 0 = once per epoch.
     config.train.checkpoint_every = 1000
-    config.train.eval_every = 500
+    config.train.eval_every = 0
     config.train.log_every = 100
+    # At most this many evaluations per run: eval_every is raised to ceil(num_steps / max_evals) if needed.
+    config.train.max_evals = 1000
+    # The validation metric that picks the checkpoint a run is tested (and fine-tuned from) with.
+    config.train.select_by = "val_loss"  # val_loss (the paper's) | val_rel_l2
     config.train.eval_batch_size = 128
     config.train.dtype = "float32"  # float32 | bfloat16 (mixed precision; FFTs stay float32)
+    # Float32 matmul precision on accelerators: "highest" is full float32 (no TF32 on NVIDIA GPUs).
+    config.train.matmul_precision = "highest"
     config.train.parallel = "shard_map"  # shard_map | pmap
-    config.train.max_to_keep = 3
+    config.train.max_to_keep = 3  # newest checkpoints kept, besides the best one
 
     # Fine-tuning: a pretrained workdir (empty = train from scratch).
     config.init_from = ""
+    # The pretrained run's step to start from; -1 = its best-validation step.
     config.init_step = -1
     # Set by fine-tuning configs: an empty init_from is then an error instead of a silent run from scratch.
-    config.require_init_from = False  # -1 = the pretrained run's best-validation step
+    config.require_init_from = False
     config.finetune = ml_collections.ConfigDict()
     config.finetune.freeze = ()  # regexes over param paths ("lift", "spectral_.*") whose leaves stay fixed
     config.finetune.norm_stats = "downstream"  # downstream | pretrained
@@ -96,57 +121,33 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 class ConfigError(ValueError):
-    """A config key, type or value that cannot work; the message says what to change."""
+    """A config key or value that cannot work; the message says what to change."""
 
 
-def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+def model_size(config: ml_collections.ConfigDict) -> dict[str, int]:
+    """The architecture keys of a run config, e.g. {"width": 64, "modes": 32, "depth": 4, "fc_dim": 128}."""
+    return {k: int(config.model[k]) for k in MODEL_SIZE_KEYS}
+
+
+def layout_of(config: ml_collections.ConfigDict) -> str:
+    """The run's input-channel layout: `data.layout`, or the task's own."""
+    return channels.layout_of(config.task, config.data.layout)
+
+
+def flat_items(config: Any, prefix: str = "") -> dict[str, Any]:
+    """{"train.learning_rate": 1e-3, ...}: the leaves of a (nested) ConfigDict or dict by dotted path."""
     out = {}
-    items = config.items() if hasattr(config, "items") else []
-    for key, value in items:
-        path = f"{prefix}{key}"
+    for key, value in config.items():
         if isinstance(value, ml_collections.ConfigDict | dict):
-            out.update(_flatten(value, path + "."))
+            out.update(flat_items(value, f"{prefix}{key}."))
         else:
-            out[path] = value
+            out[f"{prefix}{key}"] = value
     return out
 
 
-def _check_type(path: str, value: Any, default: Any) -> None:
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    elif isinstance(default, tuple | list):
-        ok = isinstance(value, tuple | list)
-    else:
-        ok = True
-    if not ok:
-        raise ConfigError(
-            f"config.{path}={value!r} has type {type(value).__name__}; expected {type(default).__name__} "
-            f"like the default {default!r}."
-        )
-
-
-def _check_range(path: str, value: Any, *, integer: bool = False, positive: bool = True) -> None:
-    if len(value) != 2:
-        raise ConfigError(f"config.{path}={tuple(value)!r} must be a pair (low, high).")
-    low, high = value
-    if integer and (int(low) != low or int(high) != high):
-        raise ConfigError(f"config.{path}={tuple(value)!r} must hold integers, e.g. (1, 10).")
-    if not low <= high:
-        raise ConfigError(f"config.{path}={tuple(value)!r} is inverted; write it as (low, high) with low <= high.")
-    if positive and low <= 0:
-        raise ConfigError(f"config.{path}={tuple(value)!r} must be positive.")
-
-
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raise `ConfigError` for an unknown or missing key, a wrong type, or a value that cannot work."""
-    default = _flatten(default_config())
-    given = _flatten(config)
+def _check_keys(config: ml_collections.ConfigDict) -> None:
+    """Exactly default_config()'s keys: a config built in code is not protected by ml_collections' locking."""
+    default, given = flat_items(default_config()), flat_items(config)
     for path in given:
         if path not in default:
             close = difflib.get_close_matches(path, list(default), n=1)
@@ -157,32 +158,61 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(
                 f"config.{path} is missing; start configs from fno_jax.config.default_config() (default {value!r})."
             )
-        _check_type(path, given[path], value)
+    for path, value in given.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config.{path}={value} is not a finite number; give a finite value.")
 
-    c = config
-    if c.task not in TASKS:
-        raise ConfigError(f"config.task={c.task!r} is not one of {TASKS}.")
-    if c.data.layout and c.data.layout not in TASKS:
-        raise ConfigError(f"config.data.layout={c.data.layout!r} must be empty (the task's own) or one of {TASKS}.")
-    if c.data.layout and c.data.layout not in LAYOUTS_FOR_TASK[c.task]:
-        raise ConfigError(
-            f"config.data.layout={c.data.layout!r} cannot hold every coefficient of config.task={c.task!r} (they "
-            f"would be dropped from the inputs); use one of {LAYOUTS_FOR_TASK[c.task]} or leave it empty."
-        )
+
+def _check_range(path: str, value: Any, *, integer: bool = False) -> None:
+    if len(value) != 2:
+        raise ConfigError(f"config.{path}={tuple(value)!r} must be a pair (low, high).")
+    low, high = value
+    if not all(math.isfinite(v) for v in value):
+        raise ConfigError(f"config.{path}={tuple(value)!r} must hold finite numbers.")
+    if integer and (int(low) != low or int(high) != high):
+        raise ConfigError(f"config.{path}={tuple(value)!r} must hold integers, e.g. (1, 10).")
+    if not low <= high:
+        raise ConfigError(f"config.{path}={tuple(value)!r} is inverted; write it as (low, high) with low <= high.")
+    if low <= 0:
+        raise ConfigError(f"config.{path}={tuple(value)!r} must be positive.")
+
+
+def _check_choice(path: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"config.{path}={value!r} is not one of {choices}.")
+
+
+def _check_at_least(config: ml_collections.ConfigDict, paths: tuple[str, ...], minimum: int) -> None:
+    items = flat_items(config)
+    for path in paths:
+        if items[path] < minimum:
+            raise ConfigError(f"config.{path}={items[path]} must be >= {minimum}.")
+
+
+def _check_task_and_data(c: ml_collections.ConfigDict) -> None:
+    _check_choice("task", c.task, TASK_NAMES)
+    if c.data.layout:
+        if c.data.layout not in TASK_NAMES:
+            raise ConfigError(
+                f"config.data.layout={c.data.layout!r} must be empty (the task's own) or one of {TASK_NAMES}."
+            )
+        if not channels.holds(c.data.layout, c.task):
+            usable = tuple(name for name in TASK_NAMES if channels.holds(name, c.task))
+            raise ConfigError(
+                f"config.data.layout={c.data.layout!r} cannot hold every coefficient of config.task={c.task!r} (they "
+                f"would be dropped from the inputs); use one of {usable} or leave it empty."
+            )
     _check_range("task_ranges.eigenvalue_range", c.task_ranges.eigenvalue_range)
     _check_range("task_ranges.ratio_range", c.task_ranges.ratio_range)
     _check_range("task_ranges.omega_range", c.task_ranges.omega_range, integer=True)
-
     n = c.data.resolution
     if n < 8 or n % 2:
         raise ConfigError(f"config.data.resolution={n} must be an even number >= 8 (the paper uses 128).")
     if c.data.length <= 0:
         raise ConfigError(f"config.data.length={c.data.length} must be positive.")
-    for key in ("num_train", "num_val", "num_test", "generate_chunk"):
-        if c.data[key] < 1:
-            raise ConfigError(f"config.data.{key}={c.data[key]} must be >= 1.")
-    if c.data.loader not in LOADERS:
-        raise ConfigError(f"config.data.loader={c.data.loader!r} is not one of {LOADERS}.")
+    _check_at_least(c, ("data.num_train", "data.num_val", "data.num_test", "data.generate_chunk"), 1)
+    _check_at_least(c, ("data.seed",), -1)
+    _check_choice("data.loader", c.data.loader, LOADERS)
     if c.data.loader != "auto" and c.data.source == "stream":
         raise ConfigError(
             "config.data.loader applies to stored or generated data; with data.source='stream' leave it 'auto'."
@@ -193,43 +223,47 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             "raise the pool or lower num_train."
         )
 
-    m = c.model
-    for key in ("width", "modes", "depth", "fc_dim"):
-        if m[key] < 1:
-            raise ConfigError(f"config.model.{key}={m[key]} must be >= 1.")
-    if m.modes > n // 2:
+
+def _check_model(c: ml_collections.ConfigDict) -> None:
+    _check_at_least(c, tuple(f"model.{k}" for k in MODEL_SIZE_KEYS), 1)
+    n = c.data.resolution
+    if c.model.modes > n // 2:
         raise ConfigError(
-            f"config.model.modes={m.modes} exceeds resolution/2 = {n // 2} (data.resolution={n}); "
+            f"config.model.modes={c.model.modes} exceeds resolution/2 = {n // 2} (data.resolution={n}); "
             f"use modes <= {n // 2} or a finer resolution."
         )
 
+
+def _check_train(c: ml_collections.ConfigDict) -> None:
     t = c.train
-    if t.batch_size < 1 or t.eval_batch_size < 1:
-        raise ConfigError("config.train.batch_size and config.train.eval_batch_size must be >= 1.")
-    if c.data.source != "stream" and t.num_steps > 0 and t.batch_size > c.data.num_train:
+    _check_at_least(c, ("train.batch_size", "train.eval_batch_size", "train.max_to_keep", "train.max_evals"), 1)
+    _check_at_least(c, ("train.checkpoint_every", "train.eval_every", "train.log_every", "train.warmup_steps"), 0)
+    _check_at_least(c, ("train.num_steps",), -1)
+    if t.num_steps == -1 and t.num_epochs < 1:
+        raise ConfigError(
+            f"config.train.num_epochs={t.num_epochs} must be >= 1 when config.train.num_steps=-1 (length in epochs)."
+        )
+    if c.data.source != "stream" and t.num_steps != 0 and t.batch_size > c.data.num_train:
         raise ConfigError(
             f"config.train.batch_size={t.batch_size} is larger than the training data "
             f"(config.data.num_train={c.data.num_train}); use batch_size <= {c.data.num_train}."
         )
-    if t.num_steps < 0:
-        raise ConfigError(f"config.train.num_steps={t.num_steps} must be >= 0 (0 = evaluate only).")
     if t.num_steps == 0 and not c.init_from:
         raise ConfigError(
             "config.train.num_steps=0 evaluates a pretrained model (zero-shot) and needs config.init_from=WORKDIR."
         )
     if t.learning_rate <= 0:
         raise ConfigError(f"config.train.learning_rate={t.learning_rate} must be positive.")
-    for key in ("checkpoint_every", "eval_every", "log_every", "max_to_keep"):
-        if t[key] < 1:
-            raise ConfigError(f"config.train.{key}={t[key]} must be >= 1.")
-    if t.warmup_steps < 0:
-        raise ConfigError(f"config.train.warmup_steps={t.warmup_steps} must be >= 0.")
-    if t.dtype not in DTYPES:
-        raise ConfigError(f"config.train.dtype={t.dtype!r} is not one of {DTYPES}.")
-    if t.parallel not in ("shard_map", "pmap"):
-        raise ConfigError(f"config.train.parallel={t.parallel!r} is not one of ('shard_map', 'pmap').")
-    if c.finetune.norm_stats not in NORM_STATS:
-        raise ConfigError(f"config.finetune.norm_stats={c.finetune.norm_stats!r} is not one of {NORM_STATS}.")
+    _check_choice("train.dtype", t.dtype, DTYPES)
+    _check_choice("train.parallel", t.parallel, PARALLEL_MODES)
+    _check_choice("train.select_by", t.select_by, SELECT_BY)
+    _check_choice("train.matmul_precision", t.matmul_precision, MATMUL_PRECISIONS)
+    _check_choice("model.init", c.model.init, INITS)
+    _check_choice("train.lr_decay", t.lr_decay, LR_DECAYS)
+
+
+def _check_finetune(c: ml_collections.ConfigDict) -> None:
+    _check_choice("finetune.norm_stats", c.finetune.norm_stats, NORM_STATS)
     if c.require_init_from and not c.init_from:
         raise ConfigError(
             "this is a fine-tuning config: set --config.init_from=PRETRAINED_WORKDIR (a finished pretraining run)."
@@ -238,3 +272,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             "config.finetune.freeze is set but config.init_from is empty; freezing needs a pretrained model."
         )
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raise `ConfigError` for a missing or unknown key, a non-finite float, or a value that cannot work."""
+    _check_keys(config)
+    _check_task_and_data(config)
+    _check_model(config)
+    _check_train(config)
+    _check_finetune(config)

@@ -2,7 +2,8 @@
 
 Every process runs the same program; `jax.devices()` then lists the devices of all of them and the data-parallel
 steps (`fno_jax.parallel`) span them all. Orbax checkpoints are saved and restored collectively (every process calls
-save/restore); metrics, summaries and progress are written by process 0 only (`is_main_process`).
+save/restore); metrics, summaries and progress are written by process 0 only (`is_main_process`),
+and `fno_jax.log_setup.configure_logging` shows the other processes' warnings and errors only.
 
 How the job is found, in order:
 1. explicit arguments or FNO_JAX_COORDINATOR=host:port (or JAX_COORDINATOR_ADDRESS) with FNO_JAX_NUM_PROCESSES and
@@ -13,13 +14,10 @@ How the job is found, in order:
 Otherwise the run is a single process and nothing is done.
 """
 
-import logging
 import os
 from collections.abc import Mapping
 
 import jax
-
-log = logging.getLogger("fno_jax")
 
 _ADDRESS_VARS = ("FNO_JAX_COORDINATOR", "JAX_COORDINATOR_ADDRESS")
 _NUM_VARS = ("FNO_JAX_NUM_PROCESSES", "JAX_NUM_PROCESSES")
@@ -96,12 +94,9 @@ def maybe_initialize(
     if os.environ.get("JAX_PLATFORMS", "").split(",")[0] == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**spec)
-    if jax.process_index() != 0:
-        # Logs, metrics and reports come from process 0; the others only report problems.
-        log.setLevel(logging.WARNING)
     return True
 
 
 def is_main_process() -> bool:
-    """True on process 0, the one that writes logs, metrics and reports."""
+    """True on process 0, the one that writes a run's files, logs and reports."""
     return jax.process_index() == 0

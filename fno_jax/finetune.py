@@ -11,6 +11,7 @@ Pretrained channels the downstream lacks are dropped (as if they were zero). A d
 pretrained `D` cannot be mapped (one number cannot say three): use the `mixed` layout for such transfers.
 """
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,17 +20,28 @@ import jax
 import numpy as np
 
 from fno_jax import channels, checkpoint
+from fno_jax.config import MODEL_SIZE_KEYS
 from fno_jax.normalization import NormStats
-
-MODEL_KEYS = ("width", "modes", "depth", "fc_dim")
+from fno_jax.optim import param_path
+from fno_jax.workdir import RunMeta
 
 
 class TransferError(ValueError):
     """A pretrained model that cannot initialise the requested downstream model."""
 
 
-def load_pretrained(init_from: str, init_step: int = -1) -> tuple[int, Any, dict[str, Any]]:
-    """(step, params as numpy, meta) of a pretrained workdir; `init_step=-1` picks its best-validation step."""
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """A pretrained model to start from: its checkpoint step, params (numpy) and metadata."""
+
+    step: int
+    params: Any
+    meta: RunMeta
+
+
+def load_pretrained(init_from: str, init_step: int, *, model: Mapping[str, int], layout: str) -> Pretrained:
+    """The pretrained run `init_from` at `init_step` (-1: its best-validation step), checked to initialise a model
+    of architecture `model` with input layout `layout`; a TransferError says what does not fit."""
     if not os.path.isdir(init_from):
         raise TransferError(
             f"config.init_from={init_from!r} is not a directory; point it at the workdir of a finished pretraining run."
@@ -39,12 +51,14 @@ def load_pretrained(init_from: str, init_step: int = -1) -> tuple[int, Any, dict
         params = checkpoint.load_params(init_from, step)
     except checkpoint.CheckpointError as err:
         raise TransferError(f"config.init_from={init_from!r}: {err}") from err
-    return step, params, meta
+    check_architecture(meta.model, model, init_from)
+    channel_map(meta.layout, layout)  # raises when the channels cannot be mapped
+    return Pretrained(step, params, meta)
 
 
 def check_architecture(pretrained_model: Mapping[str, int], model: Mapping[str, int], init_from: str) -> None:
     """Same width/modes/depth/fc_dim, or a TransferError naming what differs."""
-    diff = {k: (pretrained_model.get(k), model[k]) for k in MODEL_KEYS if pretrained_model.get(k) != model[k]}
+    diff = {k: (pretrained_model.get(k), model[k]) for k in MODEL_SIZE_KEYS if pretrained_model.get(k) != model[k]}
     if diff:
         text = ", ".join(f"{k}: pretrained {a} vs config {b}" for k, (a, b) in diff.items())
         raise TransferError(
@@ -55,8 +69,8 @@ def check_architecture(pretrained_model: Mapping[str, int], model: Mapping[str, 
 
 def check_shapes(pretrained, fresh) -> None:
     """Every leaf but the lift kernel must match the fresh model's shape; names the mismatches."""
-    flat_p = {checkpoint_path(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(pretrained)}
-    flat_f = {checkpoint_path(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(fresh)}
+    flat_p = {param_path(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(pretrained)}
+    flat_f = {param_path(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(fresh)}
     bad = []
     for name in sorted(set(flat_p) | set(flat_f)):
         if name == "lift/kernel":
@@ -65,10 +79,6 @@ def check_shapes(pretrained, fresh) -> None:
             bad.append(f"{name}: pretrained {flat_p.get(name)} vs model {flat_f.get(name)}")
     if bad:
         raise TransferError("pretrained params do not fit the model: " + "; ".join(bad[:8]))
-
-
-def checkpoint_path(path) -> str:
-    return "/".join(str(getattr(e, "key", getattr(e, "name", e))) for e in path)
 
 
 def channel_map(pretrained_layout: str, layout: str) -> list[list[int]]:
@@ -80,9 +90,9 @@ def channel_map(pretrained_layout: str, layout: str) -> list[list[int]]:
     for name in dst:
         if name in index:
             mapping.append([index[name]])
-        elif name == "D" and "K11" in index and "K22" in index:
-            mapping.append([index["K11"], index["K22"]])
-        elif name in ("K11", "K22", "K12") and "D" in index:
+        elif all(t in index for t in channels.TENSOR_FORM.get(name, ("?",))):
+            mapping.append([index[t] for t in channels.TENSOR_FORM[name]])
+        elif any(name in ("K12", *tensor) and scalar in index for scalar, tensor in channels.TENSOR_FORM.items()):
             raise TransferError(
                 f"channel {name} of layout {layout!r} cannot be mapped from the pretrained layout "
                 f"{pretrained_layout!r} (it has only the scalar D); pretrain and fine-tune with data.layout='mixed'."

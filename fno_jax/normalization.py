@@ -122,32 +122,48 @@ def _check_coeffs(coeffs: Any, batch: int) -> Array:
     return coeffs
 
 
-def source_norms(source: Float[ArrayLike, "b ny nx"], length: float = 1.0) -> Float[Array, " b"]:
-    """``s(f) = ||f||_2 * dx * dy`` per instance ``[B]`` on a periodic square of side ``length``."""
-    source = _check_source(source)
+def source_norms(source: Float[ArrayLike, "b ny nx"], length: float = 1.0, *, xp=jnp) -> Float[Array, " b"]:
+    """``s(f) = ||f||_2 * dx * dy`` per instance ``[B]`` on a periodic square of side ``length``.
+
+    `xp` is the array module (`jax.numpy` inside the model's step, `numpy` for statistics on the host).
+    """
+    if xp is jnp:
+        source = _check_source(source)
+    elif np.ndim(source) != 3:
+        raise ValueError(f"source must have shape [B, ny, nx], got {np.shape(source)}.")
     if not length > 0:
         raise ValueError(f"length must be > 0 (the domain side), got {length!r}.")
     dy = length / source.shape[1]
     dx = length / source.shape[2]
-    return jnp.sqrt(jnp.sum(jnp.square(source), axis=(1, 2))) * (dx * dy)
+    return xp.sqrt(xp.sum(xp.square(source), axis=(1, 2))) * (dx * dy)
 
 
-def stats_from_norms(norms: Float[ArrayLike, " b"], coeffs: Float[ArrayLike, "b c"]) -> NormStats:
+def stats_from_norms(
+    norms: Float[ArrayLike, " b"], coeffs: Float[ArrayLike, "b c"], present: ArrayLike | None = None
+) -> NormStats:
     """Statistics from precomputed `source_norms` ``[B]`` and coefficients ``[B, C-1]``.
 
+    `present` ``[B, C-1]`` (bool, default all true) marks the samples that have each coefficient
+    (`fno_jax.channels.presence`): a coefficient's median is taken over those samples only, so in a
+    mixture of PDEs the zeros of the families without it do not pull its scale to 0.
     Use this to accumulate a large split chunk by chunk (both inputs are small per instance).
     """
     norms = np.asarray(norms, dtype=np.float64)
     if norms.ndim != 1 or norms.size == 0:
         raise ValueError(f"norms must be a non-empty [B] array of s(f), got shape {norms.shape}.")
     coeffs = np.asarray(_check_coeffs(coeffs, norms.shape[0]), dtype=np.float64)
+    present = np.ones(coeffs.shape, bool) if present is None else np.asarray(present, bool)
+    if present.shape != coeffs.shape:
+        raise ValueError(f"present must have the coefficients' shape {coeffs.shape}, got {present.shape}.")
     source_scale = float(np.median(norms))
     if not source_scale > 0:
         raise ValueError(
             f"median source norm is {source_scale}; the training sources are (mostly) zero, "
             "so the per-instance scale is undefined. Check the data."
         )
-    medians = np.median(np.abs(coeffs), axis=0)
+    medians = [
+        np.median(np.abs(coeffs[present[:, j], j])) if present[:, j].any() else 0.0 for j in range(coeffs.shape[1])
+    ]
     coeff_scale = tuple(float(m) if m > 0 else 1.0 for m in medians)
     return NormStats(source_scale=source_scale, coeff_scale=coeff_scale)
 

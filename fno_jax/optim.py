@@ -1,36 +1,88 @@
-"""Optimizer: Adam(W) with linear warmup and cosine decay (the paper's schedule), optional frozen subtrees."""
+"""Optimizer: Adam(W) with linear warmup and cosine decay (the paper's schedule), optional frozen subtrees, and
+non-finite updates skipped (`optax.apply_if_finite`).
+
+The run's peak learning rate lives in the optimizer state (`RunLearningRateState.learning_rate`), not in a closure:
+runs that differ only in their rate then share one optimizer and one compiled step, and K of them train as one
+program with a leading run axis on their states (`fno_jax.packed`). The step size is computed as
+-(rate * unit_schedule(count)), bit for bit the value optax's own `adam(schedule)` would use.
+"""
 
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
+# apply_if_finite applies an update anyway after this many non-finite ones in a row; the run loop stops at the
+# first, so "never".
+_NEVER = int(np.iinfo(np.int32).max)
 
-def learning_rate_schedule(learning_rate: float, num_steps: int, warmup_steps: int = 0) -> optax.Schedule:
-    """Linear warmup from 0 over `warmup_steps`, then cosine decay to 0 at `num_steps`."""
+
+def learning_rate_schedule(
+    learning_rate: float, num_steps: int, warmup_steps: int = 0, steps_per_decay: int = 1
+) -> optax.Schedule:
+    """Linear warmup from 0 over `warmup_steps`, then cosine decay to 0 at `num_steps`.
+
+    With `steps_per_decay` > 1 the rate changes only every `steps_per_decay` steps, keeping the value of the first
+    step of each span: the paper steps its cosine once per epoch (PyTorch's `CosineAnnealingLR` stepped per
+    epoch), so with `steps_per_decay` = steps per epoch, epoch e of E runs at lr * (1 + cos(pi e / E)) / 2.
+    """
     num_steps = max(int(num_steps), 1)
     warmup_steps = min(int(warmup_steps), num_steps - 1) if num_steps > 1 else 0
     if warmup_steps > 0:
-        return optax.warmup_cosine_decay_schedule(
+        schedule = optax.warmup_cosine_decay_schedule(
             init_value=0.0,
             peak_value=learning_rate,
             warmup_steps=warmup_steps,
             decay_steps=num_steps,
             end_value=0.0,
         )
-    return optax.cosine_decay_schedule(learning_rate, decay_steps=num_steps)
+    else:
+        schedule = optax.cosine_decay_schedule(learning_rate, decay_steps=num_steps)
+    if steps_per_decay <= 1:
+        return schedule
+    return lambda count: schedule((count // steps_per_decay) * steps_per_decay)
+
+
+class RunLearningRateState(NamedTuple):
+    """count: updates applied; learning_rate: the run's peak rate; step_size: the last update's rate."""
+
+    count: jax.Array
+    learning_rate: jax.Array
+    step_size: jax.Array
+
+
+def scale_by_run_learning_rate(learning_rate: float, unit_schedule: optax.Schedule) -> optax.GradientTransformation:
+    """Multiply updates by -(learning_rate * unit_schedule(count)), with `learning_rate` kept in the state."""
+
+    def init(params):
+        del params
+        rate = jnp.asarray(learning_rate, jnp.float32)
+        return RunLearningRateState(jnp.zeros([], jnp.int32), rate, jnp.zeros([], jnp.float32))
+
+    def update(updates, state, params=None):
+        del params
+        rate = state.learning_rate * unit_schedule(state.count)
+        step_size = -1 * rate
+        updates = jax.tree_util.tree_map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates)
+        return updates, RunLearningRateState(optax.safe_increment(state.count), state.learning_rate, rate)
+
+    return optax.GradientTransformation(init, update)
+
+
+def current_learning_rate(opt_state) -> jax.Array:
+    """The rate of the last update (0 before the first) from an optimizer state of `make_optimizer`."""
+    is_rate = lambda x: isinstance(x, RunLearningRateState)
+    (state,) = [x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=is_rate) if is_rate(x)]
+    return state.step_size
 
 
 def param_path(path: tuple) -> str:
     """'/'-joined names of a pytree key path, e.g. 'spectral_0/weights1'."""
-    parts = []
-    for entry in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(entry, attr):
-                parts.append(str(getattr(entry, attr)))
-                break
-    return "/".join(parts)
+    return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
 def freeze_labels(params, patterns: Sequence[str]):
@@ -52,18 +104,23 @@ def make_optimizer(
     weight_decay: float = 0.0,
     freeze: Sequence[str] = (),
     params=None,
+    steps_per_decay: int = 1,
 ) -> optax.GradientTransformation:
     """Adam with the schedule above; leaves matching `freeze` get exactly zero updates.
 
-    `params` is needed only when `freeze` is given (to label the leaves).
+    The outermost transform is `optax.apply_if_finite`: an update whose gradient holds NaN or Inf leaves params
+    and optimizer state unchanged, and its state's `last_finite` says so (the train step reports it).
+    `params` is needed only when `freeze` is given (to label the leaves). `steps_per_decay`: see
+    `learning_rate_schedule`.
     """
-    schedule = learning_rate_schedule(learning_rate, num_steps, warmup_steps)
+    unit = learning_rate_schedule(1.0, num_steps, warmup_steps, steps_per_decay)
+    rate = scale_by_run_learning_rate(learning_rate, unit)
     if weight_decay > 0:
-        base = optax.adamw(schedule, weight_decay=weight_decay)
+        base = optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay), rate)
     else:
-        base = optax.adam(schedule)
+        base = optax.chain(optax.scale_by_adam(), rate)
     if not freeze:
-        return base
+        return optax.apply_if_finite(base, max_consecutive_errors=_NEVER)
     if params is None:
         raise ValueError("make_optimizer: `params` is required to label leaves when `freeze` is set.")
     labels = freeze_labels(params, freeze)
@@ -72,4 +129,5 @@ def make_optimizer(
             f"finetune.freeze={tuple(freeze)} matches every parameter, so nothing would train; "
             "use narrower patterns (e.g. 'spectral_.*' to freeze the Fourier layers only)."
         )
-    return optax.multi_transform({"trainable": base, "frozen": optax.set_to_zero()}, labels)
+    frozen = optax.multi_transform({"trainable": base, "frozen": optax.set_to_zero()}, labels)
+    return optax.apply_if_finite(frozen, max_consecutive_errors=_NEVER)

@@ -1,17 +1,19 @@
-"""Data parallelism over a 1-D `("data",)` device mesh.
+"""Data parallelism over a 1-D `("data",)` device mesh, behind one interface (`DataParallel`).
 
-One per-device program (`steps.train_step` with `axis_name="data"`, gradients averaged by `lax.pmean`) is run over
-every device of every process, either as `jax.jit` of `jax.shard_map` (default) or as the classic `jax.pmap`
-(`train.parallel = "pmap"`). Params and optimizer state are replicated; the global batch is split across devices in
-contiguous blocks (device d of D holds samples [d B/D, (d+1) B/D) of the step's global batch); the state is donated.
+One per-device program (`steps.train_step` with `axis_name="data"`, gradients averaged by `lax.pmean`) runs over
+every device of every process, either as `jax.jit` of `jax.shard_map` (`ShardMapParallel`, the default) or as the
+classic `jax.pmap` (`PmapParallel`, `train.parallel = "pmap"`). Params and optimizer state are replicated; the global
+batch is split across devices in contiguous blocks (device d of D holds samples [d B/D, (d+1) B/D) of the step's
+global batch); the state is donated. The run loop talks to `DataParallel` only: where the two forms lay data out
+differently (pmap stacks one copy per local device), the subclass does it.
 
-Data placement. By default a split lives on every device, replicated, and each step gathers its global batch by
-index, so the data order (a function of seed and step only) and hence the trained params are the same for any device
-or process count. Across processes every host must then hold the whole split. `host_rows` and `put_sharded` are the
-alternative for splits too big for that: each process reads only its contiguous block of rows and the split becomes
-one global array sharded over the sample axis; the same index gather (now a cross-device gather compiled by XLA)
-keeps the same data order. Sharded splits need the shard_map form (pmap takes per-device copies).
+Data placement. A device-resident training split lives on every device, replicated, and each step gathers its global
+batch by index, so the data order (a function of seed and step only) and hence the trained params are the same for
+any device or process count. A host-fed batch (`put_batch`) is assembled from each process's own rows
+(`host_rows`): process p reads only the samples of the devices it owns.
 """
+
+from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
@@ -23,7 +25,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 AXIS = "data"
-PARALLEL_MODES = ("shard_map", "pmap")
+PerDeviceStep = Callable[..., tuple[Any, dict]]
+SelectBatch = Callable[[jax.Array, Any], dict]
 
 
 def _put_global(x, sharding: NamedSharding) -> jax.Array:
@@ -32,25 +35,17 @@ def _put_global(x, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
-def _stack_local(x, devices: list) -> jax.Array:
-    """`x` copied to each of `devices` (all local) as one array [len(devices), ...]: pmap's replicated layout."""
-    x = np.asarray(x)
-    stacked = np.broadcast_to(x[None], (len(devices), *x.shape))
-    return jax.device_put(stacked, NamedSharding(Mesh(np.array(devices), (AXIS,)), P(AXIS)))
-
-
 def _fed_batch(step, data):
     del step
     return data
 
 
 class DataParallel:
-    """Compiles per-device steps over all devices (of all processes); `mode` is "shard_map" or "pmap"."""
+    """Compiles per-device steps over all devices (of all processes) and lays out what they read and write."""
 
-    def __init__(self, mode: str = "shard_map", devices: list | None = None):
-        if mode not in PARALLEL_MODES:
-            raise ValueError(f"train.parallel={mode!r} is not one of {PARALLEL_MODES}; pick one of them.")
-        self.mode = mode
+    mode: str
+
+    def __init__(self, devices: list | None = None):
         self.devices = list(devices) if devices is not None else jax.devices()
         if not self.devices:
             raise ValueError("devices=[] holds no device; pass None to use all devices of all processes.")
@@ -77,46 +72,13 @@ class DataParallel:
                 f"use a multiple of {self.num_devices} (e.g. {max(lower, self.num_devices)})."
             )
 
-    def check_data_shard(self, num: int, what: str = "data.num_train") -> None:
-        """Raise ValueError unless a split of `num` samples shards evenly over processes and devices."""
-        if num % self.num_devices:
-            lower = num - num % self.num_devices
-            raise ValueError(
-                f"{what}={num} samples cannot be sharded over the {self.num_devices} devices in use "
-                f"({self.num_processes} process(es)): the device count does not divide the dataset; use a "
-                f"multiple of {self.num_devices} (e.g. {max(lower, self.num_devices)}) or replicated data."
-            )
-
-    # ---- placement -------------------------------------------------------------------------------------------
-    def replicate(self, tree):
-        """Host pytree -> replicated global arrays (for pmap: stacked [local devices, ...] per process)."""
-        if self.mode == "pmap":
-            return jax.tree_util.tree_map(lambda x: _stack_local(x, self.local_devices), tree)
-        return jax.tree_util.tree_map(lambda x: _put_global(x, self.replicated), tree)
-
-    def unreplicate(self, tree):
-        """Replicated state -> one copy (host-transferable, layout-independent)."""
-        if self.mode == "pmap":
-            return jax.tree_util.tree_map(lambda x: x[0], tree)
-        return tree
-
-    def put_data(self, data: Mapping[str, np.ndarray], *, for_training: bool) -> dict[str, jax.Array]:
-        """A dataset split that every process holds whole, replicated on every device.
-
-        Training data takes the layout of the train step (stacked per device under pmap); evaluation data is
-        always a replicated global array, since evaluation runs as one jit over the mesh.
-        """
-        if for_training and self.mode == "pmap":
-            return self.replicate(dict(data))
-        return jax.tree_util.tree_map(lambda x: _put_global(x, self.replicated), dict(data))
-
-    def host_rows(self, num: int, what: str = "data.num_train") -> slice:
-        """The contiguous rows [start, stop) of a `num`-sample split that this process reads for `put_sharded`.
+    def host_rows(self, num: int, what: str = "train.batch_size") -> slice:
+        """The contiguous rows [start, stop) of a `num`-sample batch that this process supplies to `put_batch`.
 
         Process p holds the rows of its own devices: the mesh splits the sample axis into `num_devices` equal
         blocks in device order, and the devices of one process are consecutive in `jax.devices()`.
         """
-        self.check_data_shard(num, what)
+        self.check_batch_size(num, what)
         per_device = num // self.num_devices
         mine = [i for i, d in enumerate(self.devices) if d.process_index == jax.process_index()]
         if not mine:
@@ -125,88 +87,66 @@ class DataParallel:
             raise ValueError(f"this process's devices {mine} are not consecutive in the mesh; pass devices sorted.")
         return slice(mine[0] * per_device, (mine[-1] + 1) * per_device)
 
-    def put_sharded(self, local: Mapping[str, np.ndarray], num: int, what: str = "data.num_train"):
-        """Global arrays [num, ...] sharded over the sample axis, from this process's rows `host_rows(num)` only.
+    # ---- layouts: overridden where pmap differs -------------------------------------------------------------
+    def put_state(self, state):
+        """A host (or single-copy) pytree as the train step's replicated state."""
+        return jax.tree_util.tree_map(lambda x: _put_global(x, self.replicated), state)
 
-        Use with the shard_map form: its steps gather each global batch by index, across devices.
-        """
-        if self.mode == "pmap":
-            raise ValueError(
-                "put_sharded needs train.parallel='shard_map': pmap steps take per-device copies of the data."
-            )
-        rows = self.host_rows(num, what)
+    def state_to_save(self, state):
+        """The train step's state as one copy of global arrays (what a checkpoint and `device_get` take)."""
+        return state
+
+    def put_train_data(self, data: Mapping[str, np.ndarray]):
+        """A training split every process holds whole, replicated on every device for the step's index gather."""
+        return self.put_eval_data(data)
+
+    def put_eval_data(self, data: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """A split every process holds whole, as replicated global arrays (evaluation runs as one jit)."""
+        return jax.tree_util.tree_map(lambda x: _put_global(x, self.replicated), dict(data))
+
+    def put_batch(self, local: Mapping[str, np.ndarray], batch_size: int):
+        """A host-fed global batch from this process's rows `host_rows(batch_size)` of it."""
+        rows = self.host_rows(batch_size)
         out = {}
         for key, x in local.items():
             x = np.asarray(x)
             if x.shape[0] != rows.stop - rows.start:
                 raise ValueError(
                     f"{key} holds {x.shape[0]} rows but this process must supply rows [{rows.start}, {rows.stop}) "
-                    f"of {num}; read them with DataParallel.host_rows({num})."
+                    f"of {batch_size}; read them with DataParallel.host_rows({batch_size})."
                 )
 
             def block(index, x=x):
-                sample = index[0]
-                start = (sample.start or 0) - rows.start
-                stop = (sample.stop if sample.stop is not None else num) - rows.start
+                start = (index[0].start or 0) - rows.start
+                stop = (index[0].stop if index[0].stop is not None else batch_size) - rows.start
                 return x[(slice(start, stop), *index[1:])]
 
-            out[key] = jax.make_array_from_callback((num, *x.shape[1:]), self.batch_sharding, block)
+            out[key] = jax.make_array_from_callback((batch_size, *x.shape[1:]), self.batch_sharding, block)
         return out
 
+    def metrics_to_host(self, metrics) -> dict[str, np.ndarray]:
+        """A train step's metrics as host numpy values."""
+        return jax.device_get(metrics)
+
+    def eval_params(self, state):
+        """The params of the train step's state laid out for `compile_eval` (replicated over the mesh)."""
+        return self.state_to_save(state)["params"]
+
     # ---- compiled steps --------------------------------------------------------------------------------------
-    def put_batch(self, local: Mapping[str, np.ndarray], batch_size: int):
-        """A host-fed global batch from this process's rows `host_rows(batch_size)` of it.
-
-        shard_map: global arrays sharded over the sample axis; pmap: host arrays [local devices, B/D, ...].
-        """
-        if self.mode == "pmap":
-            n_local = sum(d.process_index == jax.process_index() for d in self.devices)
-            return {k: np.asarray(v).reshape(n_local, -1, *np.shape(v)[1:]) for k, v in local.items()}
-        return self.put_sharded(local, batch_size, what="train.batch_size")
-
     def compile_train(
-        self,
-        per_device_step: Callable[..., tuple[Any, dict]],
-        select_batch: Callable[[jax.Array, Any], dict] | None,
+        self, per_device_step: PerDeviceStep, select_batch: SelectBatch | None, *, batch_axis: int = 0
     ) -> Callable:
         """`fn(state, data) -> (state, metrics)`; `select_batch(step, data)` returns the global batch of a step.
 
         With `select_batch=None` the data argument is the step's batch itself, fed from the host (`put_batch`).
         `per_device_step(state, batch, axis_name=...)` is the pure per-device update; it sees its block of B/D
-        samples and averages gradients with `lax.pmean(..., "data")`. The state is donated.
+        samples (split along `batch_axis` of every batch array: 1 for packed runs, whose batches are [K, B, ...])
+        and averages gradients with `lax.pmean(..., "data")`. The state is donated.
         """
-        n = self.num_devices
-        if select_batch is None:
-            select_batch = _fed_batch
-        if self.mode == "pmap":
+        raise NotImplementedError
 
-            def pmapped(state, data):
-                if select_batch is _fed_batch:  # pmap already split the host batch over the devices
-                    return per_device_step(state, data, axis_name=AXIS)
-                batch = select_batch(state["step"], data)
-                part = jax.lax.axis_index(AXIS)
-                local = jax.tree_util.tree_map(
-                    lambda x: jax.lax.dynamic_slice_in_dim(x, part * (x.shape[0] // n), x.shape[0] // n),
-                    batch,
-                )
-                return per_device_step(state, local, axis_name=AXIS)
-
-            return jax.pmap(pmapped, axis_name=AXIS, donate_argnums=(0,), devices=self.devices)
-
-        sharded = jax.shard_map(
-            functools.partial(per_device_step, axis_name=AXIS),
-            mesh=self.mesh,
-            in_specs=(P(), P(AXIS)),
-            out_specs=(P(), P()),
-            check_vma=False,
-        )
-
-        def step(state, data):
-            batch = select_batch(state["step"], data)
-            batch = jax.lax.with_sharding_constraint(batch, self.batch_sharding)
-            return sharded(state, batch)
-
-        return jax.jit(step, donate_argnums=(0,), out_shardings=(self.replicated, self.replicated))
+    def _batch_spec(self, batch_axis: int) -> P:
+        return P(*([None] * batch_axis), AXIS)
 
     def compile_eval(self, eval_fn: Callable, batch_size: int) -> Callable:
         """`fn(params, data, start) -> sums` over samples [start, start + batch_size) of a split (masked past its end).
@@ -226,9 +166,100 @@ class DataParallel:
 
         return jax.jit(run, out_shardings=self.replicated)
 
-    def eval_params(self, params):
-        """Params laid out for `compile_eval` (replicated over the mesh)."""
-        params = self.unreplicate(params)
-        if self.mode == "pmap":
-            return jax.tree_util.tree_map(lambda x: _put_global(np.asarray(x), self.replicated), params)
-        return params
+
+class ShardMapParallel(DataParallel):
+    """`jax.jit` of `jax.shard_map`: one global program; state and metrics are replicated global arrays."""
+
+    mode = "shard_map"
+
+    def compile_train(
+        self, per_device_step: PerDeviceStep, select_batch: SelectBatch | None, *, batch_axis: int = 0
+    ) -> Callable:
+        select_batch = select_batch or _fed_batch
+        spec = self._batch_spec(batch_axis)
+        sharded = jax.shard_map(
+            functools.partial(per_device_step, axis_name=AXIS),
+            mesh=self.mesh,
+            in_specs=(P(), spec),
+            out_specs=(P(), P()),
+            check_vma=False,
+        )
+
+        def step(state, data):
+            batch = select_batch(state["step"], data)
+            batch = jax.lax.with_sharding_constraint(batch, NamedSharding(self.mesh, spec))
+            return sharded(state, batch)
+
+        return jax.jit(step, donate_argnums=(0,), out_shardings=(self.replicated, self.replicated))
+
+
+class PmapParallel(DataParallel):
+    """`jax.pmap` over the local devices: state, data and metrics carry a leading [local devices] axis.
+
+    Refused across processes: pmap's per-device copies are host-local arrays, which orbax cannot save in a
+    multi-process job, so such a run would fail at its first checkpoint after doing the work.
+    """
+
+    mode = "pmap"
+
+    def __init__(self, devices: list | None = None):
+        super().__init__(devices)
+        if self.num_processes > 1:
+            raise ValueError(
+                f"train.parallel='pmap' cannot checkpoint a run across {self.num_processes} processes (its "
+                "per-device copies are host-local arrays); use train.parallel='shard_map' for multi-host runs."
+            )
+        self._stacked = NamedSharding(Mesh(np.array(self.local_devices), (AXIS,)), P(AXIS))
+
+    def _stack(self, x) -> jax.Array:
+        x = np.asarray(x)
+        return jax.device_put(np.broadcast_to(x[None], (len(self.local_devices), *x.shape)), self._stacked)
+
+    def put_state(self, state):
+        return jax.tree_util.tree_map(self._stack, jax.device_get(state))
+
+    def state_to_save(self, state):
+        return jax.tree_util.tree_map(lambda x: x[0], state)
+
+    def put_train_data(self, data: Mapping[str, np.ndarray]):
+        return jax.tree_util.tree_map(self._stack, dict(data))
+
+    def put_batch(self, local: Mapping[str, np.ndarray], batch_size: int):
+        self.host_rows(batch_size)  # checks the split
+        n_local = len(self.local_devices)
+        return {k: np.asarray(v).reshape(n_local, -1, *np.shape(v)[1:]) for k, v in local.items()}
+
+    def metrics_to_host(self, metrics) -> dict[str, np.ndarray]:
+        return jax.device_get(jax.tree_util.tree_map(lambda x: x[0], metrics))
+
+    def eval_params(self, state):
+        params = self.state_to_save(state)["params"]
+        return jax.tree_util.tree_map(lambda x: _put_global(np.asarray(x), self.replicated), params)
+
+    def compile_train(
+        self, per_device_step: PerDeviceStep, select_batch: SelectBatch | None, *, batch_axis: int = 0
+    ) -> Callable:
+        n, a = self.num_devices, batch_axis
+
+        def pmapped(state, data):
+            if select_batch is None:  # pmap already split the host batch over the devices
+                return per_device_step(state, data, axis_name=AXIS)
+            batch = select_batch(state["step"], data)
+            part = jax.lax.axis_index(AXIS)
+            local = jax.tree_util.tree_map(
+                lambda x: jax.lax.dynamic_slice_in_dim(x, part * (x.shape[a] // n), x.shape[a] // n, axis=a), batch
+            )
+            return per_device_step(state, local, axis_name=AXIS)
+
+        return jax.pmap(pmapped, axis_name=AXIS, donate_argnums=(0,), devices=self.devices)
+
+
+def make_parallel(mode: str = "shard_map", devices: list | None = None) -> DataParallel:
+    """The data-parallel form `mode` ("shard_map" or "pmap") over `devices` (default: all devices of all processes)."""
+    if mode not in _FORMS:
+        raise ValueError(f"train.parallel={mode!r} is not one of {PARALLEL_MODES}; pick one of them.")
+    return _FORMS[mode](devices)
+
+
+_FORMS = {cls.mode: cls for cls in (ShardMapParallel, PmapParallel)}
+PARALLEL_MODES = tuple(_FORMS)

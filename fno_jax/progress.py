@@ -3,7 +3,7 @@
 import sys
 import time
 
-import jax
+from fno_jax.distributed import is_main_process
 
 
 class Progress:
@@ -25,7 +25,7 @@ class Progress:
         self.min_interval = min_interval
         self.t0 = time.perf_counter()
         self.last = 0.0
-        self.enabled = jax.process_index() == 0
+        self.enabled = is_main_process()
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         if not self.tty:
             self.min_interval = max(min_interval, 10.0)

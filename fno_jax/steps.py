@@ -15,6 +15,7 @@ import optax
 
 from fno_jax import channels, normalization
 from fno_jax.losses import relative_l2, sum_squared_error
+from fno_jax.optim import current_learning_rate
 
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
@@ -31,11 +32,6 @@ def predict(params, batch: Batch, *, model: nn.Module, norm, length: float) -> j
     return model.apply({"params": params}, model_inputs(batch, norm, length))[..., 0]
 
 
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
 def train_step(
     state: State,
     batch: Batch,
@@ -46,9 +42,12 @@ def train_step(
     length: float,
     axis_name: str | None = None,
 ) -> tuple[State, dict[str, jax.Array]]:
-    """One Adam step on the sum-of-squares loss; a non-finite loss or gradient leaves params unchanged.
+    """One optimizer step on the sum-of-squares loss.
 
-    Returns the new state and `{"loss", "grad_norm", "finite"}` (averaged over `axis_name` when given).
+    `optimizer` is `fno_jax.optim.make_optimizer`'s, whose outermost `optax.apply_if_finite` leaves params and
+    optimizer state unchanged after a non-finite gradient. Returns the new state and `{"loss", "grad_norm", "finite",
+    "learning_rate"}` (loss and gradient averaged over `axis_name` when given); the outer loop stops at its next
+    check on `finite` false.
     """
 
     def loss_fn(params):
@@ -58,17 +57,14 @@ def train_step(
     if axis_name is not None:
         loss, grads = jax.lax.pmean((loss, grads), axis_name)
     updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    finite = jnp.isfinite(loss) & _all_finite(grads)
-    # Skip the update rather than poison the state: the outer loop stops at its next check and names this step.
-    keep = lambda new, old: jnp.where(finite, new, old)
     new_state = {
-        "params": jax.tree_util.tree_map(keep, params, state["params"]),
-        "opt_state": jax.tree_util.tree_map(keep, opt_state, state["opt_state"]),
+        "params": optax.apply_updates(state["params"], updates),
+        "opt_state": opt_state,
         "step": state["step"] + 1,
     }
+    finite = jnp.isfinite(loss) & opt_state.last_finite
     metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite}
-    return new_state, metrics
+    return new_state, {**metrics, "learning_rate": current_learning_rate(opt_state)}
 
 
 def eval_step(

@@ -1,12 +1,96 @@
-"""Shared pytest set-up: CPU only, quiet logs, float64 available per test via `x64` fixture."""
+"""Shared test set-up and helpers: CPU only, a persistent compilation cache, float64 on demand, the tiny run config,
+params comparisons, and subprocess runs (the CLI, forced host devices).
+
+The compilation cache lives in `.pytest_cache/jax` and is shared by both xdist workers and every subprocess (the
+environment variables below are inherited), so a program the suite compiles once (the tiny run's train step, say)
+is loaded from disk by every later process that needs it.
+"""
 
 import os
+import subprocess
+import sys
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CACHE = os.path.join(REPO, ".pytest_cache", "jax")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+os.environ["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+# The tiny run every end-to-end test shares: seconds on a CPU, and it still checkpoints, evaluates and resumes.
+TINY = {
+    "data.resolution": 16,
+    "data.num_train": 32,
+    "data.num_val": 16,
+    "data.num_test": 16,
+    "data.generate_chunk": 16,
+    "model.width": 8,
+    "model.modes": 4,
+    "model.depth": 2,
+    "model.fc_dim": 16,
+    "train.batch_size": 8,
+    "train.eval_batch_size": 16,
+    "train.num_steps": 10,
+    "train.eval_every": 5,
+    "train.checkpoint_every": 5,
+    "train.log_every": 5,
+}
+
+
+def tiny_config(task: str = "poisson", **overrides):
+    """The tiny run config of `task` with dotted-key overrides, e.g. tiny_config(**{"train.num_steps": 4})."""
+    from fno_jax.config import default_config
+
+    config = default_config()
+    config.task = task
+    config.update_from_flattened_dict({**TINY, **overrides})
+    return config
+
+
+def tiny_flags(**overrides) -> list[str]:
+    """The tiny run as command-line overrides of experiments/configs/base.py."""
+    values = {**TINY, **overrides}
+    return [f"--config.{k}={v}" for k, v in values.items()]
+
+
+def params_equal(a, b) -> bool:
+    """Same tree structure and bitwise-equal leaves."""
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    same_tree = jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    return same_tree and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True))
+
+
+def relative_difference(a, b) -> float:
+    """||a - b|| / ||b|| over all leaves of two trees of the same structure (float64 sums)."""
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    num = sum(float(np.sum((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2)) for x, y in zip(la, lb))
+    den = sum(float(np.sum(np.asarray(y, np.float64) ** 2)) for y in lb)
+    return (num / den) ** 0.5
+
+
+def run_python(args: list[str], *, devices: int | None = None, timeout: float = 600, check: bool = True, **kwargs):
+    """`python ARGS` in the repository root (optionally with `devices` forced host devices); returns the result."""
+    env = dict(os.environ, **kwargs.pop("env", {}))
+    if devices is not None:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    result = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def main_cli(workdir, *flags: str, config: str = "experiments/configs/base.py") -> list[str]:
+    """Arguments of `python -m experiments.main` for the tiny run in `workdir` with extra flags."""
+    return ["-m", "experiments.main", f"--config={config}", f"--workdir={workdir}", *tiny_flags(), *flags]
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ import numpy as np
 import optax
 import pytest
 import tensorstore as ts
+from conftest import main_cli, run_python, tiny_config
 
 from experiments.configs.finetune import get_config as finetune_config
-from experiments.configs.pretrain import get_config
 from fno_jax import channels, checkpoint
-from fno_jax.config import ConfigError, validate_config
+from fno_jax.config import ConfigError, model_size, validate_config
 from fno_jax.data import (
     DatasetFormatError,
     DatasetNotFoundError,
@@ -26,29 +26,12 @@ from fno_jax.data import (
     IncompleteDatasetError,
     write_dataset,
 )
-from fno_jax.data.generate import make_task
 from fno_jax.finetune import TransferError
 from fno_jax.model import FNO
-from fno_jax.parallel import DataParallel
+from fno_jax.normalization import NormStats
 from fno_jax.train import train_and_evaluate
-
-SMALL_MODEL = {"width": 8, "modes": 4, "depth": 2, "fc_dim": 16}
-
-
-def tiny_config(**overrides):
-    config = get_config("poisson,runlocal")
-    config.data.resolution = 16
-    config.data.num_train, config.data.num_val, config.data.num_test = 32, 16, 16
-    config.model.update(SMALL_MODEL)
-    config.train.batch_size = 8
-    config.train.num_steps = 4
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+from fno_jax.workdir import RunMeta
+from solvers.families import make_task
 
 
 def _set(path, value):
@@ -88,9 +71,9 @@ BAD_CONFIGS = {
                  r"Did you mean config\.train\.learning_rate\?"),
     "missing_key": (_delete_key("model.fc_dim"), r"config\.model\.fc_dim is missing; start configs from "
                     r"fno_jax\.config\.default_config\(\)"),
-    "str_for_int": (_set("model.width", "8"), r"config\.model\.width='8' has type str; expected int"),
-    "float_for_int": (_set("train.num_steps", 10.5), r"config\.train\.num_steps=10\.5 has type float; expected int"),
-    "bool_for_int": (_set("seed", True), r"config\.seed=True has type bool; expected int"),
+    "nan_learning_rate": (_set("train.learning_rate", float("nan")), r"config\.train\.learning_rate=nan is not a "
+                          r"finite number"),
+    "infinite_length": (_set("data.length", float("inf")), r"config\.data\.length=inf is not a finite number"),
     "unknown_task": (_set("task", "poison"), r"config\.task='poison' is not one of \('poisson'"),
     "unknown_layout": (_set("data.layout", "heat"), r"config\.data\.layout='heat' must be empty"),
     "odd_resolution": (_set("data.resolution", 15), r"config\.data\.resolution=15 must be an even number >= 8"),
@@ -113,7 +96,12 @@ BAD_CONFIGS = {
                   r"'bfloat16'\)"),
     "bad_parallel": (_set("train.parallel", "fsdp"), r"config\.train\.parallel='fsdp' is not one of"),
     "bad_norm_stats": (_set("finetune.norm_stats", "mine"), r"config\.finetune\.norm_stats='mine' is not one of"),
-    "zero_checkpoint_every": (_set("train.checkpoint_every", 0), r"config\.train\.checkpoint_every=0 must be >= 1"),
+    "negative_checkpoint_every": (_set("train.checkpoint_every", -1), r"config\.train\.checkpoint_every=-1 must be "
+                                  r">= 0"),
+    "epochs_without_length": (_set("train.num_epochs", 0), r"num_epochs=0 must be >= 1 when "
+                              r"config\.train\.num_steps=-1", {"train.num_steps": -1}),
+    "bad_select_by": (_set("train.select_by", "test_loss"), r"config\.train\.select_by='test_loss' is not one of"),
+    "bad_precision": (_set("train.matmul_precision", "tf32"), r"config\.train\.matmul_precision='tf32' is not one"),
     "freeze_without_init": (_set("finetune.freeze", ("lift",)), r"config\.finetune\.freeze is set but "
                             r"config\.init_from is empty"),
 }  # fmt: skip
@@ -121,8 +109,8 @@ BAD_CONFIGS = {
 
 @pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
 def test_bad_config_is_rejected_with_its_reason(name):
-    mutate, message = BAD_CONFIGS[name]
-    config = tiny_config()
+    mutate, message, *base = BAD_CONFIGS[name]
+    config = tiny_config(**(base[0] if base else {}))
     validate_config(config)  # the unmutated config is good
     mutate(config)
     with pytest.raises(ConfigError, match=message):
@@ -142,25 +130,31 @@ def test_finetune_config_without_init_from():
         validate_config(config)
 
 
-def test_batch_not_divisible_by_devices():
-    parallel = DataParallel.__new__(DataParallel)  # four stand-in devices; only the count matters here
-    parallel.devices = [None] * 4
-    with pytest.raises(ValueError, match=r"train\.batch_size=10 is not divisible by the 4 devices in use; use a "
-                       r"multiple of 4 \(e\.g\. 8\)"):  # fmt: skip
-        parallel.check_batch_size(10)
+@pytest.mark.parametrize(("key", "value"), [("model.width", "8"), ("train.num_steps", 10.5), ("seed", "0")])
+def test_a_value_of_the_wrong_type_is_refused_by_the_config(key, value):
+    # ml_collections checks types on assignment (the command line assigns too): no second check in validate_config.
+    with pytest.raises(TypeError, match="Could not override field"):
+        tiny_config(**{key: value})
+
+
+def test_mistyped_key_on_the_command_line(tmp_path):
+    result = run_python(main_cli(tmp_path / "w", "--config.train.lerning_rate=0.1"), check=False)
+    assert result.returncode != 0 and "lerning_rate" in result.stderr
+    assert not os.path.exists(tmp_path / "w")
 
 
 # ---- checkpoints and init_from ----------------------------------------------------------------------------------
 def write_checkpoint(workdir, *, layout="poisson", step=5, **model):
     """A checkpoint as a run would write it (fresh init, Adam state, meta), without training."""
-    sizes = {**SMALL_MODEL, **model}
+    sizes = {**model_size(tiny_config()), **model}
     net = FNO(out_dim=1, **sizes)
     dummy = jnp.zeros((1, 16, 16, channels.num_channels(layout)))
     params = net.init(jax.random.PRNGKey(0), dummy)["params"]
     opt_state = optax.adam(1e-3).init(params)
-    meta = {"model": sizes, "layout": layout, "norm_stats": None, "best_step": None, "best_val_rel_l2": None}
+    stats = NormStats(1.0, (1.0,) * (channels.num_channels(layout) - 1))
+    meta = RunMeta(model=sizes, layout=layout, norm_stats=stats, task_spec={}, config={}, provenance={})
     ckpt = checkpoint.Checkpointer(workdir)
-    ckpt.save(step, params, opt_state, meta)
+    ckpt.save(step, {"params": params, "opt_state": opt_state}, meta)
     ckpt.close()
     return str(workdir)
 
@@ -237,7 +231,7 @@ def write_tiny_dataset(path, *, name="poisson", resolution=16, counts=None):
         }
 
     # The spec of the tiny config's task, so that only the defect under test differs.
-    spec = make_task(name, get_config(f"{name},tiny").task_ranges).spec()
+    spec = make_task(name, tiny_config(name).task_ranges).spec()
     write_dataset(path, make_batch, spec=spec, resolution=resolution, counts=counts, seed=0)
     return str(path)
 
@@ -250,6 +244,7 @@ def _dataset_config(path, **overrides):
 def test_dataset_path_missing(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"no dataset at .*nowhere: the directory does not exist"):
         train_and_evaluate(_dataset_config(tmp_path / "nowhere"), str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")  # refused before the workdir is made
 
 
 def test_dataset_incomplete(tmp_path):

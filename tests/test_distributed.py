@@ -14,12 +14,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO, relative_difference, tiny_config
 
 from fno_jax.distributed import launch_spec
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))
-from test_parallel import RTOL, relative_difference, tiny_config  # noqa: E402
+RTOL = 1e-5  # float32 reduction order, see tests/test_four_devices.py
 
 # ---- launch detection (pure) ----------------------------------------------------------------------------------
 
@@ -71,26 +70,24 @@ from fno_jax.distributed import maybe_initialize
 assert maybe_initialize()
 import jax, numpy as np
 sys.path.insert(0, "tests")
-from test_parallel import tiny_config
+from conftest import tiny_config
 from fno_jax.checkpoint import load_params
-from fno_jax.parallel import DataParallel
+from fno_jax.parallel import make_parallel
 from fno_jax.train import train_and_evaluate
 
 workdir = sys.argv[1]
 # Host-fed batches: each process reads only the rows of each batch that its own device trains on.
-config = tiny_config("shard_map")
-config.data.loader = "host"
-summary = train_and_evaluate(config, workdir)
+summary = train_and_evaluate(tiny_config(**{"data.loader": "host"}), workdir)
 params = load_params(workdir)
 if jax.process_index() == 0:
     np.savez(workdir + ".npz", *jax.tree_util.tree_leaves(params))
-# Host-sharded split: each process supplies only its own rows; a jitted gather reads across processes.
-dp = DataParallel("shard_map")
+# A host-fed batch: each process supplies only its own rows; a jitted gather reads across processes.
+dp = make_parallel("shard_map")
 x = np.arange(8 * 2, dtype=np.float32).reshape(8, 2)
 rows = dp.host_rows(8)
-sharded = dp.put_sharded({"x": x[rows]}, 8)["x"]
+batch = dp.put_batch({"x": x[rows]}, 8)["x"]
 index = np.array([7, 0, 5, 2])
-gathered = jax.jit(lambda d, i: d[i], out_shardings=dp.replicated)(sharded, index)
+gathered = jax.jit(lambda d, i: d[i], out_shardings=dp.replicated)(batch, index)
 print(json.dumps({
     "process": jax.process_index(), "devices": jax.device_count(), "summary_devices": summary["devices"],
     "rows": [rows.start, rows.stop], "gather_ok": bool(np.array_equal(np.asarray(gathered), x[index])),
@@ -134,7 +131,7 @@ def test_two_processes_match_one_process(tmp_path):
             )  # fmt: skip
         )
     # The reference runs here meanwhile: one process, one device, the same global batch.
-    train_and_evaluate(tiny_config("shard_map"), str(tmp_path / "one_process"))
+    train_and_evaluate(tiny_config(), str(tmp_path / "one_process"))
     reference = jax.tree_util.tree_leaves(load_params(tmp_path / "one_process"))
     results = []
     try:
@@ -156,5 +153,5 @@ def test_two_processes_match_one_process(tmp_path):
     # Process 0 alone wrote the run's records: one metrics line per logged step, one summary.
     with open(workdir / "metrics.jsonl") as f:
         steps = [json.loads(line)["step"] for line in f if line.strip()]
-    assert steps == [10]
+    assert steps == [5, 10]
     assert json.loads((workdir / "summary.json").read_text())["devices"] == 2

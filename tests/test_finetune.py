@@ -2,35 +2,26 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_config
 
-from experiments.configs import finetune as finetune_config
-from experiments.configs import pretrain
 from fno_jax import channels, checkpoint, finetune, train
-from fno_jax.config import ConfigError
 from fno_jax.model import FNO
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def downstream(pretrained_dir, task="poisson", **overrides):
-    config = finetune_config.get_config(f"{task},tiny")
-    config.init_from = pretrained_dir
-    config.update_from_flattened_dict({"train.num_steps": 6, "train.eval_every": 3, "train.checkpoint_every": 3})
-    config.update_from_flattened_dict(overrides)
-    return config
+    steps = {"train.num_steps": 6, "train.eval_every": 3, "train.checkpoint_every": 3}
+    return tiny_config(task, init_from=pretrained_dir, require_init_from=True, **{**steps, **overrides})
 
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("pretrained"))
-    train.train_and_evaluate(pretrain.get_config("poisson,tiny"), workdir)
+    train.train_and_evaluate(tiny_config(), workdir)
     return workdir
 
 
@@ -86,30 +77,3 @@ def test_frozen_leaves_are_bitwise_unchanged(pretrained, tmp_path):
         for leaf in before[name]:
             np.testing.assert_array_equal(after[name][leaf], before[name][leaf])
     assert not np.array_equal(after["fc2"]["kernel"], before["fc2"]["kernel"])  # the rest did train
-
-
-def test_finetune_from_a_four_device_pretrain_on_one_device(tmp_path):
-    pre = tmp_path / "pre4"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    cmd = [
-        sys.executable, "-m", "experiments.main", "--config=experiments/configs/pretrain.py:poisson,tiny",
-        f"--workdir={pre}", "--config.train.num_steps=4", "--config.train.eval_every=2",
-    ]  # fmt: skip
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads((pre / "summary.json").read_text())["devices"] == 4
-    summary = train.train_and_evaluate(downstream(str(pre), **{"train.num_steps": 2}), str(tmp_path / "ft1"))
-    assert summary["mode"] == "finetune" and summary["devices"] == jax.device_count() == 1
-    assert np.isfinite(summary["test_rel_l2"])
-
-
-def test_errors_before_training(pretrained, tmp_path):
-    config = finetune_config.get_config("poisson,tiny")
-    with pytest.raises(ConfigError, match="set --config.init_from=PRETRAINED_WORKDIR"):
-        train.train_and_evaluate(config, str(tmp_path / "a"))
-    with pytest.raises(finetune.TransferError, match="another architecture .*width: pretrained 8 vs config 12"):
-        train.train_and_evaluate(downstream(pretrained, **{"model.width": 12}), str(tmp_path / "b"))
-    with pytest.raises(finetune.TransferError, match="not a directory"):
-        train.train_and_evaluate(downstream(str(tmp_path / "nowhere")), str(tmp_path / "c"))
-    for name in ("a", "b", "c"):
-        assert not os.path.exists(tmp_path / name / "checkpoints")

@@ -22,7 +22,7 @@ def write_h5(path, k, n=N, res=RES, fields_name="fields"):
 
 def gather(ds):
     """All splits concatenated in (train, val, test) order."""
-    parts = [ds.load(s) for s in ("train", "val", "test")]
+    parts = [ds.read(s, slice(None)) for s in ("train", "val", "test")]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -43,7 +43,7 @@ def test_poisson_round_trip_in_file_order(tmp_path):
     np.testing.assert_array_equal(got["pde"], np.zeros(N, np.int32))
     assert np.isnan(got["volume_fraction"]).all()
     # With vf unknown the nested subsets are still well defined.
-    vf = ds.load("train")["volume_fraction"]
+    vf = ds.read("train", slice(None))["volume_fraction"]
     assert set(nested_subset(vf, 4, 0)) <= set(nested_subset(vf, 8, 0))
 
 
@@ -65,7 +65,7 @@ def test_helmholtz_via_command_line(tmp_path, capsys):
     assert "helmholtz" in capsys.readouterr().out
     from fno_jax.data import open_dataset
 
-    train = open_dataset(tmp_path / "ds").load("train")
+    train = open_dataset(tmp_path / "ds").read("train", slice(None))
     np.testing.assert_array_equal(train["diffusion"][:, 0, 0], tensor[:, 0])
     np.testing.assert_array_equal(train["diffusion"][:, 1, 1], tensor[:, 0])
     np.testing.assert_array_equal(train["diffusion"][:, 0, 1], np.zeros(N, np.float32))

@@ -1,11 +1,12 @@
 """Faults during a run: kill -9 and resume, a corrupted newest checkpoint, NaN in the data, two runs on one workdir.
 
-Every run here is the tiny `pretrain.py:poisson,runlocal` variant below (16x16, width 8, 12 steps). The subprocess
-runs share a persistent XLA compilation cache, so only the first one pays for compilation.
+Every run here is the tiny run of tests/conftest.py, 12 steps long with a checkpoint every 2. The subprocesses share
+the suite's persistent XLA compilation cache, so only the first one pays for compilation.
 """
 
 import glob
 import json
+import logging
 import os
 import shutil
 import signal
@@ -17,78 +18,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REPO, main_cli, params_equal, tiny_config
 
-from experiments.configs.pretrain import get_config
 from fno_jax import checkpoint
-from fno_jax.data import generate, nested_subset
-from fno_jax.train import NonFiniteError, batch_indices, train_and_evaluate
-from fno_jax.workdir_lock import WorkdirLock, WorkdirLockedError
+from fno_jax.data import batch_indices, generate, nested_subset
+from fno_jax.train import NonFiniteError, train_and_evaluate
+from fno_jax.workdir import Workdir, WorkdirLockedError
 
 pytestmark = pytest.mark.slow
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# Overrides of pretrain.py:poisson,runlocal: the smallest run that still checkpoints, evaluates and resumes.
-TINY = {
-    "data.resolution": 16,
-    "data.num_train": 32,
-    "data.num_val": 16,
-    "data.num_test": 16,
-    "data.generate_chunk": 32,
-    "model.width": 8,
-    "model.modes": 4,
-    "model.depth": 2,
-    "model.fc_dim": 16,
-    "train.batch_size": 8,
-    "train.eval_batch_size": 16,
-    "train.num_steps": 12,
-    "train.checkpoint_every": 2,
-    "train.eval_every": 4,
-    "train.log_every": 1,
-}
-
-
-def tiny_config(**overrides):
-    config = get_config("poisson,runlocal")
-    for key, value in {**TINY, **overrides}.items():
-        node, *path = key.split(".")
-        target = config
-        for part in [node, *path][:-1]:
-            target = target[part]
-        target[([node, *path])[-1]] = value
-    return config
+# The tiny run, longer and with checkpoints every 2 steps: the smallest run that still checkpoints, evaluates and
+# resumes with several checkpoints to fall back on.
+LONGER = {"train.num_steps": 12, "train.checkpoint_every": 2, "train.eval_every": 4, "train.log_every": 1}
 
 
 def cli(workdir, **overrides) -> list[str]:
-    flags = [f"--config.{k}={v}" for k, v in {**TINY, **overrides}.items()]
-    return [
-        sys.executable,
-        "-m",
-        "experiments.main",
-        "--config=experiments/configs/pretrain.py:poisson,runlocal",
-        f"--workdir={workdir}",
-        *flags,
-    ]
+    return [sys.executable, *main_cli(workdir, *(f"--config.{k}={v}" for k, v in {**LONGER, **overrides}.items()))]
 
 
 @pytest.fixture(scope="module")
-def cli_env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("xla_cache")
-    env = dict(os.environ)
-    env.update(
-        JAX_PLATFORMS="cpu",
-        JAX_COMPILATION_CACHE_DIR=str(cache),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
-    )
-    return env
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory, cli_env):
-    """An uninterrupted 12-step run through the CLI (also fills the compilation cache)."""
+def baseline(tmp_path_factory):
+    """An uninterrupted 12-step run through the CLI."""
     workdir = tmp_path_factory.mktemp("baseline")
-    done = subprocess.run(cli(workdir), cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cli(workdir), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return str(workdir)
 
@@ -101,11 +52,7 @@ def checkpoint_steps(workdir) -> list[int]:
 
 
 def assert_params_equal(workdir_a, workdir_b, step) -> None:
-    a = checkpoint.load_params(workdir_a, step)
-    b = checkpoint.load_params(workdir_b, step)
-    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        assert x.dtype == y.dtype and np.array_equal(x, y), "params differ bitwise"
+    assert params_equal(checkpoint.load_params(workdir_a, step), checkpoint.load_params(workdir_b, step))
 
 
 def metric_lines(workdir) -> list[dict]:
@@ -116,9 +63,9 @@ def metric_lines(workdir) -> list[dict]:
     return records
 
 
-def test_kill9_after_first_checkpoint_then_resume_is_bitwise_exact(tmp_path, baseline, cli_env):
+def test_kill9_after_first_checkpoint_then_resume_is_bitwise_exact(tmp_path, baseline):
     workdir = str(tmp_path / "run")
-    proc = subprocess.Popen(cli(workdir), cwd=REPO, env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cli(workdir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
         while not checkpoint_steps(workdir):
@@ -136,7 +83,7 @@ def test_kill9_after_first_checkpoint_then_resume_is_bitwise_exact(tmp_path, bas
     assert checkpoint_steps(workdir)[-1] < 12
 
     # Same command again: resumes (the dead run's lock is gone with it) and ends where the uninterrupted run did.
-    done = subprocess.run(cli(workdir), cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cli(workdir), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming" in done.stderr
     assert_params_equal(baseline, workdir, 12)
@@ -146,13 +93,12 @@ def test_kill9_after_first_checkpoint_then_resume_is_bitwise_exact(tmp_path, bas
     assert a["test_rel_l2"] == b["test_rel_l2"] and a["best_step"] == b["best_step"]
 
 
-def test_second_run_on_a_busy_workdir_is_refused_naming_the_first(tmp_path, baseline, cli_env):
+def test_second_run_on_a_busy_workdir_is_refused_naming_the_first(tmp_path, baseline):
     del baseline  # only for the warm compilation cache
     workdir = str(tmp_path / "busy")
     first = subprocess.Popen(
         cli(workdir, **{"train.num_steps": 100_000, "train.checkpoint_every": 100_000, "train.eval_every": 100_000}),
         cwd=REPO,
-        env=cli_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -162,7 +108,7 @@ def test_second_run_on_a_busy_workdir_is_refused_naming_the_first(tmp_path, base
         while not (os.path.exists(lock_file) and os.path.getsize(lock_file) > 0):
             assert first.poll() is None and time.monotonic() < deadline, "first run never took the lock"
             time.sleep(0.05)
-        second = subprocess.run(cli(workdir), cwd=REPO, env=cli_env, capture_output=True, text=True, timeout=120)
+        second = subprocess.run(cli(workdir), cwd=REPO, capture_output=True, text=True, timeout=120)
         assert first.poll() is None, "the first run must still be running"
     finally:
         first.kill()
@@ -176,10 +122,11 @@ def test_second_run_on_a_busy_workdir_is_refused_naming_the_first(tmp_path, base
 
 def test_lock_names_holder_and_is_released(tmp_path):
     # flock locks belong to an open file, so a second lock in the same process conflicts like another process.
-    with WorkdirLock(tmp_path):
+    config = tiny_config()
+    with Workdir(tmp_path, config):
         with pytest.raises(WorkdirLockedError, match=rf'in use by another run \(\{{"pid": {os.getpid()}, '):
-            WorkdirLock(tmp_path).acquire()
-    with WorkdirLock(tmp_path):  # released on exit: can be taken again
+            Workdir(tmp_path, config).__enter__()
+    with Workdir(tmp_path, config):  # released on exit: can be taken again
         pass
 
 
@@ -191,7 +138,7 @@ def _corrupt_arrays(step_dir) -> None:
         f.write(np.random.default_rng(0).bytes(os.path.getsize(largest)))
 
 
-def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path, baseline):
+def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path, baseline, caplog):
     workdir = str(tmp_path / "copy")
     shutil.copytree(baseline, workdir)
     os.remove(os.path.join(workdir, "summary.json"))
@@ -203,8 +150,9 @@ def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path, baseline):
     ):
         checkpoint.load_params(workdir, 12)
 
-    with pytest.warns(UserWarning, match=r"checkpoints/12 could not be restored .*falling back to the previous"):
-        summary = train_and_evaluate(tiny_config(), workdir)
+    with caplog.at_level(logging.WARNING):
+        summary = train_and_evaluate(tiny_config(**LONGER), workdir)
+    assert "checkpoints/12 could not be restored" in caplog.text and "falling back to the previous" in caplog.text
     # The broken step is kept for inspection, out of the way; the rerun wrote step 12 again from step 10.
     assert os.path.isdir(os.path.join(workdir, "broken_checkpoints", "12"))
     assert checkpoint_steps(workdir)[-1] == 12
@@ -214,7 +162,7 @@ def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path, baseline):
 
 
 def test_nan_in_a_batch_stops_the_run_naming_step_and_batch(tmp_path, monkeypatch):
-    config = tiny_config()
+    config = tiny_config(**LONGER)
     bad_step = 3  # the first two steps (and the checkpoint of step 2) are clean
     position = int(batch_indices(jnp.int32(bad_step - 1), num=32, batch_size=8, seed=config.seed)[0])
     real = generate.generate_split
@@ -243,4 +191,5 @@ def test_nan_in_a_batch_stops_the_run_naming_step_and_batch(tmp_path, monkeypatc
     assert np.all(np.isfinite(np.concatenate([np.ravel(x) for x in jax.tree.leaves(checkpoint.load_params(workdir))])))
     assert max(r["step"] for r in metric_lines(workdir)) == 2
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
-    WorkdirLock(workdir).acquire().release()
+    with Workdir(workdir, config):  # the lock is free
+        pass

@@ -4,17 +4,18 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 
-from experiments.report import build_report, equivalent_scratch_size, fit_power_law
+from experiments.report import bootstrap_ci, build_report, equivalent_scratch_size, fit_power_law
 
 MODEL = {"width": 16, "modes": 8, "depth": 4, "fc_dim": 64}
 SIZES = [2**k for k in range(1, 11)]
 FACTOR = 3.0  # finetune err(N) = scratch err(FACTOR * N): fine-tuning saves exactly FACTOR x data
 
 
-def _record(mode, n, err, lr, val=None, model=MODEL, pretrain="poisson", num_params=1000):
-    return {
+def _record(mode, n, err, lr, val=None, model=MODEL, pretrain="poisson", num_params=1000, seed=None):
+    record = {
         "name": f"{mode}-{n}-{lr}-{model['width']}",
         "kind": "downstream",
         "group": "poisson_e5_10",
@@ -30,6 +31,9 @@ def _record(mode, n, err, lr, val=None, model=MODEL, pretrain="poisson", num_par
         "val_rel_l2": err if val is None else val,
         "learning_rate": lr,
     }
+    if seed is not None:
+        record.update(seed=seed, name=f"{record['name']}-s{seed}")
+    return record
 
 
 def _power_law_records(model=MODEL, num_params=1000, scale=1.0):
@@ -88,7 +92,11 @@ def test_report_schema_best_lr_and_files(tmp_path):
     zeroshot = [r for r in report["runs"] if r["mode"] == "zeroshot"]
     assert [(z["num_train"], z["test_rel_l2"]) for z in zeroshot] == [(0, 0.3)]
 
-    assert sorted(report["plots"]) == ["plots/error_vs_n_poisson_e5-10.png", "plots/zeroshot.png"]
+    assert sorted(report["plots"]) == [
+        "plots/error_vs_n_poisson_e5-10.png",
+        "plots/examples_saved_poisson_e5-10.png",
+        "plots/zeroshot.png",
+    ]
     for plot in report["plots"]:
         with open(tmp_path / plot, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -159,3 +167,93 @@ def test_quickstart_end_to_end_with_a_fake_trainer(tmp_path, capsys):
     assert {r["mode"] for r in report["runs"]} == {"scratch", "finetune", "zeroshot"}
     assert os.path.exists(tmp_path / "report.md") and os.path.exists(tmp_path / "report.json")
     assert "report.md" in capsys.readouterr().out
+
+
+SEED_SCALE = (1.0, 1.3, 0.8)  # seed s multiplies every error of its runs by SEED_SCALE[s]
+
+
+def _seeded_records(extra=lambda mode, n, seed: {}):
+    """Exact power laws per seed, scratch and fine-tuned runs of one seed scaled alike; two LRs per run."""
+    records = []
+    for seed, scale in enumerate(SEED_SCALE):
+        for n in SIZES:
+            for mode, err in (("scratch", n**-0.5), ("finetune", (FACTOR * n) ** -0.5)):
+                err *= scale
+                # Seed 2 prefers the small LR by validation: selection is per (point, seed).
+                good, bad = (1e-4, 1e-3) if seed == 2 else (1e-3, 1e-4)
+                records.append(dict(_record(mode, n, err, good, seed=seed), **extra(mode, n, seed)))
+                records.append(dict(_record(mode, n, err / 2, bad, val=2 * err, seed=seed), **extra(mode, n, seed)))
+        records.append(_record("zeroshot", 0, 0.3, None, seed=seed))
+    return records
+
+
+def test_points_are_medians_over_seeds_with_bootstrap_intervals(tmp_path):
+    _write(tmp_path, _seeded_records())
+    report = build_report(str(tmp_path))
+    # One selected run per (point, seed), each with its seed and its own best-validation LR.
+    assert len(report["runs"]) == 3 * (2 * len(SIZES) + 1)
+    for run in report["runs"]:
+        if run["mode"] != "zeroshot":
+            assert run["learning_rate"] == (1e-4 if run["seed"] == 2 else 1e-3)
+    points = {(p["mode"], p["num_train"]): p for p in report["points"]}
+    assert len(points) == len(report["points"]) == 2 * len(SIZES) + 1
+    for (mode, n), p in points.items():
+        assert p["seeds"] == [0, 1, 2]
+        assert {"task", "shift", "pretrain", "model", "mode", "num_train", "test_rel_l2", "ci_low", "ci_high"} <= set(p)
+        if mode == "zeroshot":
+            assert p["test_rel_l2"] == p["ci_low"] == p["ci_high"] == 0.3
+            continue
+        base = n**-0.5 if mode == "scratch" else (FACTOR * n) ** -0.5
+        # Median over the seeds; with 3 seeds the 95% percentile interval of the median is their range.
+        assert p["test_rel_l2"] == pytest.approx(base * 1.0, rel=1e-12)
+        assert p["ci_low"] == pytest.approx(base * min(SEED_SCALE), rel=1e-12)
+        assert p["ci_high"] == pytest.approx(base * max(SEED_SCALE), rel=1e-12)
+    # The fits run through the medians.
+    assert {f["mode"]: f["b"] for f in report["fits"]} == pytest.approx({"scratch": 0.5, "finetune": 0.5}, rel=1e-9)
+    # Seeds resampled jointly keep each seed's scratch and fine-tuned runs paired: every resample saves FACTOR x.
+    for point in report["data_savings"][0]["points"]:
+        assert point["savings"] == pytest.approx(FACTOR, rel=1e-9)
+        assert point["savings_ci_low"] == pytest.approx(FACTOR, rel=1e-9)
+        assert point["savings_ci_high"] == pytest.approx(FACTOR, rel=1e-9)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "median over 3 seed(s) [0, 1, 2]" in markdown
+    assert f"{8**-0.5:.3g} [{0.8 * 8**-0.5:.3g}, {1.3 * 8**-0.5:.3g}]" in markdown
+    assert "plots/examples_saved_poisson_e5-10.png" in report["plots"]
+
+    # Deterministic: the same results give the same points and savings, intervals included.
+    again = build_report(str(tmp_path), plots=False)
+    assert (again["points"], again["data_savings"]) == (report["points"], report["data_savings"])
+
+
+def test_bootstrap_interval():
+    values = [0.10, 0.12, 0.11, 0.30, 0.09, 0.10, 0.13, 0.11, 0.10, 0.12]
+    low, high = bootstrap_ci(values)
+    assert (low, high) == bootstrap_ci(values)  # a fixed generator seed
+    assert min(values) <= low <= float(np.median(values)) <= high < max(values)  # the outlier moves no bound to it
+    assert bootstrap_ci([0.2]) == (0.2, 0.2)
+    assert bootstrap_ci([0.2, 0.4], statistic=np.mean) == pytest.approx((0.2, 0.4))
+    with pytest.raises(ValueError, match="no values"):
+        bootstrap_ci([])
+
+
+def test_further_metrics_get_a_table_each_and_missing_ones_are_tolerated(tmp_path):
+    def extra(mode, n, seed):
+        if seed == 1:
+            return {}  # results of a run before the further metrics existed
+        bands = {"low": 0.01 * n, "mid": 0.02, "high": 0.03} if seed == 0 else [0.01 * n, 0.02, 0.03]
+        return {"test_rel_h1": 2.0 * n, "test_rel_linf": 3.0, "test_rel_l2_bands": bands}
+
+    _write(tmp_path, _seeded_records(extra))
+    report = build_report(str(tmp_path), plots=False)
+    point = next(p for p in report["points"] if (p["mode"], p["num_train"]) == ("scratch", 8))
+    assert point["metrics"]["test_rel_h1"]["seeds"] == [0, 2]
+    assert point["metrics"]["test_rel_h1"]["median"] == 16.0
+    assert point["metrics"]["test_rel_l2_band_low"]["values"] == [0.08, 0.08]
+    assert point["metrics"]["test_rel_l2"]["seeds"] == [0, 1, 2]
+    assert "test_rel_residual" not in point["metrics"]
+    markdown = (tmp_path / "report.md").read_text()
+    # The paper's metric stays the headline table; each further metric present gets its own.
+    assert markdown.index("## Error by downstream size") < markdown.index("## Further test metrics")
+    for title in ("relative H1", "relative L-infinity", "relative L2, low frequency band", "relative L2, high"):
+        assert f"### {title}" in markdown
+    assert "PDE residual" not in markdown

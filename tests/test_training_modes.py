@@ -3,43 +3,21 @@
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
+from conftest import REPO, params_equal, tiny_config
+from test_train import crash_after
 
 import solvers
-from experiments.configs import finetune as finetune_config
-from experiments.configs import pretrain
 from fno_jax import checkpoint, train
 from fno_jax.data import generate
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def set_keys(config, overrides):
-    """`config` with dotted-key overrides applied, e.g. set_keys(config, {"train.num_steps": 4})."""
-    config.update_from_flattened_dict(overrides)
-    return config
-
-
-def leaves_equal(a, b) -> bool:
-    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
 # ---- stream: a fresh batch per step, made on the device from (seed, step) -------------------------------------
 def stream_config():
     # Four steps, a checkpoint every two: enough to interrupt in the middle and resume.
-    return set_keys(
-        pretrain.get_config("poisson,tiny"),
-        {
-            "data.source": "stream",
-            "train.num_steps": 4,
-            "train.eval_every": 2,
-            "train.checkpoint_every": 2,
-            "train.log_every": 2,
-        },
-    )
+    steps = {"train.num_steps": 4, "train.eval_every": 2, "train.checkpoint_every": 2, "train.log_every": 2}
+    return tiny_config(**{"data.source": "stream", **steps})
 
 
 @pytest.fixture(scope="module")
@@ -66,30 +44,25 @@ def test_stream_batches_are_fresh_each_step_and_reproducible():
 def test_stream_run_is_deterministic_and_resumes_bitwise(stream_run, tmp_path, monkeypatch):
     reference, summary = stream_run
     workdir = str(tmp_path / "interrupted")
-    real_append, real_stream_batch = train._append_metrics, generate.stream_batch
+    real_stream_batch = generate.stream_batch
     traced = []
-
-    def crash_after_step_2(path, record):
-        real_append(path, record)
-        if record["step"] >= 2:
-            raise KeyboardInterrupt("simulated interruption")
 
     def spy(task, seed, step, batch_size, resolution):
         traced.append(batch_size)
         return real_stream_batch(task, seed, step, batch_size, resolution)
 
-    monkeypatch.setattr(train, "_append_metrics", crash_after_step_2)
-    monkeypatch.setattr(generate, "stream_batch", spy)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_and_evaluate(stream_config(), workdir)
+    with monkeypatch.context() as patch:
+        crash_after(2, patch)
+        patch.setattr(generate, "stream_batch", spy)
+        with pytest.raises(KeyboardInterrupt):
+            train.train_and_evaluate(stream_config(), workdir)
     assert traced and set(traced) == {8}  # the train step really drew its batches from the stream
     assert checkpoint.Checkpointer(workdir, read_only=True).steps() == [2]
     # Deterministic: a second run from scratch reaches the reference run's step-2 params bit for bit.
-    assert leaves_equal(checkpoint.load_params(workdir, 2), checkpoint.load_params(reference, 2))
-    monkeypatch.setattr(train, "_append_metrics", real_append)
+    assert params_equal(checkpoint.load_params(workdir, 2), checkpoint.load_params(reference, 2))
     resumed = train.train_and_evaluate(stream_config(), workdir)
     # Steps 3-4 drew the same stream batches as the uninterrupted run's: the stream is a function of (seed, step).
-    assert leaves_equal(checkpoint.load_params(workdir), checkpoint.load_params(reference))
+    assert params_equal(checkpoint.load_params(workdir), checkpoint.load_params(reference))
     assert resumed["test_rel_l2"] == summary["test_rel_l2"] and np.isfinite(summary["test_rel_l2"])
     steps = [json.loads(line)["step"] for line in open(os.path.join(workdir, "metrics.jsonl"))]
     assert steps == [2, 4]
@@ -99,14 +72,13 @@ def test_stream_run_is_deterministic_and_resumes_bitwise(stream_run, tmp_path, m
 @pytest.fixture(scope="module")
 def mixed_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("mixed"))
-    config = set_keys(pretrain.get_config("mixed,tiny"), {"train.num_steps": 6, "train.eval_every": 3})
+    config = tiny_config("mixed", **{"train.num_steps": 6, "train.eval_every": 3})
     return workdir, train.train_and_evaluate(config, workdir)
 
 
 def helmholtz_from(pretrained_dir, **overrides):
-    config = finetune_config.get_config("helmholtz,tiny")
-    config.init_from = pretrained_dir
-    return set_keys(config, {"train.num_steps": 2, "train.eval_every": 2, "train.checkpoint_every": 2, **overrides})
+    steps = {"train.num_steps": 2, "train.eval_every": 2, "train.checkpoint_every": 2}
+    return tiny_config("helmholtz", init_from=pretrained_dir, **{**steps, **overrides})
 
 
 def test_mixed_pretraining_uses_the_seven_channel_layout(mixed_run):
@@ -115,7 +87,7 @@ def test_mixed_pretraining_uses_the_seven_channel_layout(mixed_run):
     assert np.isfinite(summary["test_rel_l2"])
     # source, K11, K22, K12, v1, v2, omega -> width 8.
     assert np.shape(checkpoint.load_params(workdir)["lift"]["kernel"]) == (7, 8)
-    assert checkpoint.load_meta(workdir)[1]["layout"] == "mixed"
+    assert checkpoint.load_meta(workdir)[1].layout == "mixed"
 
 
 def test_mixed_model_finetunes_on_helmholtz_in_the_mixed_layout(mixed_run, tmp_path):
@@ -150,29 +122,22 @@ def test_mixed_model_sees_helmholtz_alike_in_both_layouts(mixed_run, tmp_path):
 
 
 # ---- fine-tuning beats training from scratch with few downstream samples -------------------------------------
-def small_problem(config):
-    return set_keys(
-        config,
-        {
-            "data.resolution": 16,
-            "data.generate_chunk": 64,
-            "model.width": 16,
-            "model.modes": 4,
-            "model.depth": 2,
-            "model.fc_dim": 16,
-            "train.learning_rate": 3e-3,
-            "train.eval_batch_size": 32,
-        },
-    )
+# A wider model than the tiny run's, trained longer at a higher learning rate.
+SMALL_PROBLEM = {
+    "data.generate_chunk": 64,
+    "model.width": 16,
+    "train.learning_rate": 3e-3,
+    "train.eval_batch_size": 32,
+    "train.select_by": "val_rel_l2",
+}
 
 
 @pytest.mark.slow
 def test_finetuning_beats_scratch_with_eight_downstream_samples(tmp_path):
     # Pre-train on Poisson e in [1, 5] (seed 1: other sources than the downstream seed's), 150 steps on 256 samples.
-    pre = small_problem(pretrain.get_config("poisson,tiny"))
-    pre = set_keys(
-        pre,
-        {
+    pre = tiny_config(
+        **SMALL_PROBLEM,
+        **{
             "seed": 1,
             "data.num_train": 256,
             "data.num_val": 32,
@@ -188,10 +153,9 @@ def test_finetuning_beats_scratch_with_eight_downstream_samples(tmp_path):
     # Downstream: more anisotropic Poisson, e in [5, 10], N = 8; scratch and fine-tune share everything but init.
     errors = {}
     for mode in ("scratch", "finetune"):
-        config = small_problem(finetune_config.get_config("poisson,tiny"))
-        config = set_keys(
-            config,
-            {
+        config = tiny_config(
+            **SMALL_PROBLEM,
+            **{
                 "seed": 0,
                 "task_ranges.eigenvalue_range": (5.0, 10.0),
                 "data.num_train": 8,
@@ -203,7 +167,6 @@ def test_finetuning_beats_scratch_with_eight_downstream_samples(tmp_path):
                 "train.checkpoint_every": 60,
                 "train.log_every": 15,
                 "init_from": str(tmp_path / "pre") if mode == "finetune" else "",
-                "require_init_from": mode == "finetune",
             },
         )
         summary = train.train_and_evaluate(config, str(tmp_path / mode))
@@ -216,12 +179,13 @@ def test_finetuning_beats_scratch_with_eight_downstream_samples(tmp_path):
 # ---- benchmarks.precision: the config it trains (the two runs themselves are a benchmark, not a test) ----------
 def test_precision_benchmark_config_and_bad_arguments():
     from benchmarks import precision
+    from experiments.configs import pretrain
 
-    config = precision.load_config(os.path.join(ROOT, "experiments/configs/pretrain.py"), "poisson,tiny")
+    config = precision.load_config(os.path.join(REPO, "experiments/configs/pretrain.py"), "poisson,tiny")
     assert config == pretrain.get_config("poisson,tiny")
     shortened = precision._with_steps(config, 8)
     assert shortened.train.num_steps == 8 and shortened.train.eval_every == 2 and config.train.num_steps == 10
     with pytest.raises(ValueError, match="steps=0 must be >= 1"):
         precision._with_steps(config, 0)
     with pytest.raises(ValueError, match="is not a file"):
-        precision.load_config(os.path.join(ROOT, "experiments/configs/nowhere.py"), None)
+        precision.load_config(os.path.join(REPO, "experiments/configs/nowhere.py"), None)

@@ -15,7 +15,7 @@ pretrain.py:TASK,runlocal: 32x32, 256/64/64 samples) or ",tiny" (the data of pre
 import ml_collections
 
 from experiments.configs import pretrain
-from fno_jax.config import TASKS
+from solvers.families import TASK_NAMES as TASKS
 
 
 def get_config(arg: str = "poisson") -> ml_collections.ConfigDict:

@@ -1,29 +1,31 @@
 """RQ1: how does the benefit of pre-training scale with the downstream data size?
 
 Each PDE family is pre-trained on its in-distribution ranges (Poisson e in [1, 5], advection-diffusion ratio in
-[0.2, 1], Helmholtz omega in [1, 10]) with 32,768 examples at 128 x 128 (FNO width 64, 32 modes), then a
-moderately shifted downstream task (Poisson e in [5, 10], advection-diffusion ratio in [1, 2], Helmholtz omega in
-[5, 15]) is learned from N = 2^1 .. 2^15 examples from scratch and by fine-tuning, and evaluated zero-shot. Every
-(mode, N) runs the learning-rate grid; the report keeps the best-validation LR.
+[0.2, 1], Helmholtz omega in [1, 10]), then a moderately shifted downstream task (Poisson e in [5, 10],
+advection-diffusion ratio in [1, 2], Helmholtz omega in [5, 15]) is learned from N downstream examples from
+scratch and by fine-tuning, and evaluated zero-shot. Every (mode, N, seed) runs the learning-rate grid; the report
+keeps the best-validation LR. At the paper's scale: 32,768 pretraining examples at 128 x 128, FNO width 64 /
+32 modes, N = 2^1 .. 2^15, 500 epochs per run, LRs {1e-5, 5e-5, 1e-4, 5e-4, 1e-3}, validation and test 4,096.
 
+    python -m experiments.sweep --config=experiments/configs/rq1_data_size.py:poisson --workdir=runs/rq1 --dry_run
     python -m experiments.sweep --config=experiments/configs/rq1_data_size.py --workdir=runs/rq1
     python -m experiments.sweep --config=experiments/configs/rq1_data_size.py:poisson --workdir=runs/rq1
-    python -m experiments.sweep --config=experiments/configs/rq1_data_size.py:runlocal --workdir=/tmp/rq1
+    python -m experiments.sweep --config=experiments/configs/rq1_data_size.py:poisson,cpu --workdir=runs/rq1_cpu
     python -m experiments.sweep --config=experiments/configs/rq1_data_size.py:poisson,gpu_minutes --workdir=runs/rq1g
+    python -m experiments.sweep --config=experiments/configs/rq1_data_size.py:runlocal --workdir=/tmp/rq1
     python -m experiments.report --sweep runs/rq1
 
-ARG (comma-separated): a family (poisson | advection_diffusion | helmholtz; default all three) and/or
-`runlocal` (CPU-sized: 32 x 32, tiny FNO, a few steps; minutes) or `gpu_minutes` (64 x 64, width 32, N up to 512:
-a few minutes on one GPU).
+ARG (comma-separated): a family (poisson | advection_diffusion | helmholtz; default all three, Poisson alone at the
+cpu scale) and/or a scale (runlocal | cpu | gpu_minutes; none = the paper's, see study_scale.py).
 """
 
 import ml_collections
 
 from experiments.configs import study_scale
-from experiments.study import downstream_group, new_study, parse_study_arg, pretrain_entry
+from experiments.study import downstream_group, new_study, pretrain_entry
+from solvers.families import FAMILIES
 
-FAMILIES = ("poisson", "advection_diffusion", "helmholtz")
-ARGS = ("", "runlocal", "gpu_minutes", *FAMILIES, *(f"{f},{v}" for f in FAMILIES for v in ("runlocal", "gpu_minutes")))
+ARGS = study_scale.args(FAMILIES)
 
 # The downstream (shifted) range per family.
 DOWNSTREAM = {
@@ -31,27 +33,21 @@ DOWNSTREAM = {
     "advection_diffusion": {"ratio_range": (1.0, 2.0)},
     "helmholtz": {"omega_range": (5, 15)},
 }
+# Families run when none is named: all, except at the cpu scale (one family fits its time budget).
+DEFAULT_FAMILIES = {"cpu": ("poisson",)}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    options = parse_study_arg(arg, (*study_scale.SCALES, *FAMILIES))
-    scale = study_scale.scale_of(options)
-    families = [f for f in FAMILIES if f in options] or list(FAMILIES)
+    scale, options = study_scale.parse(arg, FAMILIES)
+    families = [f for f in FAMILIES if f in options] or list(DEFAULT_FAMILIES.get(scale.name, FAMILIES))
 
     study = new_study("rq1_data_size")
     study.description = "Downstream error vs downstream data size: scratch, fine-tuned, zero-shot."
     study_scale.apply_base(study.base, scale)
+    study.seeds = scale.seeds
     for family in families:
         study.pretrain[family] = pretrain_entry(family, **study_scale.pretrain_overrides(scale))
         study.downstream[family] = downstream_group(
-            family,
-            DOWNSTREAM[family],
-            num_train=scale.num_train,
-            pretrained=(family,),
-            learning_rates=scale.learning_rates,
-            epochs=scale.epochs,
-            min_steps=scale.min_steps,
-            max_steps=scale.max_steps,
-            **study_scale.downstream_overrides(scale),
+            family, DOWNSTREAM[family], pretrained=(family,), **study_scale.downstream_sizes(scale)
         )
     return study

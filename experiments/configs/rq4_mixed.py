@@ -1,48 +1,58 @@
 """RQ4: does pre-training on a mixture of operators transfer as well as pre-training on the same family?
 
 One model is pre-trained on the mixture of all three families (`mixed` task: Poisson e in [1, 5],
-advection-diffusion ratio in [0.2, 1], Helmholtz omega in [1, 10]; 7-channel input layout, 32,768 examples in
-total), and one per family on that family alone. Each family's shifted downstream task (as in RQ1: Poisson
-e in [5, 10], advection-diffusion ratio in [1, 2], Helmholtz omega in [5, 15]) is then learned from scratch,
-fine-tuned from the mixed model and from its single-family model, and evaluated zero-shot from both. A run
-fine-tuned from the mixed model keeps the 7-channel layout (zeros for coefficients the PDE lacks).
+advection-diffusion ratio in [0.2, 1], Helmholtz omega in [1, 10]; 7-channel input layout), and one per family on
+that family alone. Each family's shifted downstream task (as in RQ1: Poisson e in [5, 10], advection-diffusion
+ratio in [1, 2], Helmholtz omega in [5, 15]) is then learned from scratch, fine-tuned from the mixed model and from
+its single-family model, and evaluated zero-shot from both. A run fine-tuned from the mixed model keeps the
+7-channel layout (zeros for coefficients the PDE lacks).
 
+The mixture is each family's whole pretraining set (3 x 32,768 at the paper's scale: study.mixture = "full"), so
+the mixed model sees every sample a single-family model sees; `--config.mixture=equal_total` trains it on the
+size of one family's set in total instead.
+
+    python -m experiments.sweep --config=experiments/configs/rq4_mixed.py --workdir=runs/rq4 --dry_run
     python -m experiments.sweep --config=experiments/configs/rq4_mixed.py --workdir=runs/rq4
+    python -m experiments.sweep --config=experiments/configs/rq4_mixed.py:cpu --workdir=runs/rq4_cpu
     python -m experiments.sweep --config=experiments/configs/rq4_mixed.py:runlocal --workdir=/tmp/rq4
+    python -m experiments.sweep --config=experiments/configs/rq4_mixed.py --workdir=runs/rq4e \
+        --config.mixture=equal_total
     python -m experiments.report --sweep runs/rq4
 
-ARG: `runlocal` (CPU-sized) or empty.
+ARG (comma-separated): the downstream families (default all three; Poisson and Helmholtz at the cpu scale) and/or a
+scale (runlocal | cpu | gpu_minutes; none = the paper's).
 """
 
 import ml_collections
 
 from experiments.configs import study_scale
-from experiments.configs.rq1_data_size import DOWNSTREAM, FAMILIES
-from experiments.study import downstream_group, new_study, parse_study_arg, pretrain_entry
+from experiments.configs.rq1_data_size import DOWNSTREAM
+from experiments.study import downstream_group, new_study, pretrain_entry
+from solvers.families import FAMILIES, MIXED
 
-ARGS = ("", "runlocal")
+ARGS = study_scale.args(FAMILIES)
+# Sizes this study changes per scale: at the cpu scale a mixture of 3 x 1,024 and single families of 1,024 (the
+# mixture of full sets is three pretraining runs' worth), and N = 2, 8, 32.
+CHANGES = {"cpu": {"pretrain_num_train": 1024, "num_train": (2, 8, 32)}}
+
+# Downstream families when none is named: all, except at the cpu scale (two that differ most, to fit its budget).
+DEFAULT_FAMILIES = {"cpu": ("poisson", "helmholtz")}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    options = parse_study_arg(arg, ("runlocal",))
-    scale = study_scale.RUNLOCAL if "runlocal" in options else study_scale.PAPER
+    scale, options = study_scale.parse(arg, FAMILIES, changes=CHANGES)
+    families = [f for f in FAMILIES if f in options] or list(DEFAULT_FAMILIES.get(scale.name, FAMILIES))
 
     study = new_study("rq4_mixed")
     study.description = "Mixed-operator vs single-family pre-training, fine-tuned and zero-shot per family."
     study_scale.apply_base(study.base, scale)
-    # base.task_ranges already holds the three in-distribution ranges the mixture draws from.
-    study.pretrain.mixed = pretrain_entry("mixed", **study_scale.pretrain_overrides(scale))
-    for family in FAMILIES:
+    study.seeds = scale.seeds
+    # base.task_ranges already holds the three in-distribution ranges the mixture draws from; the mixture's
+    # data.num_train is per family (study.mixture).
+    study.pretrain[MIXED] = pretrain_entry(MIXED, **study_scale.pretrain_overrides(scale))
+    for family in families:
         study.pretrain[family] = pretrain_entry(family, **study_scale.pretrain_overrides(scale))
         study.downstream[family] = downstream_group(
-            family,
-            DOWNSTREAM[family],
-            num_train=scale.num_train,
-            pretrained=("mixed", family),
-            learning_rates=scale.learning_rates,
-            epochs=scale.epochs,
-            min_steps=scale.min_steps,
-            max_steps=scale.max_steps,
-            **study_scale.downstream_overrides(scale),
+            family, DOWNSTREAM[family], pretrained=(MIXED, family), **study_scale.downstream_sizes(scale)
         )
     return study

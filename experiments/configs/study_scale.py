@@ -1,13 +1,50 @@
-"""The two scales every study config comes in: the paper's and a CPU-sized `runlocal` one.
+"""The scales every study config comes in, and how a config applies one.
 
-A study config picks a `Scale`, writes its run-level settings into `study.base` (`apply_base`) and uses its
-pretraining / downstream sizes for the pretrain entries and downstream groups.
+Every study config (rq1..rq4, quickstart) takes a scale name in its ARG, with the same names everywhere:
+
+    (none)        the paper's: 128 x 128, FNO width 64 / 32 modes, 32,768 pretraining samples, N = 2 .. 32,768.
+    gpu_minutes   minutes on one GPU: 64 x 64, width 32 / 16 modes; the shape of the curves, not the paper's numbers.
+    cpu           the study on a 2-core CPU: 32 x 32, width 16 / 8 modes; provisional sizes, see CPU below.
+    runlocal      seconds per run: checks that a study wires up end to end; says nothing about the science.
+
+The protocol is the paper's at every scale (see docs/FIDELITY.md): run lengths in epochs, cosine decay over the
+run, batch min(N, batch_size) with the last partial batch dropped, the downstream LR grid with the best run
+chosen by validation loss, an evaluation every epoch, the head width 2 x width. A scale changes only sizes: grid,
+model, pretraining set and epochs, splits, the N ladder, the LR grid, epochs, seeds. A config that needs other
+sizes at one scale (quickstart's shorter ladder, rq2's model ladder) passes them to `parse` for that scale name, so
+every size of every study is read from one place.
+
+    scale, options = study_scale.parse(arg, FAMILIES, changes={"cpu": {"num_train": (2, 8, 32)}})
+    study_scale.apply_base(study.base, scale)
 """
 
+from __future__ import annotations
+
 import dataclasses
+import itertools
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ml_collections
+
+__all__ = [
+    "CPU",
+    "GPU_MINUTES",
+    "HEAD_FACTOR",
+    "NAMES",
+    "PAPER",
+    "RUNLOCAL",
+    "SCALES",
+    "Scale",
+    "apply_base",
+    "args",
+    "downstream_sizes",
+    "parse",
+    "pretrain_overrides",
+]
+
+# The paper's head: fc_dim = fc_cut * embed_cut = 2 x width (config/operators_*.yaml, models/fno.py).
+HEAD_FACTOR = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,126 +52,195 @@ class Scale:
     """Sizes of one study scale.
 
     Properties:
-      resolution, width, modes, depth, fc_dim: grid and FNO of every run (RQ2 varies width/modes).
-      pretrain_num_train, pretrain_steps, pretrain_batch: the pretraining runs.
-      num_val, num_test: validation/test split sizes of every run (LR selection uses validation).
-      num_train: downstream sizes N.
-      learning_rates: downstream LR grid (each LR is run; the report keeps the best-validation one).
-      epochs, min_steps, max_steps: downstream steps = clip(epochs * ceil(N / batch), min_steps, max_steps).
-      batch_size: downstream global batch (runs use min(batch_size, N)).
-      eval_every, checkpoint_every, log_every: step intervals (clipped to a run's length).
+      name: the name a config ARG uses ("" = the paper's).
+      resolution, width, modes, depth: grid and FNO of every run; fc_dim is HEAD_FACTOR x width.
+      pretrain_num_train, pretrain_epochs, pretrain_batch, pretrain_learning_rate: the pretraining runs
+        (steps = epochs x floor(num_train / batch)). A mixture's size is per family (see study.mixture).
+      num_val, num_test: validation (LR choice, checkpoint choice) and test split sizes of every run.
+      num_train: the downstream sizes N.
+      learning_rates: the downstream LR grid; every downstream point runs all of them.
+      epochs: downstream run length in epochs (steps = epochs x floor(N / min(N, batch_size))).
+      batch_size: the downstream batch; a run at N uses min(N, batch_size).
+      max_evals: bound on the evaluations of one run (evaluation is every epoch below it).
+      checkpoint_every, log_every: steps between resume checkpoints / log lines (clipped to a run's length).
+      seeds: seeds per downstream point (study.seeds).
+      generate_chunk: samples generated per device call.
+      models: the RQ2 ladder of (width, modes).
     """
 
+    name: str
     resolution: int
     width: int
     modes: int
     depth: int
-    fc_dim: int
     pretrain_num_train: int
-    pretrain_steps: int
+    pretrain_epochs: int
     pretrain_batch: int
+    pretrain_learning_rate: float
     num_val: int
     num_test: int
     num_train: tuple[int, ...]
     learning_rates: tuple[float, ...]
     epochs: int
-    min_steps: int
-    max_steps: int
     batch_size: int
-    eval_every: int
+    max_evals: int
     checkpoint_every: int
     log_every: int
+    seeds: int
     generate_chunk: int
+    models: tuple[tuple[int, int], ...]
+
+    @property
+    def fc_dim(self) -> int:
+        return HEAD_FACTOR * self.width
+
+    def replace(self, **changes: Any) -> Scale:
+        return dataclasses.replace(self, **changes)
 
 
-# 128 x 128, FNO width 64 / 32 modes (67M parameters), 32,768 pretraining examples for 25k steps of 128;
-# downstream N = 2^1 .. 2^15; the largest N gets the pretraining budget (100 epochs capped at 25k steps).
+# The paper's released code (config/operators_*.yaml, config/sweep_config.yaml, utils/trainer.py): 500 epochs
+# everywhere, pretraining 32,768 samples at batch 128 (128,000 steps), validation and test 4,096 each, the LR grid
+# {1e-5, 5e-5, 1e-4, 5e-4, 1e-3}. One seed per point, as in the paper (study.seeds=3 for intervals).
 PAPER = Scale(
+    name="",
     resolution=128,
     width=64,
     modes=32,
     depth=4,
-    fc_dim=128,
     pretrain_num_train=32768,
-    pretrain_steps=25_000,
+    pretrain_epochs=500,
     pretrain_batch=128,
-    num_val=1024,
-    num_test=1024,
+    pretrain_learning_rate=1e-3,
+    num_val=4096,
+    num_test=4096,
     num_train=tuple(2**k for k in range(1, 16)),
-    learning_rates=(1e-3, 3e-4, 1e-4),
-    epochs=100,
-    min_steps=1000,
-    max_steps=25_000,
+    learning_rates=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3),
+    epochs=500,
     batch_size=128,
-    eval_every=500,
+    max_evals=1000,
     checkpoint_every=1000,
     log_every=100,
+    seeds=1,
     generate_chunk=512,
+    # x4 parameters per step, ~69K to ~269M (experiments.study.fno_num_params); 128 x 128 allows modes <= 64.
+    models=((16, 4), (16, 8), (32, 8), (32, 16), (64, 16), (64, 32), (128, 32)),
 )
 
-# Tiny and fast: checks that a study wires up end to end on a CPU, says nothing about the science.
-RUNLOCAL = Scale(
+# Minutes on one GPU: 64 x 64, width 32 / 16 modes, 8,192 pretraining samples for 16 epochs; downstream N up to 512
+# for 100 epochs with the paper's LR grid.
+GPU_MINUTES = PAPER.replace(
+    name="gpu_minutes",
+    resolution=64,
+    width=32,
+    modes=16,
+    pretrain_num_train=8192,
+    pretrain_epochs=16,
+    pretrain_batch=64,
+    num_val=256,
+    num_test=256,
+    num_train=(2, 8, 32, 128, 512),
+    epochs=100,
+    batch_size=64,
+    max_evals=100,
+    checkpoint_every=1000,
+    log_every=100,
+    seeds=3,
+    models=((16, 4), (16, 8), (32, 8), (32, 16)),
+)
+
+# Provisional CPU scale (2 cores), sized with the dry run's estimate (python -m experiments.sweep ... --dry_run
+# --samples_per_s=S) at a throughput measured on that machine, to be tuned once runs of one shape train packed.
+# Reduced against PAPER: 32 x 32 grid; width 16 / 8 modes; pretraining 2,048 samples for 20 epochs at batch 32;
+# validation 64 and test 256 samples; N = 2, 8, 32, 128 for 80 epochs at batch min(N, 32); the LR grid {1e-4, 1e-3}
+# (of the paper's five: one that keeps pretrained features, one for training from scratch); at most 10
+# evaluations per run; the RQ2 ladder (8, 4), (8, 8), (16, 8). Study configs shorten the ladder further.
+CPU = PAPER.replace(
+    name="cpu",
+    resolution=32,
+    width=16,
+    modes=8,
+    pretrain_num_train=2048,
+    pretrain_epochs=20,
+    pretrain_batch=32,
+    num_val=64,
+    num_test=256,
+    num_train=(2, 8, 32, 128),
+    learning_rates=(1e-4, 1e-3),
+    epochs=80,
+    batch_size=32,
+    max_evals=10,
+    checkpoint_every=500,
+    log_every=50,
+    seeds=3,
+    generate_chunk=256,
+    models=((8, 4), (8, 8), (16, 8)),
+)
+
+# Seconds per run: 32 x 32, a tiny FNO, a few steps; two seeds so the seed and interval paths run too.
+RUNLOCAL = PAPER.replace(
+    name="runlocal",
     resolution=32,
     width=8,
     modes=4,
-    depth=4,
-    fc_dim=16,
     pretrain_num_train=64,
-    pretrain_steps=20,
+    pretrain_epochs=4,
     pretrain_batch=16,
     num_val=16,
     num_test=16,
     num_train=(2, 8),
     learning_rates=(1e-3,),
     epochs=2,
-    min_steps=5,
-    max_steps=10,
     batch_size=16,
-    eval_every=10,
+    max_evals=10,
     checkpoint_every=10,
     log_every=5,
+    seeds=2,
     generate_chunk=64,
+    models=((4, 2), (8, 4)),
 )
 
-
-# A few minutes on one GPU: 64 x 64, FNO width 32 / 16 modes, 8,192 pretraining examples; N = 2 .. 512.
-# Shows the shape of a study's curves on an accelerator; the paper's numbers need PAPER.
-GPU_MINUTES = Scale(
-    resolution=64,
-    width=32,
-    modes=16,
-    depth=4,
-    fc_dim=128,
-    pretrain_num_train=8192,
-    pretrain_steps=2000,
-    pretrain_batch=64,
-    num_val=256,
-    num_test=256,
-    num_train=(2, 8, 32, 128, 512),
-    learning_rates=(1e-3,),
-    epochs=100,
-    min_steps=300,
-    max_steps=1000,
-    batch_size=64,
-    eval_every=100,
-    checkpoint_every=1000,
-    log_every=100,
-    generate_chunk=512,
-)
-
-SCALES = {"runlocal": RUNLOCAL, "gpu_minutes": GPU_MINUTES}
+SCALES: dict[str, Scale] = {s.name: s for s in (PAPER, GPU_MINUTES, CPU, RUNLOCAL)}
+# The names a config ARG may carry (the paper's scale is the one named by none of them).
+NAMES = tuple(name for name in SCALES if name)
 
 
-def scale_of(options: set[str]) -> Scale:
-    """The scale named among a study config's ARG options (`runlocal`, `gpu_minutes`), else the paper's."""
-    named = [SCALES[o] for o in options if o in SCALES]
+def parse(
+    arg: str | None, choices: Iterable[str] = (), *, changes: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[Scale, set[str]]:
+    """Split a config ARG such as "poisson,cpu" into (scale, other options).
+
+    At most one scale name; every other option must be in `choices`. `changes` maps a scale name ("" = the paper's)
+    to the fields a config changes at that scale.
+    """
+    choices = set(choices)
+    options = {part.strip() for part in (arg or "").split(",") if part.strip()}
+    unknown = options - choices - set(NAMES)
+    if unknown:
+        raise ValueError(
+            f"Unknown study config argument(s) {sorted(unknown)} in {arg!r}; valid options are "
+            f"{sorted(choices | set(NAMES))}, comma-separated (e.g. ':cpu'); no scale name = the paper's scale."
+        )
+    named = sorted(options & set(NAMES))
     if len(named) > 1:
-        raise ValueError(f"choose one scale of {sorted(SCALES)}, got {sorted(o for o in options if o in SCALES)}.")
-    return named[0] if named else PAPER
+        raise ValueError(f"Choose at most one scale of {list(NAMES)} in {arg!r}, got {named}.")
+    scale = SCALES[named[0] if named else ""]
+    scale = scale.replace(**(changes or {}).get(scale.name, {}))
+    return scale, options - set(NAMES)
+
+
+def args(*option_sets: Iterable[str]) -> tuple[str, ...]:
+    """Every ARG a config accepts: each scale (none included) alone and with one option of each set."""
+    combos = [""]
+    for options in option_sets:
+        combos += list(options)
+    out = []
+    for combo, scale in itertools.product(combos, ("", *NAMES)):
+        out.append(",".join(part for part in (combo, scale) if part))
+    return tuple(out)
 
 
 def apply_base(base: ml_collections.ConfigDict, scale: Scale) -> None:
-    """Write the run-level settings of `scale` into a study's base run config."""
+    """Write the run-level sizes of `scale` into a study's base run config."""
     base.data.resolution = scale.resolution
     base.data.num_val = scale.num_val
     base.data.num_test = scale.num_test
@@ -145,22 +251,28 @@ def apply_base(base: ml_collections.ConfigDict, scale: Scale) -> None:
     base.model.fc_dim = scale.fc_dim
     base.train.batch_size = scale.batch_size
     base.train.eval_batch_size = min(base.train.eval_batch_size, scale.num_val, scale.num_test)
-    base.train.eval_every = scale.eval_every
+    base.train.max_evals = scale.max_evals
     base.train.checkpoint_every = scale.checkpoint_every
     base.train.log_every = scale.log_every
 
 
-def pretrain_overrides(scale: Scale, **extra: Any) -> dict[str, Any]:
-    """Partial run config of a pretraining run at this scale."""
-    overrides = {
+def pretrain_overrides(scale: Scale) -> dict[str, Any]:
+    """Partial run config of a pretraining run at this scale (a mixture's num_train is per family)."""
+    return {
         "data": {"num_train": scale.pretrain_num_train},
-        "train": {"num_steps": scale.pretrain_steps, "batch_size": scale.pretrain_batch},
+        "train": {
+            "num_epochs": scale.pretrain_epochs,
+            "batch_size": scale.pretrain_batch,
+            "learning_rate": scale.pretrain_learning_rate,
+        },
     }
-    for key, value in extra.items():
-        overrides.setdefault(key, {}).update(value)
-    return overrides
 
 
-def downstream_overrides(scale: Scale) -> dict[str, Any]:
-    """Partial run config shared by the downstream runs at this scale (batch size; N and steps come per run)."""
-    return {"train": {"batch_size": scale.batch_size}}
+def downstream_sizes(scale: Scale) -> dict[str, Any]:
+    """The size arguments of `experiments.study.downstream_group` at this scale."""
+    return {
+        "num_train": scale.num_train,
+        "learning_rates": scale.learning_rates,
+        "epochs": scale.epochs,
+        "batch_size": scale.batch_size,
+    }

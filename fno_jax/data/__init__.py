@@ -1,8 +1,12 @@
-"""Datasets: stored (tensorstore zarr v3) datasets, the generate job, HDF5 import, nested subsets, prefetching."""
+"""Datasets: the run's splits and statistics, training-batch feeds, stored (tensorstore zarr v3) datasets, the
+generate job, HDF5 import, nested subsets, prefetching."""
 
 from fno_jax.data.build import generate_dataset, validate_generate_config
 from fno_jax.data.hdf5_import import import_hdf5
-from fno_jax.data.prefetch import Prefetcher, prefetch
+from fno_jax.data.loader import Feed, loader_of, make_feed, make_packed_feed
+from fno_jax.data.order import batch_indices, epoch_order
+from fno_jax.data.prefetch import Prefetcher
+from fno_jax.data.stats import input_stats
 from fno_jax.data.store import (
     ARRAYS,
     SPLITS,
@@ -17,6 +21,7 @@ from fno_jax.data.store import (
     write_dataset,
 )
 from fno_jax.data.subsets import nested_order, nested_subset
+from fno_jax.data.training_set import Splits, TrainingSet, load_splits, load_splits_for_seeds, open_checked_dataset
 
 __all__ = [
     "ARRAYS",
@@ -25,16 +30,27 @@ __all__ = [
     "DatasetFormatError",
     "DatasetNotFoundError",
     "DatasetWriter",
+    "Feed",
     "IncompatibleDatasetError",
     "IncompleteDatasetError",
     "Prefetcher",
+    "Splits",
     "StoredDataset",
+    "TrainingSet",
+    "batch_indices",
+    "epoch_order",
     "generate_dataset",
     "import_hdf5",
+    "input_stats",
+    "load_splits",
+    "load_splits_for_seeds",
+    "loader_of",
+    "make_feed",
+    "make_packed_feed",
     "nested_order",
     "nested_subset",
+    "open_checked_dataset",
     "open_dataset",
-    "prefetch",
     "validate_generate_config",
     "write_dataset",
 ]

@@ -21,7 +21,6 @@ the metadata.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Mapping
@@ -32,15 +31,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
-from fno_jax import channels
-from fno_jax.config import TASKS, ConfigError
-from fno_jax.data.generate import generate_split, make_task
+from fno_jax.config import ConfigError
+from fno_jax.data.generate import generate_split
+from fno_jax.data.stats import input_stats
 from fno_jax.data.store import SPLITS, DatasetWriter, StoredDataset, open_dataset
-from fno_jax.normalization import source_norms, stats_from_norms
 from fno_jax.progress import Progress
-
-log = logging.getLogger("fno_jax")
+from solvers.families import TASK_NAMES, make_task
 
 # Stored chunk size when the config has no `dataset.chunk`: 64 samples = 4 MiB per field at 128 x 128 float32.
 DEFAULT_STORE_CHUNK = 64
@@ -88,8 +86,8 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config must be an ml_collections.ConfigDict, got {type(config).__name__}.")
     _int(config, "seed", 0)
     task = _get(config, "task")
-    if task not in TASKS:
-        raise ConfigError(f"config.task={task!r} is not one of {TASKS}.")
+    if task not in TASK_NAMES:
+        raise ConfigError(f"config.task={task!r} is not one of {TASK_NAMES}.")
     for key in _RANGE_KEYS:
         value = _get(config, f"task_ranges.{key}")
         if not isinstance(value, tuple | list) or len(value) != 2:
@@ -199,13 +197,10 @@ def _check_generator(path: str, generator: dict[str, Any], writer: DatasetWriter
 
 
 def _train_stats(writer: DatasetWriter, layout: str, length: float) -> dict[str, Any]:
-    """NormStats of the stored train split, read back a stored chunk at a time (bounded memory)."""
-    norms, coeffs = [], []
-    for start in writer.chunk_starts("train"):
-        batch = writer.read("train", slice(start, min(start + writer.chunk, writer.counts["train"])))
-        norms.append(np.asarray(source_norms(batch["source"], length)))
-        coeffs.append(np.asarray(channels.coefficients(batch, layout)))
-    return stats_from_norms(np.concatenate(norms), np.concatenate(coeffs)).to_dict()
+    """NormStats of the stored train split's inputs, read back a stored chunk at a time (bounded memory)."""
+    total, chunk = writer.counts["train"], writer.chunk
+    chunks = (writer.read("train", slice(s, min(s + chunk, total))) for s in writer.chunk_starts("train"))
+    return input_stats(chunks, layout, length).to_dict()
 
 
 def generate_dataset(config: ml_collections.ConfigDict, path: str | os.PathLike[str]) -> StoredDataset:
@@ -251,7 +246,7 @@ def generate_dataset(config: ml_collections.ConfigDict, path: str | os.PathLike[
     generator = {"generate_chunk": int(d.generate_chunk)}
     _check_generator(path, generator, writer)
     if writer.complete:
-        log.info("dataset %s is already complete", path)
+        logging.info("dataset %s is already complete", path)
         return open_dataset(path)
 
     make_batch = _BlockSource(task, int(config.seed), int(d.resolution), int(d.generate_chunk), writer)
@@ -261,7 +256,7 @@ def generate_dataset(config: ml_collections.ConfigDict, path: str | os.PathLike[
             todo = [s for s in starts if not writer.done(split, s)]
             if not todo:
                 continue
-            log.info(
+            logging.info(
                 "[%s] %d/%d chunks stored; writing %d samples to %s on %d devices",
                 split, len(starts) - len(todo), len(starts), sum(min(writer.chunk, counts[split] - s) for s in todo),
                 path, jax.local_device_count(),
@@ -274,12 +269,12 @@ def generate_dataset(config: ml_collections.ConfigDict, path: str | os.PathLike[
                 last = start + count >= todo[-1] + 1
                 bar.update(-(-(start + count) // writer.chunk), force=last, samples_per_s=samples / _since(t0))
             bar.close()
-            log.info("[%s] %d/%d chunks, %.1f samples/s", split, len(starts), len(starts), samples / _since(t0))
+            logging.info("[%s] %d/%d chunks, %.1f samples/s", split, len(starts), len(starts), samples / _since(t0))
     finally:
         make_batch.close()
     stats = _train_stats(writer, config.task, float(d.length))
     writer.finalize(stats, {"generator": generator, "layout": config.task})
-    log.info("dataset %s complete: %s", path, counts)
+    logging.info("dataset %s complete: %s", path, counts)
     return open_dataset(path)
 
 

@@ -8,36 +8,25 @@ continuum sources and coefficients.
 """
 
 import functools
-from collections.abc import Mapping
-from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
-import solvers
+from solvers.families import make_task
 
 SPLITS = ("train", "val", "test")
 _SPLIT_SALT = {"train": 0, "val": 1, "test": 2, "stream": 3}
 
 
-def make_task(task: str, task_ranges: Mapping[str, Any], length: float = 1.0):
-    """The solvers task for a config's `task` and `task_ranges` (ranges validated by the task itself)."""
-    poisson = lambda: solvers.tasks.Poisson(eigenvalue_range=tuple(task_ranges["eigenvalue_range"]), length=length)
-    advdiff = lambda: solvers.tasks.AdvectionDiffusion(ratio_range=tuple(task_ranges["ratio_range"]), length=length)
-    helmholtz = lambda: solvers.tasks.Helmholtz(
-        omega_range=tuple(int(w) for w in task_ranges["omega_range"]), length=length
-    )
-    makers = {"poisson": poisson, "advection_diffusion": advdiff, "helmholtz": helmholtz}
-    if task == "mixed":
-        return solvers.tasks.Mixed((poisson(), advdiff(), helmholtz()), length=length)
-    if task not in makers:
-        raise ValueError(f"task={task!r} is not one of {(*makers, 'mixed')}.")
-    return makers[task]()
-
-
 def task_from_config(config: ml_collections.ConfigDict):
+    """The solvers task of a run config: `task`, `task_ranges` and `data.length` (ranges validated by the task)."""
     return make_task(config.task, config.task_ranges, config.data.length)
+
+
+def data_seed(config: ml_collections.ConfigDict) -> int:
+    """The seed of a run's data splits: `data.seed`, or `seed` when that is -1."""
+    return int(config.data.seed) if config.data.seed >= 0 else int(config.seed)
 
 
 def split_key(seed: int, split: str) -> jax.Array:

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from fno_jax.data.store import PDE_CODES, SPLITS, StoredDataset, write_dataset
+from fno_jax.data.store import SPLITS, StoredDataset, write_dataset
+from solvers.families import FAMILIES
 
-# Coefficients per sample in the file's `tensor` dataset, per PDE.
-NUM_COEFFICIENTS: dict[str, int] = {"poisson": 3, "advection_diffusion": 5, "helmholtz": 2}
-_PDE_FROM_K = {k: pde for pde, k in NUM_COEFFICIENTS.items()}
+# The file's `tensor` holds a family's coefficients in the order of its own channel layout.
+_PDE_FROM_K = {family.num_coefficients: name for name, family in FAMILIES.items()}
 
 
 def split_counts(total: int, splits: Mapping[str, float] | Sequence[float]) -> dict[str, int]:
@@ -137,12 +137,12 @@ def import_hdf5(
                 "5 = advection_diffusion, 2 = helmholtz); pass pde=..."
             )
         pde = _PDE_FROM_K[k]
-    if pde not in NUM_COEFFICIENTS:
-        raise ValueError(f"pde must be one of {sorted(NUM_COEFFICIENTS)}, got {pde!r}")
-    if k != NUM_COEFFICIENTS[pde]:
+    if pde not in FAMILIES:
+        raise ValueError(f"pde must be one of {sorted(FAMILIES)}, got {pde!r}")
+    if k != FAMILIES[pde].num_coefficients:
         raise ValueError(
             f"{h5_path}: 'tensor' holds {k} coefficients per sample but {pde} needs "
-            f"{NUM_COEFFICIENTS[pde]}; check --pde"
+            f"{FAMILIES[pde].num_coefficients}; check --pde"
         )
     counts = split_counts(total, splits)
     order = np.arange(total) if seed is None else np.random.default_rng(seed).permutation(total)
@@ -159,7 +159,7 @@ def import_hdf5(
             "source": fields[:, 0],
             "solution": fields[:, 1],
             **_coefficient_arrays(pde, tensor),
-            "pde": np.full((count,), PDE_CODES[pde], np.int32),
+            "pde": np.full((count,), FAMILIES[pde].pde_id, np.int32),
             "volume_fraction": np.full((count,), np.nan),
         }
 
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("file", help="the HDF5 file")
     parser.add_argument("out_dir", help="the dataset directory to write")
-    parser.add_argument("--pde", choices=sorted(NUM_COEFFICIENTS), default=None)
+    parser.add_argument("--pde", choices=sorted(FAMILIES), default=None)
     parser.add_argument(
         "--split",
         nargs=3,

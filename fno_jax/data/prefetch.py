@@ -28,9 +28,8 @@ class Prefetcher(Generic[T], Iterator[T]):
     Args:
       fetch: index -> batch (any pytree, typically a dict of host numpy arrays).
       indices: the indices to fetch, in order (any iterable, may be infinite: itertools.count()).
-      buffer_size: how many batches may wait ready in the queue (2-4 is plenty).
-      sharding: if given (a jax Sharding or Device), each batch is `jax.device_put` there in the
-        worker, so the copy to the device overlaps the consumer's work too.
+      buffer_size: how many batches may wait ready in the queue (2-4 is plenty). `fetch` may
+        place the batch on the devices itself, so that the copy overlaps the consumer's work too.
     """
 
     def __init__(
@@ -39,13 +38,11 @@ class Prefetcher(Generic[T], Iterator[T]):
         indices: Iterable[int],
         *,
         buffer_size: int = 2,
-        sharding: Any = None,
     ) -> None:
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
         self._fetch = fetch
         self._indices = indices
-        self._sharding = sharding
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=buffer_size)
         self._stop = threading.Event()
         self._finished = False
@@ -68,10 +65,6 @@ class Prefetcher(Generic[T], Iterator[T]):
                 if self._stop.is_set():
                     return
                 batch = self._fetch(i)
-                if self._sharding is not None:
-                    import jax
-
-                    batch = jax.device_put(batch, self._sharding)
                 if not self._put(batch):
                     return
         except BaseException as e:  # noqa: BLE001 - every failure must reach the consumer
@@ -116,14 +109,3 @@ class Prefetcher(Generic[T], Iterator[T]):
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()
-
-
-def prefetch(
-    fetch: Callable[[int], T],
-    indices: Iterable[int],
-    *,
-    buffer_size: int = 2,
-    sharding: Any = None,
-) -> Prefetcher[T]:
-    """Functional form of `Prefetcher(fetch, indices, buffer_size=..., sharding=...)`."""
-    return Prefetcher(fetch, indices, buffer_size=buffer_size, sharding=sharding)

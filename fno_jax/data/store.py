@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
+from fno_jax.json_io import to_json, write_json_atomic
+
 FORMAT_NAME = "fno-jax-dataset"
 FORMAT_VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -40,7 +42,6 @@ ARRAYS: tuple[str, ...] = (
     "pde",
     "volume_fraction",
 )
-PDE_CODES: dict[str, int] = {"poisson": 0, "advection_diffusion": 1, "helmholtz": 2}
 
 METADATA_FILE = "metadata.json"
 PROGRESS_FILE = "progress.json"
@@ -92,21 +93,6 @@ def _array_dtype(name: str, dtype: str) -> str:
     return "int32" if name == "pde" else dtype
 
 
-def _json_roundtrip(value: Any) -> Any:
-    """The value as it reads back from JSON (tuples become lists), so comparisons are fair."""
-    return json.loads(json.dumps(value))
-
-
-def _write_json_atomic(path: str, value: Mapping[str, Any]) -> None:
-    # Write beside the target then rename: a reader sees the old file or the new, never half.
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _read_json(path: str) -> dict[str, Any]:
     with open(path) as f:
         value = json.load(f)
@@ -151,7 +137,7 @@ def _parameters(
     chunk: int,
     dtype: str,
 ) -> dict[str, Any]:
-    return _json_roundtrip(
+    return to_json(
         {
             "task": dict(spec),
             "resolution": int(resolution),
@@ -270,7 +256,7 @@ class DatasetWriter:
             )
 
     def _save_progress(self) -> None:
-        _write_json_atomic(
+        write_json_atomic(
             os.path.join(self.path, PROGRESS_FILE),
             {"parameters": self.parameters, "done": self._done},
         )
@@ -382,10 +368,10 @@ class DatasetWriter:
             },
             "complete": {s: True for s in SPLITS},
             "package_version": package_version(),
-            "normalization": _json_roundtrip(dict(norm_stats or {})),
-            "extra": _json_roundtrip(dict(extra or {})),
+            "normalization": to_json(dict(norm_stats or {})),
+            "extra": to_json(dict(extra or {})),
         }
-        _write_json_atomic(metadata_path, metadata)
+        write_json_atomic(metadata_path, metadata)
         self.complete = True
         return metadata
 
@@ -527,39 +513,6 @@ class StoredDataset:
                     f"values from {idx.min()} to {idx.max()}"
                 )
         return _read_arrays(self.path, split, arrays, index)
-
-    def load(self, split: str) -> dict[str, np.ndarray]:
-        """The whole split in host memory."""
-        return self.read(split, slice(None))
-
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        indices: Sequence[int] | np.ndarray | None = None,
-        buffer_size: int = 2,
-        sharding: Any = None,
-    ):
-        """Prefetching iterator over consecutive batches of `indices` (default: the whole split).
-
-        The last incomplete batch is dropped. With `sharding` each batch is `jax.device_put` there.
-        """
-        from fno_jax.data.prefetch import Prefetcher
-
-        order = np.arange(self.num(split)) if indices is None else np.asarray(indices)
-        if batch_size < 1 or batch_size > len(order):
-            raise ValueError(f"batch_size must be in [1, {len(order)}] for split {split!r}, got {batch_size}")
-        num_batches = len(order) // batch_size
-
-        def fetch(i: int) -> dict[str, np.ndarray]:
-            chosen = order[i * batch_size : (i + 1) * batch_size]
-            # A contiguous run reads as a slice: whole-chunk reads, no gather.
-            if chosen[-1] - chosen[0] == batch_size - 1 and np.all(np.diff(chosen) == 1):
-                return self.read(split, slice(int(chosen[0]), int(chosen[-1]) + 1))
-            return self.read(split, chosen)
-
-        return Prefetcher(fetch, range(num_batches), buffer_size=buffer_size, sharding=sharding)
 
     def check_compatible(
         self,

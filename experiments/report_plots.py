@@ -1,0 +1,176 @@
+"""The PNG plots of a sweep's report: medians over seeds with their bootstrap intervals as bands or bars."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["write_plots"]
+
+
+def _slug(*parts: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", "_".join(str(p) for p in parts if p != "")).strip("_")
+
+
+def _save(fig, plot_dir: str, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(os.path.join(plot_dir, name), dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return os.path.join("plots", name)
+
+
+def _log_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _error_vs_n(plot_dir: str, curve_map: dict, fits: list[dict], multi_model: bool) -> list[str]:
+    """One panel per (task, shift, model): a median line with its interval band per curve, fits dashed."""
+    import matplotlib.pyplot as plt
+
+    from experiments.report import model_key, model_label
+
+    fit_of = {(f["task"], f["shift"], model_key(f["model"]), f["mode"], f["pretrain"]): f for f in fits}
+    written = []
+    for task, shift, mkey in sorted({k[:3] for k in curve_map}):
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        keys = sorted(k for k in curve_map if k[:3] == (task, shift, mkey))
+        model = curve_map[keys[0]][0]["model"]
+        for i, key in enumerate(keys):
+            pts, color = curve_map[key], f"C{i}"
+            label = key[3] + (f" ({key[4]})" if key[4] else "")
+            if key[3] == "zeroshot":
+                ax.axhline(pts[0]["test_rel_l2"], color=color, linestyle=":", label=label)
+                ax.axhspan(pts[0]["ci_low"], pts[0]["ci_high"], color=color, alpha=0.1)
+                continue
+            n = [p["num_train"] for p in pts]
+            ax.plot(n, [p["test_rel_l2"] for p in pts], "o-", color=color, label=label)
+            ax.fill_between(n, [p["ci_low"] for p in pts], [p["ci_high"] for p in pts], color=color, alpha=0.2)
+            fit = fit_of.get((task, shift, model_key(model), key[3], key[4]))
+            if fit is not None:
+                grid = np.geomspace(min(n), max(n), 50)
+                ax.plot(grid, fit["a"] * grid ** -fit["b"], "--", color=color, alpha=0.5, linewidth=1)
+        suffix = model_label(model) if multi_model else ""
+        _log_axes(ax, "downstream training examples N", "test relative L2 error", f"{task} {shift} {suffix}".strip())
+        ax.legend(fontsize=8)
+        written.append(_save(fig, plot_dir, f"error_vs_n_{_slug(task, shift, suffix)}.png"))
+    return written
+
+
+def _examples_saved(plot_dir: str, savings: list[dict], multi_model: bool) -> list[str]:
+    """Savings factor vs N per (task, shift, model), one line per pretrained model, interval as error bars."""
+    import matplotlib.pyplot as plt
+
+    from experiments.report import model_label
+
+    panels: dict[tuple, list[dict]] = defaultdict(list)
+    for s in savings:
+        panels[(s["task"], s["shift"], model_label(s["model"]) if multi_model else "")].append(s)
+    written = []
+    for (task, shift, label), entries in sorted(panels.items()):
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        for i, s in enumerate(entries):
+            pts = [p for p in s["points"] if p["savings"] is not None]
+            if not pts:
+                continue
+            n = np.array([p["num_train"] for p in pts], dtype=float)
+            mid = np.array([p["savings"] for p in pts])
+            low = np.array([p["savings_ci_low"] if p["savings_ci_low"] is not None else p["savings"] for p in pts])
+            high = np.array([p["savings_ci_high"] if p["savings_ci_high"] is not None else p["savings"] for p in pts])
+            yerr = np.clip(np.stack([mid - low, high - mid]), 0, None)
+            ax.errorbar(n, mid, yerr=yerr, fmt="o-", color=f"C{i}", capsize=3, label=f"from {s['pretrain']}")
+            extrapolated = [p["extrapolated"] for p in pts]
+            ax.plot(n[extrapolated], mid[extrapolated], "o", mfc="white", color=f"C{i}")
+        ax.axhline(1.0, color="k", linewidth=0.8)
+        _log_axes(ax, "downstream training examples N", "examples saved (N_scratch / N)", f"{task} {shift} {label}")
+        ax.legend(fontsize=8, title="open: extrapolated", title_fontsize=7)
+        written.append(_save(fig, plot_dir, f"examples_saved_{_slug(task, shift, label)}.png"))
+    return written
+
+
+def _error_vs_model_size(plot_dir: str, points: Sequence[dict]) -> list[str]:
+    """Per (task, shift): a line per (mode, pretrain, N) over the parameter count, with interval bars."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for task, shift in sorted({(p["task"], p["shift"]) for p in points}):
+        lines: dict[tuple, list[dict]] = defaultdict(list)
+        for p in points:
+            if (p["task"], p["shift"]) == (task, shift) and p.get("num_params"):
+                lines[(p["mode"], p["pretrain"], p["num_train"])].append(p)
+        if not lines:
+            continue
+        fig, ax = plt.subplots(figsize=(7.0, 4.2))
+        # Colour = N (same colour for every mode at one N), line style = mode.
+        sizes = sorted({key[2] for key in lines})
+        cmap = plt.get_cmap("viridis")
+        for (mode, pretrain, n), pts in sorted(lines.items()):
+            pts.sort(key=lambda p: p["num_params"])
+            style = {"scratch": "o-", "finetune": "s--", "zeroshot": "^:"}[mode]
+            color = "k" if mode == "zeroshot" else cmap(sizes.index(n) / max(1, len(sizes) - 1))
+            label = mode + (f" ({pretrain})" if pretrain else "") + (f" N={n}" if mode != "zeroshot" else "")
+            x = [p["num_params"] for p in pts]
+            mid = np.array([p["test_rel_l2"] for p in pts])
+            yerr = np.clip(np.stack([mid - [p["ci_low"] for p in pts], [p["ci_high"] for p in pts] - mid]), 0, None)
+            ax.errorbar(x, mid, yerr=yerr, fmt=style, color=color, capsize=2, label=label)
+        _log_axes(ax, "parameters", "test relative L2 error", f"{task} {shift}: error vs model size")
+        ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        written.append(_save(fig, plot_dir, f"error_vs_model_size_{_slug(task, shift)}.png"))
+    return written
+
+
+def _zeroshot(plot_dir: str, points: Sequence[dict], multi_model: bool) -> list[str]:
+    import matplotlib.pyplot as plt
+
+    from experiments.report import model_key, model_label
+
+    zeroshot = sorted(
+        (p for p in points if p["mode"] == "zeroshot"),
+        key=lambda p: (p["task"], p["shift"], p["pretrain"], model_key(p["model"])),
+    )
+    if not zeroshot:
+        return []
+    labels = [
+        f"{p['task']} {p['shift']}\nfrom {p['pretrain']}" + (f" {model_label(p['model'])}" if multi_model else "")
+        for p in zeroshot
+    ]
+    mid = np.array([p["test_rel_l2"] for p in zeroshot])
+    yerr = np.clip(np.stack([mid - [p["ci_low"] for p in zeroshot], [p["ci_high"] for p in zeroshot] - mid]), 0, None)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(zeroshot) + 1.5), 4.2))
+    ax.bar(range(len(zeroshot)), mid, yerr=yerr, capsize=3, color="C2")
+    ax.set_xticks(range(len(zeroshot)))
+    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("test relative L2 error")
+    ax.set_title("zero-shot error of pretrained models")
+    return [_save(fig, plot_dir, "zeroshot.png")]
+
+
+def write_plots(sweep_dir: str, points: Sequence[dict], fits: list[dict], savings: list[dict]) -> list[str]:
+    """Write SWEEP_DIR/plots/*.png; returns their paths relative to SWEEP_DIR."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+
+    from experiments.report import curves, model_key
+
+    plot_dir = os.path.join(sweep_dir, "plots")
+    os.makedirs(plot_dir, exist_ok=True)
+    curve_map = curves(points)
+    multi_model = len({model_key(p["model"]) for p in points}) > 1
+    written = _error_vs_n(plot_dir, curve_map, fits, multi_model)
+    written += _examples_saved(plot_dir, savings, multi_model)
+    if multi_model:
+        written += _error_vs_model_size(plot_dir, points)
+    written += _zeroshot(plot_dir, points, multi_model)
+    return written

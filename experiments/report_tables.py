@@ -1,0 +1,205 @@
+"""The markdown tables of a sweep's report (experiments/report.py makes the numbers)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from experiments.report import BANDS, HEADLINE, METRICS, model_key, model_label
+
+__all__ = ["main_tables", "markdown"]
+
+METRIC_TITLES = {
+    "test_rel_l2": "relative L2 (the paper's metric)",
+    "test_rel_h1": "relative H1",
+    "test_rel_linf": "relative L-infinity",
+    "test_rel_residual": "relative PDE residual ||A u_pred - f|| / ||f||",
+    **{f"test_rel_l2_band_{b}": f"relative L2, {b} frequency band" for b in BANDS},
+}
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}" if math.isfinite(x) else str(x)
+    return str(x)
+
+
+def _cell(value: float | None, low: float | None = None, high: float | None = None) -> str:
+    """'0.123' or, when the interval has width, '0.123 [0.11, 0.14]'."""
+    if value is None:
+        return "-"
+    if low is None or high is None or low == high:
+        return _fmt(value, 3)
+    return f"{_fmt(value, 3)} [{_fmt(low, 3)}, {_fmt(high, 3)}]"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _panels(points: Sequence[dict]) -> dict[tuple, list[dict]]:
+    """(task, shift, model key) -> its points."""
+    by_panel: dict[tuple, list[dict]] = defaultdict(list)
+    for p in points:
+        by_panel[(p["task"], p["shift"], model_key(p["model"]))].append(p)
+    return dict(sorted(by_panel.items()))
+
+
+def _metric_cell(p: dict | None, metric: str) -> str:
+    if p is None or metric not in p["metrics"]:
+        return "-"
+    m = p["metrics"][metric]
+    return _cell(m["median"], m["ci_low"], m["ci_high"])
+
+
+def _savings_cell(s: dict | None) -> str:
+    if s is None or s["savings"] is None:
+        return "-"
+    text = f"{s['savings']:.3g}x"
+    if s.get("savings_ci_low") is not None and s["savings_ci_low"] != s["savings_ci_high"]:
+        text += f" [{s['savings_ci_low']:.3g}, {s['savings_ci_high']:.3g}]"
+    return text + (" (extrap.)" if s["extrapolated"] else "")
+
+
+def _panel_table(pts: Sequence[dict], metric: str, saving_of: dict | None) -> str:
+    """Error by N, one column per scratch / finetune curve (+ savings), zero-shot rows last."""
+    pretrains = sorted({p["pretrain"] for p in pts if p["pretrain"]})
+    columns = [("scratch", "")] + [("finetune", pt) for pt in pretrains]
+    sizes = sorted({p["num_train"] for p in pts if p["mode"] != "zeroshot"})
+    point = {(p["mode"], p["pretrain"], p["num_train"]): p for p in pts}
+    header = ["N"] + [m if not pt else f"{m} ({pt})" for m, pt in columns]
+    if saving_of is not None:
+        header += [f"savings ({pt})" for pt in pretrains]
+    rows = []
+    for n in sizes:
+        row = [n] + [_metric_cell(point.get((m, pt, n)), metric) for m, pt in columns]
+        if saving_of is not None:
+            row += [_savings_cell(saving_of.get((pt, n))) for pt in pretrains]
+        rows.append(row)
+    for pt in pretrains:
+        if ("zeroshot", pt, 0) in point:
+            row = [f"zero-shot ({pt})"] + ["-"] * (len(header) - 1)
+            row[1 + columns.index(("finetune", pt))] = _metric_cell(point[("zeroshot", pt, 0)], metric)
+            rows.append(row)
+    return _table(header, rows)
+
+
+def main_tables(points: Sequence[dict], savings: list[dict]) -> list[tuple[str, str]]:
+    """Per (task, shift, model): the paper's metric by N with intervals, and the examples saved by fine-tuning."""
+    panels = _panels(points)
+    multi_model = len({k[2] for k in panels}) > 1
+    tables = []
+    for (task, shift, _), pts in panels.items():
+        model = pts[0]["model"]
+        saving_of = {
+            (s["pretrain"], sp["num_train"]): sp
+            for s in savings
+            if (s["task"], s["shift"], s["model"]) == (task, shift, model)
+            for sp in s["points"]
+        }
+        title = f"{task}, shift {shift or '-'}" + (f", model {model_label(model)}" if multi_model else "")
+        tables.append((title, _panel_table(pts, HEADLINE, saving_of)))
+    return tables
+
+
+def _metric_tables(points: Sequence[dict]) -> list[str]:
+    """One section per further test metric present in any point; points without it show '-'."""
+    present = {m for p in points for m in p["metrics"]}
+    names = [m for m in METRICS if m != HEADLINE] + [f"test_rel_l2_band_{b}" for b in BANDS]
+    out = []
+    for metric in (m for m in names if m in present):
+        out += [f"### {METRIC_TITLES[metric]} (`{metric}`)", ""]
+        panels = _panels(points)
+        multi_model = len({k[2] for k in panels}) > 1
+        for (task, shift, _), pts in panels.items():
+            model = pts[0]["model"]
+            title = f"{task}, shift {shift or '-'}" + (f", model {model_label(model)}" if multi_model else "")
+            out += [f"#### {title}", "", _panel_table(pts, metric, None), ""]
+    return out
+
+
+def _model_size_table(points: Sequence[dict]) -> str | None:
+    models = {model_key(p["model"]): p for p in points}
+    if len(models) < 2:
+        return None
+    mkeys = sorted(models, key=lambda k: (models[k].get("num_params") or 0, k))
+    header = ["task", "shift", "mode", "pretrain", "N"] + [
+        f"{model_label(models[k]['model'])} ({_fmt(models[k].get('num_params'))} p)" for k in mkeys
+    ]
+    cells: dict[tuple, dict] = defaultdict(dict)
+    for p in points:
+        cells[(p["task"], p["shift"], p["mode"], p["pretrain"], p["num_train"])][model_key(p["model"])] = p
+    rows = [list(k) + [_metric_cell(cells[k].get(m), HEADLINE) for m in mkeys] for k in sorted(cells)]
+    return _table(header, rows)
+
+
+def _lr_table(runs: Sequence[dict]) -> str:
+    rows = []
+    for r in runs:
+        if r["mode"] == "zeroshot":
+            continue
+        grid = ", ".join(f"{g['learning_rate']:g}: {_fmt(g['val_rel_l2'])}" for g in r["lr_grid"])
+        rows.append(
+            [r["task"], r["shift"], r["mode"], r["pretrain"], r["num_train"], r["seed"], r["learning_rate"], grid]
+        )
+    return _table(["task", "shift", "mode", "pretrain", "N", "seed", "chosen LR", "val error by LR"], rows)
+
+
+def markdown(report: dict, tables: list[tuple[str, str]]) -> str:
+    seeds = sorted({s for p in report["points"] for s in p["seeds"]})
+    out = [
+        "# Report",
+        "",
+        f"Test relative L2 error (the paper's metric) of the best-validation learning rate per point and seed: the "
+        f"median over {len(seeds)} seed(s) {seeds} with its 95% bootstrap interval in brackets "
+        "(omitted where it has no width).",
+        "",
+        "## Error by downstream size",
+        "",
+    ]
+    for title, table in tables:
+        out += [f"### {title}", "", table, ""]
+    out += [
+        "`savings` = N_scratch(err_finetune(N)) / N: how many times more downstream examples training from "
+        "scratch needs to reach the fine-tuned error (log-log interpolation of the scratch curve; "
+        "`extrap.` = beyond the scratch curve, from its power-law fit); its interval resamples the seeds of both "
+        "curves together.",
+        "",
+    ]
+    model_table = _model_size_table(report["points"])
+    if model_table:
+        out += ["## Error by model size", "", model_table, ""]
+    further = _metric_tables(report["points"])
+    if further:
+        out += ["## Further test metrics", ""] + further
+    if report["fits"]:
+        out += ["## Power-law fits err = a N^-b (medians)", ""]
+        rows = [
+            [f["task"], f["shift"], model_label(f["model"]), f["mode"], f["pretrain"], f["a"], f["b"], f["r2"]]
+            for f in report["fits"]
+        ]
+        out += [_table(["task", "shift", "model", "mode", "pretrain", "a", "b", "r2"], rows), ""]
+    out += ["## Learning-rate selection (validation error per LR)", "", _lr_table(report["runs"]), ""]
+    if report["pretrain"]:
+        out += ["## Pretraining runs", ""]
+        rows = [
+            [
+                p.get("name", ""),
+                p["task"],
+                p["num_train"],
+                model_label(p["model"]),
+                p.get("num_params"),
+                p["test_rel_l2"],
+            ]
+            for p in report["pretrain"]
+        ]
+        out += [_table(["run", "task", "N", "model", "params", "test error"], rows), ""]
+    if report["plots"]:
+        out += ["## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]] + [""]
+    return "\n".join(out)

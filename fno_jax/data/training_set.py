@@ -1,0 +1,186 @@
+"""A run's data: its training set (a nested subset of a pool), its validation and test splits, and the
+normalization statistics of its inputs, from generated data, a stored dataset or a stream.
+
+The statistics are those of the whole pool's inputs (the paper's: computed once per dataset over its training
+split, inputs only), so runs that train on different subsets N of one pool normalize alike.
+
+Training arrays are `{"source": [B, n, n], "coeffs": [B, C-1], "solution": [B, n, n]}` (the coefficients of the
+run's channel layout, `fno_jax.channels.coefficients`); the model inputs are assembled from them on the device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from fno_jax import channels
+from fno_jax.config import ConfigError
+from fno_jax.data import generate
+from fno_jax.data.stats import input_stats
+from fno_jax.data.store import StoredDataset, open_dataset
+from fno_jax.data.subsets import nested_subset
+from fno_jax.normalization import NormStats
+
+TRAIN_KEYS = ("source", "coeffs", "solution")
+# What a stored dataset must supply for training arrays and for input statistics.
+_STORED_INPUTS = ("source", "diffusion", "velocity", "omega", "pde")
+_STORED_FOR_TRAINING = (*_STORED_INPUTS, "solution")
+# Samples read at a time when a statistic runs over a stored split (bounded memory).
+_STATS_CHUNK = 1024
+# Generated samples behind a stream run's statistics (a stream has no fixed training set).
+STREAM_STATS_SAMPLES = 1024
+
+
+def training_arrays(batch: Mapping[str, np.ndarray], layout: str) -> dict[str, np.ndarray]:
+    """A raw task batch as training arrays of `layout` (host numpy)."""
+    coeffs = np.asarray(channels.coefficients(batch, layout))
+    return {"source": np.asarray(batch["source"]), "coeffs": coeffs, "solution": np.asarray(batch["solution"])}
+
+
+class TrainingSet:
+    """The run's training samples on the host: row r is sample `indices[r]` of a pool held in memory (generated) or
+    in a stored dataset (read on demand, so a split larger than memory never has to be loaded)."""
+
+    def __init__(self, layout: str, indices: np.ndarray, *, arrays=None, dataset: StoredDataset | None = None):
+        self.layout = layout
+        self.indices = np.asarray(indices)
+        self.arrays = arrays
+        self.dataset = dataset
+
+    @property
+    def num(self) -> int:
+        return len(self.indices)
+
+    def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Rows of the training set as training arrays, in the order given."""
+        rows = np.asarray(rows)
+        if self.arrays is not None:
+            return {k: v[rows] for k, v in self.arrays.items()}
+        index = self.indices[rows]
+        # Tensorstore reads sorted indices fastest; the rows come back in the order asked for.
+        order = np.argsort(index, kind="stable")
+        batch = self.dataset.read("train", index[order], arrays=_STORED_FOR_TRAINING)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return {k: v[inverse] for k, v in training_arrays(batch, self.layout).items()}
+
+    def nbytes(self, resolution: int) -> int:
+        return self.num * (2 * resolution * resolution + channels.num_channels(self.layout)) * 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """The run's training set (None for a stream), val/test splits as training arrays, and the statistics of the
+    training inputs the run normalizes with (its downstream statistics)."""
+
+    train: TrainingSet | None
+    val: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    stats: NormStats
+
+
+def open_checked_dataset(config: ml_collections.ConfigDict, task, layout: str) -> StoredDataset:
+    """The stored dataset `config.data.source`, checked against the config (resolution, task, ranges, sizes)."""
+    d = config.data
+    dataset = open_dataset(d.source)
+    dataset.check_compatible(resolution=d.resolution, layout=layout)
+    spec = dataset.task
+    if config.task != "mixed" and spec.get("name") not in (config.task, None):
+        raise ConfigError(
+            f"dataset {d.source} holds task {spec.get('name')!r} but config.task={config.task!r}; "
+            f"set config.task={spec.get('name')!r} or use a {config.task!r} dataset."
+        )
+    if spec.get("name") == config.task and "imported_from" not in spec:
+        # Same PDE but other coefficient ranges or domain size would train (and record in the checkpoint's
+        # task_spec) something other than what the config says. Imported datasets carry no ranges to compare.
+        expected = json.loads(json.dumps(task.spec()))
+        if spec != expected:
+            raise ConfigError(
+                f"dataset {d.source} was generated with task spec {spec} but the config asks for {expected}; set "
+                "config.task_ranges and config.data.length to the dataset's values or generate a dataset for these."
+            )
+    for split, wanted in (("val", d.num_val), ("test", d.num_test)):
+        if wanted > dataset.num(split):
+            raise ConfigError(
+                f"config.data.num_{split}={wanted} exceeds the {dataset.num(split)} samples of split {split!r} in "
+                f"{d.source}; lower it or generate a bigger dataset."
+            )
+    if d.num_train > dataset.num("train") and config.train.num_steps != 0:
+        raise ConfigError(
+            f"config.data.num_train={d.num_train} exceeds the {dataset.num('train')} training samples in "
+            f"{d.source}; lower it or generate a bigger dataset."
+        )
+    return dataset
+
+
+def load_splits(config: ml_collections.ConfigDict, task, layout: str, dataset: StoredDataset | None = None) -> Splits:
+    """The run's data per `config.data.source` (`dataset`: the stored dataset it names, already checked)."""
+    return load_splits_for_seeds(config, task, layout, dataset, seeds=(int(config.seed),))[0]
+
+
+def load_splits_for_seeds(
+    config: ml_collections.ConfigDict, task, layout: str, dataset: StoredDataset | None, seeds: Sequence[int]
+) -> list[Splits]:
+    """The data of runs that differ only in `seed`: one pool, val and test split and statistics (made or read once),
+    and per seed the nested training subset that seed draws from the pool."""
+    if config.data.source in ("generate", "stream"):
+        return _generated_splits(config, task, layout, seeds)
+    dataset = dataset if dataset is not None else open_checked_dataset(config, task, layout)
+    return _stored_splits(config, layout, dataset, seeds)
+
+
+def _generated_splits(config: ml_collections.ConfigDict, task, layout: str, seeds: Sequence[int]) -> list[Splits]:
+    d = config.data
+    make = functools.partial(
+        generate.generate_split, task, generate.data_seed(config), resolution=d.resolution, chunk=d.generate_chunk
+    )
+    val = training_arrays(make("val", d.num_val), layout)
+    test = training_arrays(make("test", d.num_test), layout)
+    if d.source == "stream":
+        stats = input_stats([make("train", STREAM_STATS_SAMPLES)], layout, d.length)
+        return [Splits(None, val, test, stats) for _ in seeds]
+    pool = make("train", d.num_train_pool or d.num_train)
+    stats = input_stats([pool], layout, d.length)
+    out = []
+    for seed in seeds:
+        indices = nested_subset(pool["volume_fraction"], min(d.num_train, len(pool["source"])), seed)
+        train = TrainingSet(layout, indices, arrays=training_arrays({k: v[indices] for k, v in pool.items()}, layout))
+        out.append(Splits(train, val, test, stats))
+    return out
+
+
+def _stored_splits(
+    config: ml_collections.ConfigDict, layout: str, dataset: StoredDataset, seeds: Sequence[int]
+) -> list[Splits]:
+    d = config.data
+    val = training_arrays(dataset.read("val", slice(0, d.num_val), arrays=_STORED_FOR_TRAINING), layout)
+    test = training_arrays(dataset.read("test", slice(0, d.num_test), arrays=_STORED_FOR_TRAINING), layout)
+    stats = _stored_stats(dataset, layout, d.length)
+    pool_size = dataset.num("train")
+    num = min(d.num_train, pool_size)
+    vf = None
+    if num < pool_size:
+        vf = dataset.read("train", slice(None), arrays=("volume_fraction",))["volume_fraction"]
+    out = []
+    for seed in seeds:
+        indices = nested_subset(vf, num, seed) if vf is not None else np.arange(num)
+        out.append(Splits(TrainingSet(layout, indices, dataset=dataset), val, test, stats))
+    return out
+
+
+def _stored_stats(dataset: StoredDataset, layout: str, length: float) -> NormStats:
+    """The statistics of the whole stored train split's inputs: those stored with the dataset when they are of this
+    layout (computed once, when it was written), else read chunk by chunk."""
+    if dataset.metadata.get("extra", {}).get("layout") == layout and dataset.normalization:
+        return NormStats.from_dict(dataset.normalization)
+    total = dataset.num("train")
+    chunks = (
+        dataset.read("train", slice(s, min(s + _STATS_CHUNK, total)), arrays=_STORED_INPUTS)
+        for s in range(0, total, _STATS_CHUNK)
+    )
+    return input_stats(chunks, layout, length)

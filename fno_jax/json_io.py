@@ -1,0 +1,58 @@
+"""JSON files that readers never see half-written, and values as JSON reads them back.
+
+A file is written beside its target under a unique name, then renamed over it (`os.replace` is atomic on POSIX):
+a reader sees the old file or the new one, never half of one. The temporary name carries the host and process id
+and a random part, so several processes (or hosts on a shared filesystem) writing the same file never collide on
+it; the last rename wins, whole. Runs and sweeps are stopped and restarted at any moment, so every JSON file of
+the project (config.json, summary.json, dataset metadata, plan.json, results.jsonl, reports) is written this way.
+"""
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["to_json", "write_json_atomic", "write_jsonl_atomic", "write_text_atomic"]
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace `path` by `text` atomically (fsync'd before the rename)."""
+    path = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{os.uname().nodename}.{os.getpid()}.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True) -> None:
+    """Write `obj` as indented JSON to `path` atomically (numpy values become lists/numbers)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=sort_keys, default=_json_default) + "\n")
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[Any]) -> None:
+    """Write one key-sorted JSON object per line to `path`, atomically."""
+    write_text_atomic(path, "".join(json.dumps(r, sort_keys=True, default=_json_default) + "\n" for r in records))
+
+
+def to_json(value: Any) -> Any:
+    """`value` as plain JSON types (tuples become lists), as a reader of the file will see it."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic | np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

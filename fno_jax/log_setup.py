@@ -1,0 +1,23 @@
+"""The one logging set-up of every entry point (a run, a sweep, the quickstart, the generate job).
+
+Everything logs through absl (`from absl import logging`). Process 0 shows INFO, the other processes of a
+multi-host job only warnings and errors; the libraries' own INFO chatter (orbax writes dozens of lines per
+checkpoint, and notices about read-only pretrained directories) is hidden, their warnings and errors still show.
+"""
+
+import jax
+from absl import logging
+
+_LIBRARIES = ("/orbax/", "/jax/", "/jaxlib/", "/flax/", "/tensorstore/")
+
+
+def _not_library_info(record) -> bool:
+    return record.levelno >= logging.converter.STANDARD_WARNING or not any(p in record.pathname for p in _LIBRARIES)
+
+
+def configure_logging() -> None:
+    """Call once at program start, after the distributed runtime (if any) is initialized."""
+    logging.set_verbosity(logging.INFO if jax.process_index() == 0 else logging.WARNING)
+    handler = logging.get_absl_handler()
+    if _not_library_info not in handler.filters:
+        handler.addFilter(_not_library_info)

@@ -1,0 +1,188 @@
+"""What a run's workdir holds, and who writes it.
+
+    WORKDIR/config.json       the run config; a workdir holding another run's identity (task, data, model, ...) is
+                              refused, so two different runs never mix checkpoints
+    WORKDIR/metrics.jsonl     one JSON record per logging step (training loss, gradient norm, validation metrics)
+    WORKDIR/checkpoints/      orbax checkpoints (`fno_jax.checkpoint`), each with a `RunMeta`
+    WORKDIR/summary.json      test metrics, written at the end
+    WORKDIR/.lock             held while a run is writing (`fcntl.flock`: released by the kernel when the process
+                              dies, even by SIGKILL, so a crashed run never leaves a stale lock)
+
+Across processes, process 0 alone writes these files (checkpoints are saved collectively by orbax).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+import jax
+import ml_collections
+
+from fno_jax.config import ConfigError
+from fno_jax.distributed import is_main_process
+from fno_jax.json_io import write_json_atomic
+from fno_jax.normalization import NormStats
+
+# Config sections that define what a workdir's checkpoints are; changing them on a resume is an error.
+IDENTITY_KEYS = ("seed", "task", "task_ranges", "data", "model", "init_from", "init_step")
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+class WorkdirLockedError(RuntimeError):
+    """Another live process holds the workdir."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunMeta:
+    """What a checkpoint says about the model it holds; saved (as JSON) with every checkpoint.
+
+    Properties:
+      model: the architecture keys (`fno_jax.config.MODEL_SIZE_KEYS`) and their values.
+      layout: the input-channel layout (`fno_jax.channels.LAYOUTS`).
+      norm_stats: the normalization statistics the model's inputs are scaled with.
+      task_spec: the solvers task the run trained on (`task.spec()`).
+      config: the complete run config.
+      provenance: package and jax versions, seed, pretrained source, creation time.
+    """
+
+    model: dict[str, int]
+    layout: str
+    norm_stats: NormStats
+    task_spec: dict[str, Any]
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["norm_stats"] = self.norm_stats.to_dict()
+        return json.loads(json.dumps(out))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunMeta:
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in data]
+        if missing:
+            raise ValueError(f"checkpoint metadata lacks {missing}; it was not written by this version of fno-jax.")
+        fields = {f.name: data[f.name] for f in dataclasses.fields(cls)}
+        fields["norm_stats"] = NormStats.from_dict(data["norm_stats"])
+        return cls(**fields)
+
+
+def provenance(config: ml_collections.ConfigDict, init_step: int | None) -> dict[str, Any]:
+    from fno_jax.data.store import package_version
+
+    return {
+        "package_version": package_version(),
+        "seed": int(config.seed),
+        "jax_version": jax.__version__,
+        "init_from": config.init_from,
+        "init_step": init_step,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+class MetricsLog:
+    """metrics.jsonl: appended by process 0; on resume, records past the restored step are dropped."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def append(self, record: dict[str, Any]) -> None:
+        if is_main_process():
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def keep_until(self, step: int) -> None:
+        """Drop records of steps after `step` (written by a run that died after its last checkpoint)."""
+        if not is_main_process() or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            lines = [line for line in f if line.strip()]
+        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            from fno_jax.json_io import write_text_atomic
+
+            write_text_atomic(self.path, "".join(kept))
+
+    def clear(self) -> None:
+        if is_main_process() and os.path.exists(self.path):
+            os.remove(self.path)
+
+
+class Workdir:
+    """A run's directory, locked for the run's lifetime (`with Workdir(path, config) as wd: ...`)."""
+
+    def __init__(self, path: str | os.PathLike, config: ml_collections.ConfigDict):
+        self.path = os.path.abspath(os.fspath(path))
+        self.config = config
+        self.metrics = MetricsLog(os.path.join(self.path, METRICS_FILE))
+        self._lock_file = None
+
+    def __enter__(self) -> Workdir:
+        os.makedirs(self.path, exist_ok=True)
+        if is_main_process():
+            self._lock()
+        try:
+            self._write_config()
+        except BaseException:
+            self._unlock()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._unlock()
+
+    def _lock(self) -> None:
+        lock_path = os.path.join(self.path, ".lock")
+        f = open(lock_path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown process"
+            f.close()
+            raise WorkdirLockedError(
+                f"workdir {self.path} is in use by another run ({holder}); wait for it to finish, stop it, or choose "
+                "another --workdir."
+            ) from None
+        f.seek(0)
+        f.truncate()
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        f.write(json.dumps({**holder, "command": " ".join(sys.argv)[:300]}))
+        f.flush()
+        self._lock_file = f
+
+    def _unlock(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _write_config(self) -> None:
+        """config.json; a workdir that already holds another run's identity is refused."""
+        path = os.path.join(self.path, CONFIG_FILE)
+        new = json.loads(self.config.to_json())
+        if os.path.exists(path):
+            with open(path) as f:
+                old = json.load(f)
+            changed = [k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
+            if changed:
+                k = changed[0]
+                raise ConfigError(
+                    f"workdir {self.path} holds a run with a different config.{k} ({old.get(k)!r} there, "
+                    f"{new.get(k)!r} now); use a new --workdir, or the same config to resume."
+                )
+        if is_main_process():
+            write_json_atomic(path, new)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        if is_main_process():
+            write_json_atomic(os.path.join(self.path, SUMMARY_FILE), summary)

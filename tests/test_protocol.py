@@ -1,0 +1,302 @@
+"""The paper's protocol as the studies expand it: what a study trains is what the paper trained (docs/FIDELITY.md).
+
+Each test fails if a difference to the paper's released code comes back: the schedule, the LR grid, the split sizes,
+the evaluation cadence and checkpoint choice, the head width, the normalization statistics of zero-shot runs; and
+the study's own rules: seeds, data seeds, the mixture's composition, the dry-run plan and the cpu scale's budget.
+"""
+
+import functools
+import importlib
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+
+from experiments import plan as plan_lib
+from experiments import study as study_lib
+from experiments.configs import study_scale
+from experiments.sweep import dry_run
+from fno_jax.config import flat_items
+
+STUDIES = ("quickstart", "rq1_data_size", "rq2_model_size", "rq3_ood_shift", "rq4_mixed")
+# config/sweep_config.yaml of the paper's code.
+PAPER_LRS = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _study(module: str, arg: str = ""):
+    return importlib.import_module(f"experiments.configs.{module}").get_config(arg)
+
+
+@functools.cache
+def _expanded(module: str, arg: str) -> tuple:
+    return tuple(study_lib.expand_study(_study(module, arg), "/tmp/fno-study"))
+
+
+def _runs(module: str, arg: str = "") -> list:
+    """The runs of a study config (expanded once per test process: expansion is deterministic)."""
+    return list(_expanded(module, arg))
+
+
+def _downstream(runs, mode=None):
+    return [r for r in runs if r.meta["kind"] == "downstream" and (mode is None or r.meta["mode"] == mode)]
+
+
+def test_epoch_schedule_formula_drops_the_last_partial_batch():
+    for n in (2, 3, 100, 127, 128, 129, 255, 1000, 32768):
+        batch = min(n, 128)
+        assert study_lib.epoch_steps(n, batch, 500) == 500 * (n // batch)
+    assert study_lib.epoch_steps(129, 128, 500) == 500  # 129 samples at batch 128: one step per epoch
+    assert study_lib.epoch_steps(32768, 128, 500) == 128_000
+    with pytest.raises(ValueError, match="batch_size <= num_train"):
+        study_lib.epoch_steps(8, 16, 500)
+
+
+def test_paper_schedule_in_the_expanded_run_configs():
+    runs = _runs("rq1_data_size", "poisson")
+    [pre] = [r for r in runs if r.meta["kind"] == "pretrain"]
+    c = pre.config
+    assert (c.data.num_train, c.train.batch_size, c.train.num_epochs, c.train.num_steps) == (32768, 128, 500, -1)
+    assert study_lib.num_steps_of(c) == pre.meta["num_steps"] == 128_000
+    assert c.train.learning_rate == 1e-3
+    sizes = set()
+    for run in _downstream(runs):
+        c, n = run.config, run.meta["num_train"]
+        if run.meta["mode"] == "zeroshot":
+            assert c.train.num_steps == 0
+            continue
+        sizes.add(n)
+        # The paper's batch rule (min(N, 128)) and 500 epochs with drop-last, no cap at any N.
+        assert c.train.batch_size == min(n, 128) and c.data.num_train == n
+        assert (c.train.num_epochs, c.train.num_steps) == (500, -1)
+        assert study_lib.num_steps_of(c) == run.meta["num_steps"] == 500 * (n // min(n, 128))
+    assert sizes == {2**k for k in range(1, 16)}
+
+
+@pytest.mark.parametrize("module", STUDIES)
+def test_paper_lr_grid_for_every_downstream_point_scratch_and_finetuned(module):
+    grids = defaultdict(set)
+    for run in _downstream(_runs(module)):
+        m = run.meta
+        if m["mode"] != "zeroshot":
+            grids[(m["group"], m["model"]["width"], m["num_train"], m["mode"], m["pretrain"], m["seed"])].add(
+                run.config.train.learning_rate
+            )
+    assert {key[3] for key in grids} == {"scratch", "finetune"}
+    assert all(tuple(sorted(lrs)) == PAPER_LRS for lrs in grids.values())
+
+
+@pytest.mark.parametrize("module", STUDIES)
+def test_paper_validation_and_test_sets_are_4096(module):
+    for run in _runs(module):
+        assert (run.config.data.num_val, run.config.data.num_test) == (4096, 4096), run.name
+
+
+@pytest.mark.parametrize("module", STUDIES)
+def test_every_run_validates_each_epoch_and_keeps_the_lowest_validation_loss(module):
+    for scale in ("", *study_scale.NAMES):
+        for run in _runs(module, scale):
+            t = run.config.train
+            assert (t.eval_every, t.select_by) == (0, "val_loss"), run.name  # 0 = once per epoch
+            assert t.max_evals >= 1 and t.matmul_precision == "highest" and run.config.model.init == "torch"
+
+
+def test_evaluation_cadence_at_the_paper_and_cpu_scales():
+    runs = {r.name: r for r in _runs("rq1_data_size", "poisson")}
+    pre = runs["pretrain-poisson-s0"]
+    assert plan_lib.eval_interval(pre.config) == 256  # one epoch of 32,768 at batch 128
+    assert plan_lib.run_cost(pre).num_evals == 500
+    small = runs["poisson-scratch-n00002-lr1e-05-s0"]
+    assert (plan_lib.eval_interval(small.config), plan_lib.run_cost(small).num_evals) == (1, 500)
+    # A cpu-scale run keeps at most train.max_evals evaluations.
+    for run in _runs("rq1_data_size", "cpu"):
+        if run.meta["mode"] != "zeroshot":
+            assert plan_lib.run_cost(run).num_evals <= run.config.train.max_evals == 10
+
+
+def test_zero_shot_uses_the_downstream_pool_and_its_statistics():
+    runs = _runs("rq1_data_size", "poisson,cpu")
+    [zeroshot] = _downstream(runs, "zeroshot")
+    assert zeroshot.config.finetune.norm_stats == "downstream"
+    assert zeroshot.config.train.num_steps == 0
+    pools = {(r.config.data.seed, r.config.data.num_train_pool, r.config.data.num_test) for r in _downstream(runs)}
+    assert pools == {(1, 128, 256)}  # every N and zero-shot: one pool (its statistics), one test set
+    for run in _downstream(runs):
+        assert run.config.finetune.norm_stats == "downstream"
+
+
+def test_seeds_vary_init_order_and_subset_never_the_pool_or_the_test_set():
+    runs = _runs("rq1_data_size", "poisson,cpu")
+    by_name = {r.name: r for r in runs}
+    points = defaultdict(set)
+    for run in _downstream(runs):
+        m = run.meta
+        points[(m["mode"], m["pretrain"], m["num_train"], m["learning_rate"])].add(m["seed"])
+    assert all(seeds == {0, 1, 2} for key, seeds in points.items() if key[0] != "zeroshot")
+    one, other = (
+        by_name["poisson-finetune-from-poisson-n00008-lr0.001-s0"],
+        by_name["poisson-finetune-from-poisson-n00008-lr0.001-s2"],
+    )
+    a, b = flat_items(one.config), flat_items(other.config)
+    assert {k for k in a if a[k] != b[k]} == {"seed"}
+    # The pretraining pool and the downstream pool come from different data seeds.
+    [pre] = [r for r in runs if r.meta["kind"] == "pretrain"]
+    assert pre.config.data.seed != one.config.data.seed
+    assert one.depends_on == other.depends_on == (pre.name,)  # one pretrained model, as in the paper
+
+
+def test_pretraining_per_seed_is_one_key():
+    study = _study("rq1_data_size", "poisson,cpu")
+    study.pretrain_per_seed = True
+    runs = study_lib.expand_study(study, "/tmp/fno-study")
+    names = {r.name for r in runs}
+    assert {"pretrain-poisson-s0", "pretrain-poisson-s1", "pretrain-poisson-s2"} <= names
+    finetune = next(r for r in runs if r.name == "poisson-finetune-from-poisson-n00008-lr0.001-s1")
+    assert finetune.depends_on == ("pretrain-poisson-s1",)
+    assert len(_downstream(runs, "zeroshot")) == 3
+
+
+@pytest.mark.parametrize("scale", ["", "cpu", "gpu_minutes", "runlocal"])
+def test_model_ladder_head_is_twice_the_width(scale):
+    runs = _runs("rq2_model_size", scale)
+    widths = set()
+    for run in runs:
+        assert run.config.model.fc_dim == 2 * run.config.model.width, run.name
+        widths.add((run.config.model.width, run.config.model.modes))
+    assert len(widths) >= 3 or scale == "runlocal"
+    for module in STUDIES:  # every study's single model too
+        base = _study(module, scale).base.model
+        assert base.fc_dim == 2 * base.width
+
+
+def test_mixture_is_every_familys_full_set_or_an_equal_total():
+    study = _study("rq4_mixed")
+    assert study.mixture == "full"
+    sizes = {r.name: r.config.data.num_train for r in study_lib.expand_study(study, "/tmp/fno-study")}
+    assert sizes["pretrain-mixed-s0"] == 3 * 32768 and sizes["pretrain-poisson-s0"] == 32768
+    study.mixture = "equal_total"
+    sizes = {r.name: r.config.data.num_train for r in study_lib.expand_study(study, "/tmp/fno-study")}
+    assert sizes["pretrain-mixed-s0"] == sizes["pretrain-poisson-s0"] == 32768
+    study.mixture = "half"
+    with pytest.raises(ValueError, match="mixture must be one of"):
+        study_lib.expand_study(study, "/tmp/fno-study")
+
+
+def test_one_scale_mechanism_for_every_study():
+    for module in STUDIES:
+        for name, scale in study_scale.SCALES.items():
+            study = _study(module, name)
+            assert study.base.data.resolution == scale.resolution
+            assert study.seeds == scale.seeds and study.pack is True
+    assert [study_scale.SCALES[n].seeds for n in ("", "cpu", "gpu_minutes")] == [1, 3, 3]
+    with pytest.raises(ValueError, match="at most one scale"):
+        _study("rq1_data_size", "cpu,runlocal")
+    with pytest.raises(ValueError, match="Unknown study config argument"):
+        _study("quickstart", "poisson")
+    # A config's own sizes at one scale change only that scale.
+    assert _study("rq2_model_size", "cpu").downstream.poisson.num_train == (2, 8, 32)
+    assert _study("rq1_data_size", "cpu").downstream.poisson.num_train == study_scale.CPU.num_train
+
+
+def test_dry_run_plan_of_rq1_poisson_at_the_paper_scale(tmp_path):
+    text = dry_run(_study("rq1_data_size", "poisson"), str(tmp_path))
+    with open(tmp_path / "plan.json") as f:
+        plan = json.load(f)
+    assert not (tmp_path / "runs").exists()  # nothing trained, no run folder made
+    assert isinstance(plan, list) and len(plan) == 1 + 2 * 15 * 5 + 1
+    for entry in plan:
+        assert set(entry) == {"name", "depends_on", "meta", "config"}
+        assert entry["config"]["data"]["num_val"] == entry["config"]["data"]["num_test"] == 4096
+    pre = plan[0]
+    assert pre["meta"]["kind"] == "pretrain" and pre["meta"]["num_steps"] == 128_000
+    assert (pre["config"]["data"]["num_train"], pre["config"]["train"]["batch_size"]) == (32768, 128)
+    for entry in plan[1:]:
+        m, c = entry["meta"], entry["config"]
+        if m["mode"] != "zeroshot":
+            batch = min(m["num_train"], 128)
+            assert c["train"]["batch_size"] == batch and m["num_steps"] == 500 * (m["num_train"] // batch)
+    assert "32,768 samples, batch 128, 500 epochs = 128,000 steps" in text
+    assert "scratch, finetune (poisson) {1e-05, 5e-05, 0.0001, 0.0005, 0.001}" in text
+    assert "Validation / test samples per run: 4,096 / 4,096" in text
+    assert "      2      2     500       500" in text and " 32,768    128     500   128,000" in text
+    # The estimate is the stated formula.
+    costs = [plan_lib.run_cost(r) for r in _runs("rq1_data_size", "poisson")]
+    train = sum(c.train_samples for c in costs)
+    evals = sum(c.eval_samples for c in costs)
+    expected = train / 3167 + evals / (2.4 * 3167)
+    assert plan_lib.estimate_s(costs, 3167, 2.4 * 3167, 0) == pytest.approx(expected)
+    assert f"({expected:,.0f} s) at 3,167 training and 7,601 evaluated samples/s" in text
+
+
+# Training / evaluation samples/s at 32 x 32 on the project's 2-core CPU, batch 32 / 64, float32, measured with
+# `python -m benchmarks.throughput train|infer --resolution 32 --batch 32|64 --width W --modes M --fc-dim 2W --json`
+# while other jobs shared the machine (load average 5-7); the lowest of two measurements where two were taken.
+CPU_SAMPLES_PER_S = {(16, 8): (280.0, 430.0), (8, 8): (366.0, 583.0), (8, 4): (1368.0, 909.0)}
+
+
+def test_cpu_scale_fits_its_time_budget():
+    """Each RQ at the cpu scale within 20 minutes of training and evaluation on 2 cores, all four within 75.
+
+    Device time only: the per-run start-up (compilation, data, checkpoints; about 10 s a run on this machine today)
+    is what packing runs of one shape will amortize.
+    """
+    total = 0.0
+    for module in ("rq1_data_size", "rq2_model_size", "rq3_ood_shift", "rq4_mixed"):
+        seconds = 0.0
+        for run in _runs(module, "cpu"):
+            cost = plan_lib.run_cost(run)
+            train_sps, eval_sps = CPU_SAMPLES_PER_S[(run.meta["model"]["width"], run.meta["model"]["modes"])]
+            seconds += cost.train_samples / train_sps + cost.eval_samples / eval_sps
+        assert seconds <= 20 * 60, (module, seconds)
+        total += seconds
+    assert total <= 75 * 60
+
+
+def test_cpu_scale_covers_each_question():
+    def points(module):
+        return _downstream(_runs(module, "cpu"))
+
+    rq1 = points("rq1_data_size")
+    assert len({r.meta["num_train"] for r in rq1 if r.meta["mode"] != "zeroshot"}) >= 4
+    assert {r.meta["mode"] for r in rq1} == {"scratch", "finetune", "zeroshot"}
+    assert len({r.meta["model"]["width"] * 1000 + r.meta["model"]["modes"] for r in points("rq2_model_size")}) >= 3
+    assert len({r.meta["shift"] for r in points("rq3_ood_shift")}) >= 3
+    rq4 = _runs("rq4_mixed", "cpu")
+    assert {r.config.task for r in rq4 if r.meta["kind"] == "pretrain"} >= {"mixed", "poisson", "helmholtz"}
+    for module in STUDIES:
+        assert all(len(seeds) == 3 for seeds in _seeds_per_point(points(module)).values())
+
+
+def _seeds_per_point(runs):
+    out = defaultdict(set)
+    for r in runs:
+        m = r.meta
+        if m["mode"] != "zeroshot":
+            out[(m["group"], m["model"]["width"], m["mode"], m["pretrain"], m["num_train"], m["learning_rate"])].add(
+                m["seed"]
+            )
+    return out
+
+
+def test_dry_run_command_line(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.sweep",
+            "--config=experiments/configs/quickstart.py:runlocal",
+            f"--workdir={tmp_path}",
+            "--dry_run",
+            "--samples_per_s=100",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "estimated device time" in out.stdout and "at 100 training and 240 evaluated samples/s" in out.stdout
+    assert len(json.loads((tmp_path / "plan.json").read_text())) == 10
