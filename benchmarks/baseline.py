@@ -19,6 +19,10 @@ scipy, h5py, matplotlib). Nothing of it is imported here:
 Ours runs as ``python -m benchmarks.throughput <command> ... --json`` in a fresh process. Each round
 runs both, ours first in even rounds and the baseline first in odd ones, so a drift of the machine's
 load falls on both sides; the load average (``/proc/loadavg``) is read before and after every run.
+On a machine shared with other jobs, ``--quiet-load L`` starts each run only once the 1-minute load
+average is below L (waiting at most ``--quiet-wait`` seconds; a run started after that wait is marked
+``"waited_out": true``): other jobs' load slows a multi-threaded PyTorch step far more than ours, so
+runs started under load overstate our advantage.
 Reported: the medians over rounds of both sides and their ratio (``speedup``), every run, and the load.
 """
 
@@ -36,12 +40,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BASELINE_FLAGS", "alternate", "compare", "load_average", "strip_baseline_flags"]
+__all__ = ["BASELINE_FLAGS", "alternate", "compare", "load_average", "strip_baseline_flags", "wait_for_quiet"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Flags of the comparison itself (value-taking): never passed on to our child process.
-BASELINE_FLAGS = ("--baseline", "--baseline-python", "--rounds", "--baseline-samples", "--child-timeout")
+BASELINE_FLAGS = (
+    "--baseline",
+    "--baseline-python",
+    "--rounds",
+    "--baseline-samples",
+    "--child-timeout",
+    "--quiet-load",
+    "--quiet-wait",
+)
 
 # The paper's generator scripts and their pre-training ranges (its run_gen_data.sh).
 _PAPER_GENERATORS = {
@@ -67,6 +79,10 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument("--rounds", type=int, default=3, help="runs of each side (median); at least 3 to report")
     parser.add_argument("--child-timeout", type=float, default=1800.0, help="seconds allowed to one run")
+    parser.add_argument(
+        "--quiet-load", type=float, default=0.0, help="start each run once the 1-minute load is below this (0: at once)"
+    )
+    parser.add_argument("--quiet-wait", type=float, default=3600.0, help="longest wait for --quiet-load, seconds")
 
 
 def load_average() -> list[float] | None:
@@ -113,12 +129,29 @@ def _last_json(stdout: str, cmd: list[str]) -> dict[str, Any]:
     return result
 
 
+def wait_for_quiet(threshold: float, max_wait_s: float, poll_s: float = 15.0) -> bool:
+    """Sleep until the 1-minute load average is below ``threshold``; False if ``max_wait_s`` ran out first."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        load = load_average()
+        if load is None or load[0] < threshold:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+
 def alternate(
-    ours: Callable[[], dict[str, Any]], baseline: Callable[[], dict[str, Any]], rounds: int
+    ours: Callable[[], dict[str, Any]],
+    baseline: Callable[[], dict[str, Any]],
+    rounds: int,
+    wait: Callable[[], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Run both ``rounds`` times, ours first in even rounds; returns (ours' results, baseline's, the log).
 
-    Each log entry: ``round``, ``side``, ``samples_per_s``, ``wall_s``, ``load_before``, ``load_after``.
+    ``wait`` (if given) is called before every run and returns False when it gave up waiting.
+    Each log entry: ``round``, ``side``, ``samples_per_s``, ``wall_s``, ``load_before``, ``load_after``
+    (and ``waited_out`` when ``wait`` gave up).
     """
     if rounds < 1:
         raise ValueError(f"--rounds must be >= 1, got {rounds}.")
@@ -127,6 +160,7 @@ def alternate(
     for i in range(rounds):
         order = ("ours", "baseline") if i % 2 == 0 else ("baseline", "ours")
         for side in order:
+            quiet = wait() if wait is not None else True
             before, start = load_average(), time.perf_counter()
             result = (ours if side == "ours" else baseline)()
             wall = time.perf_counter() - start
@@ -139,6 +173,7 @@ def alternate(
                     "wall_s": wall,
                     "load_before": before,
                     "load_after": load_average(),
+                    **({} if quiet else {"waited_out": True}),
                 }
             )
     return results["ours"], results["baseline"], log
@@ -201,8 +236,14 @@ def compare(command: str, args: Any, child_argv: list[str]) -> dict[str, Any]:
     def run_ours() -> dict[str, Any]:
         return _last_json(_run(ours_cmd, cwd=ROOT, timeout=args.child_timeout), ours_cmd)
 
+    wait = None
+    if args.quiet_load > 0:
+
+        def wait() -> bool:
+            return wait_for_quiet(args.quiet_load, args.quiet_wait)
+
     load_start = load_average()
-    ours, theirs, log = alternate(run_ours, run_baseline, args.rounds)
+    ours, theirs, log = alternate(run_ours, run_baseline, args.rounds, wait)
     ours_rate = statistics.median(r["samples_per_s"] for r in ours)
     theirs_rate = statistics.median(r["samples_per_s"] for r in theirs)
     result = dict(ours[0])
@@ -215,6 +256,7 @@ def compare(command: str, args: Any, child_argv: list[str]) -> dict[str, Any]:
             "baseline_samples_per_s": theirs_rate,
             "speedup": ours_rate / theirs_rate,
             "rounds": args.rounds,
+            "quiet_load": args.quiet_load or None,
             "runs": log,
             "load_avg_start": load_start,
             "load_avg_end": load_average(),

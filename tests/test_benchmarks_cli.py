@@ -83,11 +83,35 @@ def test_alternate_swaps_the_order_every_round_and_takes_medians():
         alternate(side("ours"), side("baseline"), 0)
 
 
+def test_alternate_waits_before_every_run_and_marks_runs_it_gave_up_waiting_for():
+    from benchmarks.baseline import alternate
+
+    answers = iter([True, False, True, True])
+    calls = []
+
+    def wait():
+        calls.append("wait")
+        return next(answers)
+
+    ours, theirs, log = alternate(lambda: {"samples_per_s": 2.0}, lambda: {"samples_per_s": 1.0}, 2, wait)
+    assert len(calls) == 4 and len(ours) == len(theirs) == 2
+    assert [e.get("waited_out", False) for e in log] == [False, True, False, False]
+
+
+def test_wait_for_quiet_gives_up_after_its_time(monkeypatch):
+    from benchmarks import baseline
+
+    monkeypatch.setattr(baseline, "load_average", lambda: [9.0, 9.0, 9.0])
+    assert baseline.wait_for_quiet(1.5, max_wait_s=0.0) is False
+    monkeypatch.setattr(baseline, "load_average", lambda: [0.5, 1.0, 1.0])
+    assert baseline.wait_for_quiet(1.5, max_wait_s=0.0) is True
+
+
 def test_baseline_flags_never_reach_our_side():
     from benchmarks.baseline import strip_baseline_flags
 
     argv = ["--batch", "4", "--baseline", "/r", "--baseline-python=/p", "--rounds", "3", "--json", "--steps", "2"]
-    assert strip_baseline_flags(argv) == ["--batch", "4", "--steps", "2"]
+    assert strip_baseline_flags([*argv, "--quiet-load", "1.5"]) == ["--batch", "4", "--steps", "2"]
 
 
 def _executable(path, text):
