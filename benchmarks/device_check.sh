@@ -4,7 +4,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 #     bash benchmarks/device_check.sh              # paper config on the accelerator
 #     SMALL=1 PYTHON=.venv/bin/python bash benchmarks/device_check.sh   # tiny sizes, any machine (CPU smoke run)
 #
-# Needs jax (+ CUDA) and, for the baseline, torch; nothing from the network (ml_collections comes from .whl/).
+# Needs jax (+ CUDA); nothing from the network (ml_collections comes from .whl/). With BASELINE=<checkout of the
+# paper's released code> (and BASELINE_PYTHON, an interpreter with torch + CUDA; default $PYTHON) the baseline cases
+# time the paper's model in separate processes, alternating with ours (benchmarks/baseline.py, ROUNDS each).
 # Every result goes as one JSON line (plus a "label") into $OUT/results.jsonl; each command's full output goes
 # to $OUT/<label>.log; a table is printed at the end. Each command runs under `timeout` and a failure is
 # recorded as {"label", "error"} so the rest still runs; commands left when the time budget is spent are skipped.
@@ -15,7 +17,7 @@ OUT=${OUT:-/tmp/device_check}
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
-# Grow GPU memory on demand: the PyTorch baseline shares the process, and peak_bytes stays the real peak.
+# Grow GPU memory on demand: peak_bytes stays the real peak.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 
@@ -29,6 +31,11 @@ else
   STEPS=(--steps 20 --warmup 3)
   # No case starts after BUDGET_S seconds and each runs under its own timeout: at most ~BUDGET_S + 45 s.
   T_TRAIN=45 T_INFER=40 BUDGET_S=${BUDGET_S:-150}
+fi
+BASELINE_ARGS=()
+T_BASE=$((T_TRAIN * 2 * ${ROUNDS:-3}))
+if [ -n "${BASELINE:-}" ]; then
+  BASELINE_ARGS=(--baseline "$BASELINE" --baseline-python "${BASELINE_PYTHON:-$PY}" --rounds "${ROUNDS:-3}")
 fi
 
 echo "== device_check $(date -u +%Y-%m-%dT%H:%M:%SZ) SMALL=${SMALL:-0} git=$(git rev-parse --short HEAD 2>/dev/null || echo none)"
@@ -84,8 +91,13 @@ run_case train_f32_dft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype floa
 run_case train_f32_dft_remat "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --remat
 run_case train_bf16_dft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype bfloat16
 run_case train_bf16_dft_remat "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype bfloat16 --remat
-run_case infer_f32_dft "$T_INFER" infer "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --baseline
-run_case train_f32_fft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --spectral-impl fft --baseline
+if [ -n "${BASELINE:-}" ]; then
+  run_case infer_f32_dft_vs_paper "$T_BASE" infer "${MODEL[@]}" "${STEPS[@]}" --dtype float32 "${BASELINE_ARGS[@]}"
+  run_case train_f32_dft_vs_paper "$T_BASE" train "${MODEL[@]}" "${STEPS[@]}" --dtype float32 "${BASELINE_ARGS[@]}"
+else
+  run_case infer_f32_dft "$T_INFER" infer "${MODEL[@]}" "${STEPS[@]}" --dtype float32
+  run_case train_f32_fft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --spectral-impl fft
+fi
 # Full float32 matmuls (no TF32), the precision PyTorch uses by default.
 export JAX_DEFAULT_MATMUL_PRECISION=highest
 run_case train_f32_dft_highest "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype float32
@@ -94,21 +106,21 @@ unset JAX_DEFAULT_MATMUL_PRECISION
 echo "== results ($RESULTS), total ${SECONDS}s"
 "$PY" - "$RESULTS" <<'EOF'
 import json, sys
-head = f"{'label':<22}{'samples/s':>12}{'step ms':>10}{'compile s':>10}{'peak GB':>9}{'temp GB':>9}{'torch s/s':>11}{'x torch':>8}"
+head = f"{'label':<24}{'samples/s':>12}{'step ms':>10}{'compile s':>10}{'peak GB':>9}{'temp GB':>9}{'paper s/s':>11}{'x paper':>8}"
 print(head)
 for line in open(sys.argv[1]):
     r = json.loads(line)
     if "error" in r:
-        print(f"{r['label']:<22} ERROR {r['error']}")
+        print(f"{r['label']:<24} ERROR {r['error']}")
         continue
     def num(key, scale=1.0, fmt="{:.1f}"):
         value = r.get(key)
         return fmt.format(value * scale) if isinstance(value, (int, float)) else "-"
     print(
-        f"{r['label']:<22}{num('samples_per_s'):>12}{num('step_ms_median', fmt='{:.2f}'):>10}"
+        f"{r['label']:<24}{num('samples_per_s'):>12}{num('step_ms_median', fmt='{:.2f}'):>10}"
         f"{num('compile_s', fmt='{:.2f}'):>10}{num('peak_bytes', 1e-9, '{:.2f}'):>9}"
         f"{num('compiled_temp_bytes', 1e-9, '{:.2f}'):>9}"
-        f"{num('torch_samples_per_s'):>11}{num('speedup_vs_torch', fmt='{:.2f}'):>8}"
+        f"{num('baseline_samples_per_s'):>11}{num('speedup', fmt='{:.2f}'):>8}"
     )
 print("device:", next((json.loads(l).get("device") for l in open(sys.argv[1]) if '"device"' in l), "?"))
 EOF

@@ -1,25 +1,25 @@
 """Throughput of on-device data generation (`solvers.tasks.<Task>.sample`).
 
-    python -m benchmarks.generate --pde poisson --resolution 128 --batch 1024 [--baseline] [--json]
+    python -m benchmarks.generate --pde poisson --resolution 128 --batch 1024 \
+        [--baseline REPO --baseline-python PY [--baseline-samples 256]] [--json]
 
 (also reachable as `python -m benchmarks.throughput generate ...`).  Timing excludes compilation
 (ahead-of-time `lower().compile()`), synchronises with `block_until_ready`, and reports the median
-over repeats, each with a fresh key.  `--baseline` also times the per-sample numpy reference
-generator (benchmarks/numpy_reference.py) in the same process.
+over repeats, each with a fresh key.  `--baseline REPO` runs the paper's own generator script for
+the same PDE and resolution in separate processes, alternating with this benchmark
+(`benchmarks.baseline`); `--baseline-samples` is how many samples each of its runs makes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from typing import Any
 
 import jax
 
-from benchmarks import numpy_reference
+from benchmarks.model_flags import run_main
 from solvers import tasks
 from solvers.families import FAMILIES, MIXED, TASK_NAMES
 
@@ -38,8 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=10, help="timed batches (median)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--baseline", action="store_true", help="also time the numpy reference")
-    parser.add_argument("--baseline-samples", type=int, default=64, help="samples timed for the numpy reference")
+    parser.add_argument("--baseline-samples", type=int, default=256, help="samples per run of the paper's generator")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
 
 
@@ -74,24 +73,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "peak_bytes_in_use" in stats:
         result["peak_bytes"] = int(stats["peak_bytes_in_use"])
-    if args.baseline:
-        ref = numpy_reference.samples_per_s(args.pde, args.resolution, args.baseline_samples)
-        result["numpy_reference_samples_per_s"] = ref
-        result["speedup"] = result["samples_per_s"] / ref
     return result
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    result = run(args)
-    print("command: python -m benchmarks.generate " + " ".join(sys.argv[1:] if argv is None else argv))
-    for name, value in result.items():
-        print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
-    if args.json:
-        print(json.dumps(result))
-    return result
+def main(argv: list[str] | None = None) -> int:
+    return run_main("generate", argv)
 
 
 if __name__ == "__main__":

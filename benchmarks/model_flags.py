@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,19 +35,24 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, per: str) -> None:
     add_flag(parser, "--steps", type=int, default=20, help=f"timed repetitions (one {per} each)")
     add_flag(parser, "--warmup", type=int, default=2, help="untimed repetitions after compiling")
     add_flag(parser, "--seed", type=int, default=0)
-    add_flag(parser, "--baseline", action="store_true", help="also time the PyTorch reference")
     add_flag(parser, "--json", action="store_true", help="print one JSON line at the end")
 
 
-def time_calls(fn: Callable[[], Any], steps: int, warmup: int) -> list[float]:
-    """Wall seconds of `steps` calls of `fn` (which must block until its work is done) after `warmup` calls."""
+def time_calls(fn: Callable[[], Any], steps: int, warmup: int, cpu_times: list[float] | None = None) -> list[float]:
+    """Wall seconds of `steps` calls of `fn` (which must block until its work is done) after `warmup` calls.
+
+    With `cpu_times` given, the process's CPU seconds (all threads, user + system) of each call are appended to
+    it: on a shared machine the CPU time moves less with other jobs' load than the wall time does.
+    """
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
+        if cpu_times is not None:
+            cpu_times.append(time.process_time() - cpu_start)
     return times
 
 
@@ -60,13 +65,8 @@ def peak_bytes(device: Any) -> int | None:
     return stats.get("peak_bytes_in_use") if stats else None
 
 
-def run_main(run: Callable[[argparse.Namespace], dict], add_arguments: Callable, description: str, argv=None) -> None:
-    """A benchmark module's own command line: parse, run, print the result (and one JSON line with --json)."""
-    parser = argparse.ArgumentParser(description=description)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    result = run(args)
-    for key, value in result.items():
-        print(f"{key:>22}: {value}")
-    if args.json:
-        print(json.dumps(result))
+def run_main(command: str, argv: list[str] | None = None) -> int:
+    """A benchmark module's own command line: the same as ``python -m benchmarks.throughput command ...``."""
+    from benchmarks import throughput
+
+    return throughput.main([command, *(sys.argv[1:] if argv is None else argv)])

@@ -2,13 +2,13 @@
 
     python -m benchmarks.model_throughput --resolution 128 --batch 32 --width 16 --modes 8 \
         [--depth 4] [--fc-dim 128] [--channels 4] [--dtype float32|bfloat16] [--steps 20] \
-        [--baseline] [--json]
+        [--baseline REPO --baseline-python PY] [--json]
 
 (also reached as ``python -m benchmarks.throughput infer ...``). The forward pass is jitted; the
 first call (trace + compile + one run) is reported as ``compile_s`` and excluded from the timing.
 Each timed step ends in ``block_until_ready``; ``step_ms_median`` is the median over ``--steps``.
-With ``--baseline`` and torch importable, the reference PyTorch model (same sizes, float32,
-``torch.no_grad``, CPU or CUDA when present) is timed the same way.
+With ``--baseline REPO`` the paper's own PyTorch model (forward under ``torch.no_grad``) is timed in
+separate processes, alternating with this benchmark: `benchmarks.baseline`.
 """
 
 from __future__ import annotations
@@ -31,33 +31,6 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the inference-benchmark flags to ``parser`` (flags it already has are kept)."""
     add_model_arguments(parser, per="forward pass")
-
-
-def _torch_baseline(args: argparse.Namespace, x: np.ndarray) -> dict[str, Any]:
-    try:
-        import torch
-    except ImportError:
-        return {"torch_skipped": "torch is not importable"}
-    from benchmarks.reference_torch import make_reference_model
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(args.seed)
-    model = make_reference_model(args.width, args.modes, args.depth, args.fc_dim, args.channels, 1).to(device)
-    inputs = torch.from_numpy(x).to(device)
-
-    def step() -> None:
-        with torch.no_grad():
-            model(inputs)
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    times = time_calls(step, args.steps, args.warmup + 1)
-    step_s = statistics.median(times)
-    return {
-        "torch_device": device,
-        "torch_step_ms_median": 1e3 * step_s,
-        "torch_samples_per_s": args.batch / step_s,
-    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,15 +88,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "jax_version": jax.__version__,
         "peak_bytes": peak_bytes(device),
     }
-    if args.baseline:
-        result.update(_torch_baseline(args, x_host))
-        if "torch_samples_per_s" in result:
-            result["speedup_vs_torch"] = result["samples_per_s"] / result["torch_samples_per_s"]
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    run_main(run, add_arguments, __doc__.splitlines()[0], argv)
+def main(argv: list[str] | None = None) -> int:
+    return run_main("infer", argv)
 
 
 if __name__ == "__main__":

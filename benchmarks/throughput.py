@@ -2,9 +2,13 @@
 
     python -m benchmarks.throughput generate --pde poisson --resolution 128 --batch 1024 [--json]
     python -m benchmarks.throughput train --resolution 128 --batch 32 --width 16 --modes 8 \
-        [--steps N] [--dtype float32|bfloat16] [--spectral-impl fft|dft] [--baseline] [--json]
+        [--steps N] [--dtype float32|bfloat16] [--spectral-impl fft|dft] [--json]
     python -m benchmarks.throughput infer ...same flags as train...
     python -m benchmarks.throughput pack --runs K --num-train N --steps S --resolution R --width W --modes M [--json]
+
+Every subcommand also takes ``--baseline REPO --baseline-python PY [--rounds 3]``: the paper's released
+code at REPO (its model for train/infer, its generator script for generate) timed in separate processes,
+alternating with this benchmark run as a fresh process, with the load average; see `benchmarks.baseline`.
 
 Each subcommand is a module with ``add_arguments(parser)`` and ``run(args) -> dict``
 (`benchmarks.generate`, `benchmarks.train_throughput`, `benchmarks.model_throughput`, `benchmarks.pack`). The result is
@@ -21,6 +25,8 @@ import importlib
 import json
 import sys
 from typing import Any
+
+from benchmarks import baseline
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
@@ -42,8 +48,10 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python -m benchmarks.throughput {command}",
         description=(module.__doc__ or command).strip().splitlines()[0],
+        allow_abbrev=False,  # the --baseline flags are stripped by name before our side runs
     )
     module.add_arguments(parser)
+    baseline.add_arguments(parser)
     if "--json" not in parser._option_string_actions:
         parser.add_argument("--json", action="store_true", help="print one JSON line at the end")
     return parser
@@ -67,13 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     parser = build_parser(command)
     args = parser.parse_args(rest)
-    run = importlib.import_module(SUBCOMMANDS[command]).run
-    result = {key: _jsonable(value) for key, value in run(args).items()}
+    if args.baseline:
+        result = baseline.compare(command, args, baseline.strip_baseline_flags(rest))
+    else:
+        result = importlib.import_module(SUBCOMMANDS[command]).run(args)
+    result = {key: _jsonable(value) for key, value in result.items()}
     result.setdefault("benchmark", command)
     for key in _REQUIRED_KEYS:
         result.setdefault(key, None)
     for key, value in result.items():
-        print(f"{key:>24}: {value}")
+        if key not in ("runs", "baseline_result"):
+            print(f"{key:>24}: {value}")
     if args.json:
         print(json.dumps(result, sort_keys=True))
     return 0

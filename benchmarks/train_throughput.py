@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_throughput --resolution 128 --batch 32 --width 16 --modes 8 \
         [--depth 4] [--fc-dim 128] [--channels 4] [--dtype float32|bfloat16] [--spectral-impl dft|fft] \
-        [--remat] [--steps 20] [--baseline] [--compile-only] [--json]
+        [--remat] [--steps 20] [--compile-only] [--baseline REPO --baseline-python PY] [--json]
 
 (also reached as ``python -m benchmarks.throughput train ...``). The step timed is
 `fno_jax.steps.train_step` (normalization, channel assembly, forward, sum-of-squares loss, backward,
@@ -17,9 +17,8 @@ state, counted in arguments and outputs alike). ``--compile-only`` lowers and co
 an abstract state without running it, so the memory of the paper config can be read on a machine
 too small to run it; that result has no timings.
 
-With ``--baseline`` and torch importable, the reference PyTorch model (same sizes, float32, Adam,
-the same loss on the same inputs, CUDA when available with ``torch.cuda.synchronize``) is timed
-the same way in the same process.
+With ``--baseline REPO`` the paper's own PyTorch model (its released code at REPO) is timed the same
+way in separate processes, alternating with this benchmark: `benchmarks.baseline`.
 """
 
 from __future__ import annotations
@@ -92,44 +91,6 @@ def _random_batch(args: argparse.Namespace) -> dict[str, np.ndarray]:
     }
 
 
-def _torch_baseline(args: argparse.Namespace, inputs: np.ndarray, target: np.ndarray) -> dict[str, Any]:
-    try:
-        import torch
-    except ImportError:
-        return {"torch_skipped": "torch is not importable"}
-    from benchmarks.reference_torch import make_reference_model
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(args.seed)
-    model = make_reference_model(args.width, args.modes, args.depth, args.fc_dim, args.channels, 1).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate)
-    x = torch.from_numpy(np.array(inputs)).to(device)
-    y = torch.from_numpy(np.array(target)).to(device)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        diff = (model(x)[..., 0] - y).reshape(x.shape[0], -1)
-        loss = (diff * diff).sum(dim=-1).mean()
-        loss.backward()
-        optimizer.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    start = time.perf_counter()
-    step()
-    first_s = time.perf_counter() - start
-    times = time_calls(step, args.steps, args.warmup)
-    step_s = statistics.median(times)
-    return {
-        "torch_device": device,
-        "torch_version": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "torch_first_step_s": first_s,
-        "torch_step_ms_median": 1e3 * step_s,
-        "torch_samples_per_s": args.batch / step_s,
-    }
-
-
 def _init_state(model: FNO, optimizer: optax.GradientTransformation, dummy: jax.Array, key: jax.Array) -> dict:
     params = model.init(key, dummy)["params"]
     return {"params": params, "opt_state": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
@@ -193,7 +154,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     one_step()
     compile_s = time.perf_counter() - start
-    times = time_calls(one_step, args.steps, args.warmup)
+    cpu_times: list[float] = []
+    times = time_calls(one_step, args.steps, args.warmup, cpu_times)
     _, metrics = compiled(holder["state"], batch)
     step_s = statistics.median(times)
     result.update(
@@ -201,22 +163,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "compile_s": compile_s,
             "step_ms_median": 1e3 * step_s,
             "step_ms_min": 1e3 * min(times),
+            "cpu_ms_median": 1e3 * statistics.median(cpu_times),
             "samples_per_s": args.batch / step_s,
             "final_loss": float(metrics["loss"]),
             "peak_bytes": peak_bytes(device),
             **compiled_memory(compiled),
         }
     )
-    if args.baseline:
-        inputs = np.asarray(steps.model_inputs(batch, norm, 1.0))
-        result.update(_torch_baseline(args, inputs, host["solution"]))
-        if "torch_samples_per_s" in result:
-            result["speedup_vs_torch"] = result["samples_per_s"] / result["torch_samples_per_s"]
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    run_main(run, add_arguments, __doc__.splitlines()[0], argv)
+def main(argv: list[str] | None = None) -> int:
+    return run_main("train", argv)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,42 @@
 """The Fourier Neural Operator (Li et al., ICLR 2021) in the configuration of Subramanian et al.
 
     v_0     = lift(a)                                            Dense(width), pointwise
-    v_{l+1} = gelu(K_l v_l + W_l v_l)      l = 0 .. depth-2      K_l: SpectralConv2d, W_l: Dense
+    v_{l+1} = gelu(K_l v_l + W_l v_l)      l = 0 .. depth-2      K_l: spectral convolution, W_l: Dense
     v_depth = K_{depth-1} v_{depth-1} + W_{depth-1} v_{depth-1}  (no activation after the last)
     u       = fc2(gelu(fc1(v_depth)))                            Dense(fc_dim), Dense(out_dim)
 
-Fields are channels-last ``[batch, y, x, channels]``; GELU is the exact (erf) form. The parameter
-count equals the reference PyTorch model's for the same sizes (67,134,273 at width 64, 32 modes,
-4 layers, fc 128, 4 input channels): see `fno_jax.interop` for the one-to-one mapping.
+Inputs and outputs are channels-last ``[batch, y, x, channels]``; GELU is the exact (erf) form
+(`fno_jax.head.gelu`). The parameter count equals the reference PyTorch model's for the same sizes
+(67,134,273 at width 64, 32 modes, 4 layers, fc 128, 4 input channels): see `fno_jax.interop` for
+the one-to-one mapping.
 
-Initialisation: Dense layers use Flax's default (LeCun-normal kernels, zero biases); spectral
-weights use `fno_jax.spectral_conv.spectral_init` (U[0, 1) / (in * out) for real and imaginary
-parts).
+Two implementations of the same function and params (``layer_impl``):
+
+``"autodiff"``
+    Channels-last fields, each Fourier layer `fno_jax.spectral_conv.spectral_conv` plus a Dense,
+    differentiated by JAX; ``remat`` applies here. The default off the CPU.
+``"fused"``
+    Channels-first fields ``[channels, batch, y, x]`` and `fno_jax.fourier_layer.fourier_layer`, a
+    Fourier layer with a hand-written gradient that keeps one field per layer for the backward pass.
+    Needs ``spectral_impl="dft"``. The default on the CPU, where it is the faster (BENCHMARKS.md).
+
+Either way the projection head is `fno_jax.head.projection_head` (tiled on the CPU by default, see
+``head_tile``). Equality of the two, and with an independent numpy forward pass of the reference
+layout, is tested in float64.
+
+Initialisation (``param_init``; ``init`` is Flax's init method): ``"torch"`` (default) is the
+paper's, PyTorch's default for its Linear and Conv1d(k=1) layers: kernels and biases
+U(-1/sqrt(fan_in), 1/sqrt(fan_in)), variance 1 / (3 fan_in). ``"flax"`` is Flax's Dense default:
+LeCun-normal kernels (variance 1 / fan_in), zero biases. Spectral weights use
+`fno_jax.spectral_conv.spectral_init` (U[0, 1) / (in * out) for real and imaginary parts) under both.
 
 Precision: ``dtype`` is the compute dtype (activations, Dense matmuls); ``param_dtype`` the stored
-parameter dtype. With ``dtype=jnp.bfloat16`` the FFTs and the spectral mixing still run in float32
-(see `fno_jax.spectral_conv.fft_dtype`); the output is returned in ``dtype``.
+parameter dtype. With ``dtype=jnp.bfloat16`` the transforms and the spectral mixing still run in
+float32 (see `fno_jax.spectral_conv.fft_dtype`); the output is returned in ``dtype``.
 """
 
 from __future__ import annotations
 
-import functools
 import numbers
 from typing import Any
 
@@ -29,13 +45,70 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from fno_jax.spectral_conv import SPECTRAL_IMPLS, SpectralConv2d, check_modes
+from fno_jax.fourier_layer import fourier_layer
+from fno_jax.head import default_head_tile, gelu, projection_head
+from fno_jax.spectral_conv import SPECTRAL_IMPLS, check_modes, fft_dtype, spectral_conv, spectral_init
 
-__all__ = ["FNO"]
+__all__ = ["FNO", "INITS", "LAYER_IMPLS", "default_layer_impl"]
+
+INITS = ("torch", "flax")
+LAYER_IMPLS = ("fused", "autodiff")
 
 
-def _gelu(x: Array) -> Array:
-    return nn.gelu(x, approximate=False)
+def default_layer_impl(spectral_impl: str = "dft") -> str:
+    """``layer_impl`` used when the model leaves it unset: ``"fused"`` on the CPU backend with the dft
+    algorithm, ``"autodiff"`` otherwise (the form measured on GPUs, BENCHMARKS.md)."""
+    return "fused" if spectral_impl == "dft" and jax.default_backend() == "cpu" else "autodiff"
+
+
+def _dense_inits(init: str, fan_in: int) -> dict[str, Any]:
+    """``kernel_init`` and ``bias_init`` of a Dense layer with ``fan_in`` inputs under scheme ``init``."""
+    if init == "flax":
+        return {"kernel_init": nn.initializers.lecun_normal(), "bias_init": nn.initializers.zeros_init()}
+    bound = 1.0 / fan_in**0.5
+
+    def uniform(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return {"kernel_init": uniform, "bias_init": uniform}
+
+
+class _DenseParams(nn.Module):
+    """The ``kernel [in, out]`` and ``bias [out]`` of a Dense layer (same names and init as `nn.Dense`)."""
+
+    features: int
+    param_init: str
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[Array, Array]:
+        inits = _dense_inits(self.param_init, in_features)
+        kernel = self.param("kernel", inits["kernel_init"], (in_features, self.features), self.param_dtype)
+        bias = self.param("bias", inits["bias_init"], (self.features,), self.param_dtype)
+        return kernel, bias
+
+
+class _SpectralParams(nn.Module):
+    """``weights1`` (rows ky >= 0) and ``weights2`` (ky < 0), ``[in, out, m, m, 2]``, concatenated along rows."""
+
+    features: int
+    modes: int
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, in_features: int) -> Array:
+        shape = (in_features, self.features, self.modes, self.modes, 2)
+        weights1 = self.param("weights1", spectral_init, shape, self.param_dtype)
+        weights2 = self.param("weights2", spectral_init, shape, self.param_dtype)
+        return jnp.concatenate([weights1, weights2], axis=2)
+
+
+def _autodiff_layer(h, spectral_weights, kernel, bias, activate: bool, spectral_impl: str):
+    """One Fourier layer on channels-last ``h``, differentiated by JAX."""
+    spectral_dtype = fft_dtype(h.dtype)
+    spectral = spectral_conv(h.astype(spectral_dtype), spectral_weights.astype(spectral_dtype), spectral_impl)
+    z = spectral.astype(h.dtype) + h @ kernel + bias
+    return gelu(z) if activate else z
 
 
 class FNO(nn.Module):
@@ -54,15 +127,23 @@ class FNO(nn.Module):
             as matmuls, faster on GPU and CPU, see BENCHMARKS.md) or ``"fft"``; same function and
             params, see `fno_jax.spectral_conv`.
         remat: recompute each Fourier layer in the backward pass instead of storing its
-            intermediates (`flax.linen.remat`): only the input of each layer, one
+            intermediates (``layer_impl="autodiff"``): only the input of each layer, one
             ``[batch, y, x, width]`` field, is kept for the gradient. Same function, params and
             gradients; costs about one more forward pass of the layers per train step. The
-            projection head is not recomputed: XLA's memory analysis of the paper-config step
-            grew by 2 GB when it was (BENCHMARKS.md).
+            fused layers keep only their input anyway, so it changes nothing there.
+        param_init: parameter initialisation of the Dense layers, ``"torch"`` (default, the paper's)
+            or ``"flax"``; see the module docstring.
+        layer_impl: ``"fused"`` or ``"autodiff"`` (see the module docstring); ``None`` (default)
+            picks `default_layer_impl` when traced.
+        head_tile: grid points per tile of the projection head (`fno_jax.head.projection_head`):
+            ``> 0`` computes fc1 -> GELU -> fc2 tile by tile and recomputes fc1 in the backward
+            pass instead of storing the ``fc_dim``-wide activations; ``0`` is the plain form;
+            ``None`` (default) picks `fno_jax.head.default_head_tile()` when traced (tiled on
+            the CPU, plain elsewhere).
 
     Input ``[batch, y, x, in_channels]`` -> output ``[batch, y, x, out_dim]``. Param tree:
     ``lift``, ``spectral_{i}`` (``weights1``, ``weights2``), ``pointwise_{i}`` for
-    ``i < depth``, ``fc1``, ``fc2``.
+    ``i < depth``, ``fc1``, ``fc2``; the same under every ``layer_impl`` and ``head_tile``.
     """
 
     width: int
@@ -74,6 +155,9 @@ class FNO(nn.Module):
     param_dtype: Any = jnp.float32
     spectral_impl: str = "dft"
     remat: bool = False
+    param_init: str = "torch"
+    layer_impl: str | None = None
+    head_tile: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("width", "modes", "depth", "fc_dim", "out_dim"):
@@ -95,6 +179,23 @@ class FNO(nn.Module):
             )
         if not isinstance(self.remat, bool):
             raise ValueError(f"FNO remat must be True or False, got {self.remat!r}.")
+        if self.param_init not in INITS:
+            raise ValueError(
+                f"FNO param_init must be one of {INITS}, got {self.param_init!r}; 'torch' (default) is the "
+                "paper's PyTorch initialisation, 'flax' Flax's LeCun-normal kernels with zero biases."
+            )
+        if self.layer_impl is not None and self.layer_impl not in LAYER_IMPLS:
+            raise ValueError(
+                f"FNO layer_impl must be None (automatic) or one of {LAYER_IMPLS}, got {self.layer_impl!r}."
+            )
+        if self.layer_impl == "fused" and self.spectral_impl != "dft":
+            raise ValueError(
+                f"FNO layer_impl='fused' computes the spectral convolution with DFT matmuls; it needs "
+                f"spectral_impl='dft', got {self.spectral_impl!r} (use layer_impl='autodiff' for 'fft')."
+            )
+        tile = self.head_tile
+        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 0):
+            raise ValueError(f"FNO head_tile must be None or an integer >= 0 (0 = untiled), got {tile!r}.")
         super().__post_init__()
 
     @nn.compact
@@ -104,23 +205,45 @@ class FNO(nn.Module):
                 f"FNO expects inputs of shape [batch, y, x, channels], got shape {x.shape}; "
                 "add a batch axis with x[None] (and a channel axis with x[..., None])."
             )
-        check_modes(self.modes, x.shape[1], x.shape[2])
-        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = nn.Dense(self.width, name="lift", **dense)(x)
-        for i in range(self.depth):
-            layer = functools.partial(self._fourier_layer, index=i)
+        batch, ny, nx, in_channels = x.shape
+        check_modes(self.modes, ny, nx)
+        dense = dict(param_init=self.param_init, param_dtype=self.param_dtype)
+        lift = _DenseParams(self.width, name="lift", **dense)(in_channels)
+        layers = [
+            (
+                _SpectralParams(self.width, self.modes, self.param_dtype, name=f"spectral_{i}")(self.width),
+                *_DenseParams(self.width, name=f"pointwise_{i}", **dense)(self.width),
+            )
+            for i in range(self.depth)
+        ]
+        head = (
+            *_DenseParams(self.fc_dim, name="fc1", **dense)(self.width),
+            *_DenseParams(self.out_dim, name="fc2", **dense)(self.fc_dim),
+        )
+        # Dense params in the compute dtype (as nn.Dense does), spectral weights in the transforms' dtype.
+        spectral_dtype = fft_dtype(self.dtype)
+        lift = tuple(a.astype(self.dtype) for a in lift)
+        layers = [(w.astype(spectral_dtype), k.astype(self.dtype), b.astype(self.dtype)) for w, k, b in layers]
+        head = tuple(a.astype(self.dtype) for a in head)
+        x = x.astype(self.dtype)
+        tile = default_head_tile() if self.head_tile is None else self.head_tile
+        impl = default_layer_impl(self.spectral_impl) if self.layer_impl is None else self.layer_impl
+        if impl == "fused":
+            # Channels-first from the lift to the head: [width, batch, y, x], then [width, points].
+            z = jnp.einsum("byxi,ic->cbyx", x, lift[0]) + lift[1][:, None, None, None]
+            for i, (weights, kernel, bias) in enumerate(layers):
+                z = fourier_layer(z, weights, kernel, bias, i > 0)
+            out = projection_head(z.reshape(self.width, -1), *head, tile=tile)
+        else:
+            h = x @ lift[0] + lift[1]
+            layer = _autodiff_layer
             if self.remat:
                 # Saving nothing inside the layer keeps only its input (the previous layer's output).
-                layer = nn.remat(layer, policy=jax.checkpoint_policies.nothing_saveable)
-            x = layer(self, x)
-        x = _gelu(nn.Dense(self.fc_dim, name="fc1", **dense)(x))
-        return nn.Dense(self.out_dim, name="fc2", **dense)(x)
-
-    def _fourier_layer(self, module: nn.Module, x: Array, *, index: int) -> Array:
-        # Submodules are created under `module` (the FNO, or its remat-lifted view): same param tree either way.
-        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype, parent=module)
-        spectral = SpectralConv2d(
-            self.width, self.modes, name=f"spectral_{index}", spectral_impl=self.spectral_impl, **dense
-        )(x)
-        x = spectral + nn.Dense(self.width, name=f"pointwise_{index}", **dense)(x)
-        return _gelu(x) if index < self.depth - 1 else x
+                layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.nothing_saveable, static_argnums=(4, 5))
+            for i, (weights, kernel, bias) in enumerate(layers):
+                h = layer(h, weights, kernel, bias, i < self.depth - 1, self.spectral_impl)
+            v = h.reshape(-1, self.width)
+            if tile == 0:
+                return (gelu(v @ head[0] + head[1]) @ head[2] + head[3]).reshape(batch, ny, nx, self.out_dim)
+            out = projection_head(v.T, *head, tile=tile)
+        return out.T.reshape(batch, ny, nx, self.out_dim)

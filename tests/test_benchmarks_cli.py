@@ -1,6 +1,7 @@
 """Benchmarks CLI: each subcommand runs at tiny sizes and ends with one JSON line of the promised keys."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,11 +60,120 @@ def test_generate_tiny(capsys):
     _last_json(capsys, argv)
 
 
-def test_train_torch_baseline_tiny(capsys):
-    pytest.importorskip("torch")
+def test_alternate_swaps_the_order_every_round_and_takes_medians():
+    from benchmarks.baseline import alternate
+
+    calls = []
+    rates = {"ours": iter([10.0, 30.0, 20.0]), "baseline": iter([5.0, 1.0, 9.0])}
+
+    def side(name):
+        def run():
+            calls.append(name)
+            return {"samples_per_s": next(rates[name])}
+
+        return run
+
+    ours, theirs, log = alternate(side("ours"), side("baseline"), 3)
+    assert calls == ["ours", "baseline", "baseline", "ours", "ours", "baseline"]
+    assert [r["samples_per_s"] for r in ours] == [10.0, 30.0, 20.0]
+    assert [r["samples_per_s"] for r in theirs] == [5.0, 1.0, 9.0]
+    assert [(e["round"], e["side"]) for e in log][:3] == [(0, "ours"), (0, "baseline"), (1, "baseline")]
+    assert all({"load_before", "load_after", "wall_s"} <= set(e) for e in log)
+    with pytest.raises(ValueError, match="--rounds"):
+        alternate(side("ours"), side("baseline"), 0)
+
+
+def test_alternate_waits_before_every_run_and_marks_runs_it_gave_up_waiting_for():
+    from benchmarks.baseline import alternate
+
+    answers = iter([True, False, True, True])
+    calls = []
+
+    def wait():
+        calls.append("wait")
+        return next(answers)
+
+    ours, theirs, log = alternate(lambda: {"samples_per_s": 2.0}, lambda: {"samples_per_s": 1.0}, 2, wait)
+    assert len(calls) == 4 and len(ours) == len(theirs) == 2
+    assert [e.get("waited_out", False) for e in log] == [False, True, False, False]
+
+
+def test_wait_for_quiet_gives_up_after_its_time(monkeypatch):
+    from benchmarks import baseline
+
+    monkeypatch.setattr(baseline, "load_average", lambda: [9.0, 9.0, 9.0])
+    assert baseline.wait_for_quiet(1.5, max_wait_s=0.0) is False
+    monkeypatch.setattr(baseline, "load_average", lambda: [0.5, 1.0, 1.0])
+    assert baseline.wait_for_quiet(1.5, max_wait_s=0.0) is True
+
+
+def test_baseline_flags_never_reach_our_side():
+    from benchmarks.baseline import strip_baseline_flags
+
+    argv = ["--batch", "4", "--baseline", "/r", "--baseline-python=/p", "--rounds", "3", "--json", "--steps", "2"]
+    assert strip_baseline_flags([*argv, "--quiet-load", "1.5"]) == ["--batch", "4", "--steps", "2"]
+
+
+def _executable(path, text):
+    path.write_text(text)
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_generate_baseline_runs_the_papers_script_in_its_own_process(capsys, tmp_path):
+    # A stand-in for the paper's repository: its generator prints its loop time as the real one does.
+    (tmp_path / "utils").mkdir()
+    (tmp_path / "utils" / "gen_data_poisson.py").write_text(
+        "import sys\nassert '--ntrain' in sys.argv and '--n' in sys.argv\nprint('sampling')\nprint('time = 0.5')\n"
+    )
+    argv = ["generate", "--pde", "poisson", "--resolution", "16", "--batch", "4", "--repeats", "2"]
+    argv += ["--baseline", str(tmp_path), "--baseline-python", sys.executable, "--baseline-samples", "8"]
+    result = _last_json(capsys, [*argv, "--rounds", "1", "--json"])
+    assert result["baseline_samples_per_s"] == pytest.approx(8 / 0.5)
+    assert result["speedup"] == pytest.approx(result["samples_per_s"] / result["baseline_samples_per_s"])
+    assert [run["side"] for run in result["runs"]] == ["ours", "baseline"]
+    assert "--baseline" not in result["ours_command"] and "gen_data_poisson.py" in result["baseline_command"]
+
+
+def test_train_baseline_uses_the_given_interpreter(capsys, tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "fno.py").write_text("")
+    # The interpreter stand-in answers as benchmarks/paper_model.py does: a JSON line last.
+    fake = _executable(
+        tmp_path / "python",
+        '#!/bin/sh\necho "args: $*"\necho \'{"samples_per_s": 4.0, "step_ms_median": 500.0}\'\n',
+    )
     argv = ["train", "--resolution", "8", "--batch", "2", "--width", "4", "--modes", "2", "--depth", "1"]
-    result = _last_json(capsys, [*argv, "--fc-dim", "8", "--steps", "2", "--baseline", "--json"])
-    assert result["torch_samples_per_s"] > 0 and result["speedup_vs_torch"] > 0
+    argv += ["--fc-dim", "8", "--steps", "1", "--baseline", str(tmp_path), "--baseline-python", fake]
+    result = _last_json(capsys, [*argv, "--rounds", "1", "--json"])
+    assert result["baseline_samples_per_s"] == 4.0 and result["baseline_step_ms_median"] == 500.0
+    assert result["speedup"] == pytest.approx(result["samples_per_s"] / 4.0)
+    assert result["benchmark"] == "train" and result["final_loss"] > 0  # our side's own result, from its process
+    assert "paper_model.py" in result["baseline_command"] and "--repo" in result["baseline_command"]
+
+
+def test_baseline_must_be_the_papers_checkout(tmp_path):
+    argv = ["train", "--resolution", "8", "--steps", "1", "--baseline"]
+    with pytest.raises(ValueError, match="not a directory"):
+        throughput.main([*argv, str(tmp_path / "missing")])
+    with pytest.raises(ValueError, match="no models/fno.py"):
+        throughput.main([*argv, str(tmp_path)])
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("FNO_BASELINE_REPO") and os.environ.get("FNO_BASELINE_PYTHON")),
+    reason="set FNO_BASELINE_REPO (the paper's code) and FNO_BASELINE_PYTHON (with torch) to run the paper's model",
+)
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_paper_model_driver_runs_the_papers_model(mode):
+    cmd = [os.environ["FNO_BASELINE_PYTHON"], str(ROOT / "benchmarks" / "paper_model.py")]
+    cmd += ["--repo", os.environ["FNO_BASELINE_REPO"], mode, "--resolution", "8", "--batch", "2", "--width", "4"]
+    cmd += ["--modes", "2", "--depth", "2", "--fc-dim", "8", "--steps", "1", "--warmup", "0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    # Same sizes, same parameter count as ours: 4 -> 4 lift, 2 layers of 2 x 4*4*2*2*2 + 4*4 + 4, 4 -> 8 -> 1.
+    assert result["num_params"] == (4 * 4 + 4) + 2 * (2 * 4 * 4 * 2 * 2 * 2 + 4 * 4 + 4) + (4 * 8 + 8) + (8 + 1)
+    assert result["samples_per_s"] > 0
 
 
 def test_bad_flags_are_named():

@@ -186,3 +186,158 @@ def test_input_rank_checked():
 def test_non_float_dtype_rejected():
     with pytest.raises(ValueError, match="floating dtype"):
         FNO(width=4, modes=2, dtype=jnp.int32)
+
+
+# --- The fused (channels-first, hand-differentiated) layer and the tiled head: same function as autodiff. ---
+
+
+def _tree_allclose(got, want, rtol):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        scale = float(np.abs(np.asarray(b)).max())
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("activate", [False, True])
+def test_fused_layer_gradient_is_autodiffs(x64, monkeypatch, activate):
+    from fno_jax import fourier_layer as fl
+
+    # 17 full tiles of 7 points and a rest of 1 (2 x 6 x 10 = 120 points) in the pointwise weight gradient.
+    monkeypatch.setattr(fl, "WEIGHT_GRAD_TILE", 7)
+    rng = np.random.default_rng(0)
+    z_prev = jnp.asarray(rng.normal(size=(3, 2, 6, 10)))
+    weights = jnp.asarray(rng.normal(size=(3, 4, 6, 3, 2)))
+    kernel, bias = jnp.asarray(rng.normal(size=(3, 4))), jnp.asarray(rng.normal(size=(4,)))
+    args = (z_prev, weights, kernel, bias)
+    cotangent = jnp.asarray(rng.normal(size=(4, 2, 6, 10)))
+    out, vjp = jax.vjp(lambda *a: fl.fourier_layer(*a, activate), *args)
+    want_out, want_vjp = jax.vjp(lambda *a: fl._fourier_layer_fwd(*a, activate)[0], *args)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(want_out))
+    # Same sums in another order: agreement to a few float64 ulps of the largest entry.
+    _tree_allclose(vjp(cotangent), want_vjp(cotangent), rtol=1e-12)
+
+
+def test_tiled_head_is_the_plain_head(x64):
+    from fno_jax.head import projection_head
+
+    rng = np.random.default_rng(1)
+    v = jnp.asarray(rng.normal(size=(5, 30)))  # 30 points: 4 tiles of 8, the last one padded
+    params = tuple(jnp.asarray(rng.normal(size=s)) for s in ((5, 9), (9,), (9, 2), (2,)))
+    g = jnp.asarray(rng.normal(size=(2, 30)))
+    plain, plain_vjp = jax.vjp(lambda *a: projection_head(*a, tile=0), v, *params)
+    tiled, tiled_vjp = jax.vjp(lambda *a: projection_head(*a, tile=8), v, *params)
+    np.testing.assert_allclose(np.asarray(tiled), np.asarray(plain), rtol=0, atol=1e-13)
+    _tree_allclose(tiled_vjp(g), plain_vjp(g), rtol=1e-12)
+    with pytest.raises(ValueError, match="tile must be >= 0"):
+        projection_head(v, *params, tile=-1)
+
+
+@pytest.mark.parametrize("head_tile", [0, 7])
+def test_fused_and_autodiff_models_agree(x64, head_tile):
+    kwargs = dict(width=5, modes=3, depth=3, fc_dim=7, out_dim=2, dtype=jnp.float64, param_dtype=jnp.float64)
+    fused = FNO(**kwargs, layer_impl="fused", head_tile=head_tile)
+    autodiff = FNO(**kwargs, layer_impl="autodiff", head_tile=0)
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 8, 10, 3)))
+    target = jnp.asarray(np.random.default_rng(3).normal(size=(2, 8, 10, 2)))
+    params = autodiff.init(jax.random.key(0), x)["params"]
+    assert jax.tree.structure(fused.init(jax.random.key(0), x)["params"]) == jax.tree.structure(params)
+
+    def loss(model, p):
+        return jnp.sum((model.apply({"params": p}, x) - target) ** 2)
+
+    value, grads = jax.jit(jax.value_and_grad(lambda p: loss(autodiff, p)))(params)
+    value_f, grads_f = jax.jit(jax.value_and_grad(lambda p: loss(fused, p)))(params)
+    np.testing.assert_allclose(value_f, value, rtol=1e-12)
+    _tree_allclose(grads_f, grads, rtol=1e-10)
+
+
+def test_fused_bfloat16_keeps_float32_params_and_spectral_path():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16, 3)), jnp.float32)
+    f32 = FNO(width=8, modes=4, depth=2, fc_dim=16, layer_impl="fused")
+    bf16 = FNO(width=8, modes=4, depth=2, fc_dim=16, dtype=jnp.bfloat16, layer_impl="fused")
+    variables = f32.init(jax.random.key(1), x)
+    out = jax.jit(bf16.apply)(variables, x)
+    assert out.dtype == jnp.bfloat16
+    grads = jax.grad(lambda v: jnp.sum(bf16.apply(v, x).astype(jnp.float32) ** 2))(variables)
+    assert {leaf.dtype for leaf in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
+    ref = jax.jit(f32.apply)(variables, x)
+    # bfloat16 keeps 8 significant bits: relative error ~ a few 2^-8 over a few layers.
+    assert float(jnp.linalg.norm(out.astype(jnp.float32) - ref) / jnp.linalg.norm(ref)) < 5e-2
+
+
+def test_gelu_is_the_exact_erf_form(x64):
+    from scipy.special import erf
+
+    from fno_jax.head import gelu, gelu_and_derivative
+
+    x = np.linspace(-9.0, 9.0, 1001)
+    np.testing.assert_allclose(
+        np.asarray(gelu(jnp.asarray(x))), 0.5 * x * (1 + erf(x / np.sqrt(2))), rtol=0, atol=1e-15
+    )
+    value, slope = gelu_and_derivative(jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(value), np.asarray(gelu(jnp.asarray(x))))
+    # The slope is O(1) (it lies in [-0.17, 1.13]): agreement to a few float64 ulps of that.
+    np.testing.assert_allclose(
+        np.asarray(slope), np.asarray(jax.vmap(jax.grad(gelu))(jnp.asarray(x))), rtol=0, atol=1e-14
+    )
+
+
+def test_layer_impl_choice_and_errors():
+    from fno_jax.model import default_layer_impl
+
+    assert default_layer_impl("dft") == "fused" and default_layer_impl("fft") == "autodiff"  # tests run on the CPU
+    with pytest.raises(ValueError, match="needs spectral_impl='dft'"):
+        FNO(width=4, modes=2, layer_impl="fused", spectral_impl="fft")
+    with pytest.raises(ValueError, match="layer_impl must be None"):
+        FNO(width=4, modes=2, layer_impl="fast")
+    for bad in (-1, True, 2.5):
+        with pytest.raises(ValueError, match="head_tile must be None or an integer"):
+            FNO(width=4, modes=2, head_tile=bad)
+
+
+# --- Initialisation: the paper's (PyTorch's) by default, Flax's as an option. ---
+
+
+def _dense_layers(params):
+    """(name, kernel, bias) of every Dense layer; fan_in is the kernel's first axis."""
+    return [(name, np.asarray(p["kernel"]), np.asarray(p["bias"])) for name, p in params.items() if "kernel" in p]
+
+
+def _init_params(param_init):
+    model = FNO(width=64, modes=2, depth=4, fc_dim=256, param_init=param_init)
+    return jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 4)))["params"]
+
+
+def test_default_init_is_pytorchs_uniform():
+    assert FNO(width=4, modes=2).param_init == "torch"
+    params = _init_params("torch")
+    kernels, biases = [], []
+    for name, kernel, bias in _dense_layers(params):
+        bound = 1 / np.sqrt(kernel.shape[0])
+        assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound, name
+        kernels.append(kernel.ravel() / bound)
+        biases.append(bias.ravel() / bound)
+    kernels, biases = np.concatenate(kernels), np.concatenate(biases)
+    # U(-1, 1) after scaling by 1/bound: variance 1/3. The sample variance of n such draws has a relative
+    # standard deviation sqrt(0.8 / n): 0.5% for the 33,280 kernel entries, 3.7% for the 577 biases; the
+    # tolerances are 4 of those. The mean is 0 to 4 standard errors.
+    assert kernels.size == 4 * 64 + 4 * 64 * 64 + 64 * 256 + 256 and biases.size == 64 + 4 * 64 + 256 + 1
+    np.testing.assert_allclose(kernels.var(), 1 / 3, rtol=0.02)
+    np.testing.assert_allclose(biases.var(), 1 / 3, rtol=0.15)
+    assert abs(kernels.mean()) < 4 * np.sqrt(1 / 3 / kernels.size)
+    # Spectral weights keep the scale * U[0, 1) of the reference under either init.
+    w = np.asarray(params["spectral_0"]["weights1"])
+    assert w.min() >= 0 and w.max() < 1 / 64**2
+
+
+def test_flax_init_is_lecun_normal_with_zero_biases():
+    params = _init_params("flax")
+    kernels = []
+    for name, kernel, bias in _dense_layers(params):
+        assert not bias.any(), name
+        kernels.append(kernel.ravel() * np.sqrt(kernel.shape[0]))
+    kernels = np.concatenate(kernels)
+    # LeCun normal: variance 1 / fan_in, so 1 after scaling; 33,280 draws, relative standard deviation of the
+    # sample variance sqrt(2 / n) = 0.8%, tolerance 5 of those.
+    np.testing.assert_allclose(kernels.var(), 1.0, rtol=0.04)
+    with pytest.raises(ValueError, match="param_init must be one of"):
+        FNO(width=4, modes=2, param_init="xavier")
