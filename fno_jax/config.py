@@ -14,6 +14,7 @@ from typing import Any
 import ml_collections
 
 from fno_jax import channels
+from fno_jax.model import INITS as MODEL_INITS
 from fno_jax.parallel import PARALLEL_MODES
 from solvers.families import TASK_NAMES
 
@@ -21,7 +22,6 @@ DTYPES = ("float32", "bfloat16")
 NORM_STATS = ("downstream", "pretrained")
 LOADERS = ("auto", "device", "host")
 SELECT_BY = ("val_loss", "val_rel_l2")
-INITS = ("torch", "flax")
 LR_DECAYS = ("epoch", "step")
 MATMUL_PRECISIONS = ("default", "high", "highest")
 WANDB_MODES = ("", "online", "offline")
@@ -286,7 +286,7 @@ def _check_train(c: ml_collections.ConfigDict) -> None:
     _check_choice("train.parallel", t.parallel, PARALLEL_MODES)
     _check_choice("train.select_by", t.select_by, SELECT_BY)
     _check_choice("train.matmul_precision", t.matmul_precision, MATMUL_PRECISIONS)
-    _check_choice("model.init", c.model.init, INITS)
+    _check_choice("model.init", c.model.init, MODEL_INITS)
     _check_choice("train.lr_decay", t.lr_decay, LR_DECAYS)
 
 

@@ -23,7 +23,7 @@ from absl import logging
 from fno_jax import channels, steps
 from fno_jax.cadence import Cadence
 from fno_jax.checkpoint import Checkpointer
-from fno_jax.config import ConfigError, layout_of, matmul_precision, model_size, validate_config
+from fno_jax.config import MODEL_SIZE_KEYS, ConfigError, layout_of, matmul_precision, model_size, validate_config
 from fno_jax.data import Splits, batch_indices, load_splits, make_feed, open_checked_dataset
 from fno_jax.data.generate import task_from_config
 from fno_jax.evaluate import Evaluator
@@ -51,9 +51,11 @@ class NonFiniteError(FloatingPointError):
 
 
 def model_from_config(config: ml_collections.ConfigDict) -> FNO:
+    """The run's FNO: its sizes, compute dtype, remat and initialization (`model.init`)."""
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
     m = config.model
-    return FNO(width=m.width, modes=m.modes, depth=m.depth, fc_dim=m.fc_dim, out_dim=1, dtype=dtype, remat=m.remat)
+    sizes = {k: m[k] for k in MODEL_SIZE_KEYS}
+    return FNO(**sizes, out_dim=1, dtype=dtype, remat=m.remat, param_init=m.init)
 
 
 def num_params(params) -> int:
