@@ -3,8 +3,8 @@
 An FNO is pre-trained on Poisson problems with e in [1, 5], then a shifted downstream task, Poisson with e in
 [5, 10], is learned from N examples from scratch and by fine-tuning (each with the LR grid; the report keeps the
 best-validation LR per point and seed), and evaluated zero-shot. `make quickstart` runs it at the cpu scale
-(32 x 32, width 16 / 8 modes, N = 2, 8, 32, 128, 3 seeds; downstream runs of 25 epochs where rq1's cpu scale has
-80); with no scale named it is RQ1's Poisson study at the paper's scale.
+(32 x 32, width 16 / 8 modes, N = 2, 8, 32, 3 seeds; downstream runs of 25 epochs, at least 200 steps, where rq1's
+cpu scale has 80 epochs and N up to 128); with no scale named it is RQ1's Poisson study at the paper's scale.
 
     python -m experiments.quickstart --workdir=runs/quickstart          # = make quickstart (ARG cpu)
     python -m experiments.sweep --config=experiments/configs/quickstart.py:cpu --workdir=runs/quickstart --dry_run
@@ -22,7 +22,7 @@ from experiments.study import downstream_group, new_study, pretrain_entry
 ARGS = study_scale.args()
 
 # Sizes the quickstart changes per scale: at the cpu scale it fits `make quickstart`'s time budget.
-CHANGES = {"cpu": {"epochs": 25}}
+CHANGES = {"cpu": {"epochs": 25, "num_train": (2, 8, 32)}}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:

@@ -157,7 +157,8 @@ GPU_MINUTES = PAPER.replace(
 # Provisional CPU scale (2 cores), sized with the dry run's estimate (python -m experiments.sweep ... --dry_run
 # --samples_per_s=S) at a throughput measured on that machine, to be tuned once runs of one shape train packed.
 # Reduced against PAPER: 32 x 32 grid; width 16 / 8 modes; pretraining 2,048 samples for 20 epochs at batch 32;
-# validation 64 and test 256 samples; N = 2, 8, 32, 128 for 80 epochs at batch min(N, 32); the LR grid {1e-4, 1e-3}
+# validation 64 and test 256 samples; N = 2, 8, 32, 128 for 80 epochs at batch min(N, 32), at least 200 steps (80
+# epochs of N <= 32 are 80 steps, too few for a model trained from scratch to learn); the LR grid {1e-4, 1e-3}
 # (of the paper's five: one that keeps pretrained features, one for training from scratch); at most 10
 # evaluations per run; the RQ2 ladder (8, 4), (8, 8), (16, 8). Study configs shorten the ladder further.
 CPU = PAPER.replace(
@@ -174,6 +175,7 @@ CPU = PAPER.replace(
     learning_rates=(1e-4, 1e-3),
     epochs=80,
     batch_size=32,
+    min_steps=200,
     max_evals=10,
     checkpoint_every=500,
     log_every=50,
