@@ -260,6 +260,14 @@ def _units(runs: list[RunSpec], pack: bool) -> list[list[RunSpec]]:
     return list(units.values())
 
 
+def _group_label(unit: list[RunSpec]) -> str:
+    """'poisson_e5_10-scratch-n00008: 6 packed runs (lr 0.0001, 0.001; seeds 0, 1, 2)'."""
+    stem = re.sub(r"-lr[^-]*(-.*)?$", "", unit[0].name)
+    rates = ", ".join(f"{lr:g}" for lr in sorted({float(r.meta["learning_rate"]) for r in unit}))
+    seeds = ", ".join(str(s) for s in sorted({int(r.meta["seed"]) for r in unit}))
+    return f"{stem}: {len(unit)} packed runs (lr {rates}; seeds {seeds})"
+
+
 @dataclasses.dataclass
 class _Sweep:
     """One shard's pass over its runs: skip the finished, wait for other shards' dependencies, record failures.
@@ -281,7 +289,7 @@ class _Sweep:
         start, done = time.monotonic(), 0
         for unit in _units(mine, self.pack_fn is not None):
             first, done = done + 1, done + len(unit)
-            label = unit[0].name if len(unit) == 1 else f"{len(unit)} packed runs: {', '.join(r.name for r in unit)}"
+            label = unit[0].name if len(unit) == 1 else _group_label(unit)
             prefix = f"[{first}/{len(mine)}] {label}" if len(unit) == 1 else f"[{first}-{done}/{len(mine)}] {label}"
             todo = []
             for spec in unit:
