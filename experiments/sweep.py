@@ -402,22 +402,8 @@ def run_sweep(
         _use_compilation_cache(sweep_dir)
     if not study_config.get("pack", True):
         pack_fn = None
-    index, count = shard
-    if not 0 <= index < count:
-        raise ValueError(f"shard must be (i, k) with 0 <= i < k, got {shard}.")
-    check_shard(shard, jax.process_count())
-    runs = expand_study(study_config, sweep_dir)
     sweep_dir = os.path.abspath(sweep_dir)
-    os.makedirs(sweep_dir, exist_ok=True)
-    write_json_atomic(os.path.join(sweep_dir, "study.json"), to_json(study_config.to_dict()))
-    on_main_process(plan_lib.write_plan)(sweep_dir, runs)
-    mine = _select(runs, only)[index::count]
-    # Check every run folder up front, so a changed study fails before any work is done; this attempt retries
-    # the runs that failed before, so their failure records go.
-    for spec in mine:
-        _check_or_save_run(spec, run_workdir(sweep_dir, spec.name))
-        _clear_failure(run_workdir(sweep_dir, spec.name))
-    collect_results(runs, sweep_dir)  # results.jsonl exists (and is current) from the start
+    runs, mine = _prepare(study_config, sweep_dir, only, shard)
     logging.info(f"Sweep {study_config.get('name', '')!r}: {len(mine)} run(s) in {sweep_dir}")
     sweep = _Sweep(runs, sweep_dir, run_fn, pack_fn, keep_going, wait or DependencyWait())
     sweep.run_all(mine)
@@ -429,6 +415,27 @@ def run_sweep(
             f"same command to retry):\n{lines}"
         )
     return records
+
+
+def _prepare(
+    study_config: ml_collections.ConfigDict, sweep_dir: str, only, shard: tuple[int, int]
+) -> tuple[list[RunSpec], list[RunSpec]]:
+    """Expand the study, write study.json and plan.json, and check (or save) this shard's run folders up front, so a
+    changed study fails before any work is done; returns (every run, this shard's runs)."""
+    index, count = shard
+    if not 0 <= index < count:
+        raise ConfigError(f"shard must be (i, k) with 0 <= i < k, got {shard}.")
+    check_shard(shard, jax.process_count())
+    runs = expand_study(study_config, sweep_dir)
+    os.makedirs(sweep_dir, exist_ok=True)
+    write_json_atomic(os.path.join(sweep_dir, "study.json"), to_json(study_config.to_dict()))
+    on_main_process(plan_lib.write_plan)(sweep_dir, runs)
+    mine = _select(runs, only)[index::count]
+    for spec in mine:
+        _check_or_save_run(spec, run_workdir(sweep_dir, spec.name))
+        _clear_failure(run_workdir(sweep_dir, spec.name))  # this attempt retries the runs that failed before
+    collect_results(runs, sweep_dir)  # results.jsonl exists (and is current) from the start
+    return runs, mine
 
 
 def _use_compilation_cache(sweep_dir: str) -> None:

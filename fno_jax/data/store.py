@@ -168,6 +168,27 @@ def _first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | N
     return None
 
 
+def _check_arguments(
+    spec: Mapping[str, Any], resolution: int, counts: Mapping[str, int], chunk: int, dtype: str
+) -> dict[str, int]:
+    """The writer's arguments checked (a ValueError says which is wrong); returns the counts of all splits."""
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ValueError(f"spec must be a dict with a 'name' entry (the task spec), got {spec!r}")
+    if int(resolution) < 1:
+        raise ValueError(f"resolution must be a positive integer, got {resolution}")
+    if int(chunk) < 1:
+        raise ValueError(f"chunk must be a positive integer (samples per chunk), got {chunk}")
+    if dtype not in _FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {_FLOAT_DTYPES}, got {dtype!r}")
+    unknown = set(counts) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"counts has unknown splits {sorted(unknown)}; use {SPLITS}")
+    full_counts = {s: int(counts.get(s, 0)) for s in SPLITS}
+    if any(c < 0 for c in full_counts.values()) or sum(full_counts.values()) == 0:
+        raise ValueError(f"counts must be >= 0 with at least one sample, got {full_counts}")
+    return full_counts
+
+
 class DatasetWriter:
     """Writes a dataset chunk by chunk; resumable; ``finalize`` writes metadata.json last.
 
@@ -203,38 +224,31 @@ class DatasetWriter:
         dtype: str = "float32",
     ) -> None:
         self.path = os.fspath(path)
-        if not isinstance(spec, Mapping) or "name" not in spec:
-            raise ValueError(f"spec must be a dict with a 'name' entry (the task spec), got {spec!r}")
-        if int(resolution) < 1:
-            raise ValueError(f"resolution must be a positive integer, got {resolution}")
-        if int(chunk) < 1:
-            raise ValueError(f"chunk must be a positive integer (samples per chunk), got {chunk}")
-        if dtype not in _FLOAT_DTYPES:
-            raise ValueError(f"dtype must be one of {_FLOAT_DTYPES}, got {dtype!r}")
-        unknown = set(counts) - set(SPLITS)
-        if unknown:
-            raise ValueError(f"counts has unknown splits {sorted(unknown)}; use {SPLITS}")
-        full_counts = {s: int(counts.get(s, 0)) for s in SPLITS}
-        if any(c < 0 for c in full_counts.values()) or sum(full_counts.values()) == 0:
-            raise ValueError(f"counts must be >= 0 with at least one sample, got {full_counts}")
+        self.counts = _check_arguments(spec, resolution, counts, chunk, dtype)
         try:
-            self.parameters = _parameters(spec, resolution, length, seed, full_counts, chunk, dtype)
+            self.parameters = _parameters(spec, resolution, length, seed, self.counts, chunk, dtype)
         except TypeError as e:
             raise ValueError(f"spec must be JSON-serialisable: {e}") from e
-        self.counts = full_counts
         self.chunk = int(chunk)
         self.resolution = int(resolution)
         self.dtype = dtype
         self.complete = False
         self._done: dict[str, list[int]] = {s: [] for s in SPLITS}
         self._arrays: dict[tuple[str, str], ts.TensorStore] = {}
+        if self._resume_or_start():
+            for split in SPLITS:
+                for name in ARRAYS:
+                    self._arrays[split, name] = self._open_array(split, name)
 
+    def _resume_or_start(self) -> bool:
+        """Finds the directory's state: complete (False: nothing to open), unfinished (its done chunks read), or new
+        (created, progress.json written); True when the arrays are to be opened."""
         metadata_path = os.path.join(self.path, METADATA_FILE)
         progress_path = os.path.join(self.path, PROGRESS_FILE)
         if os.path.exists(metadata_path):
             self._check_same(_read_json(metadata_path), "complete dataset")
             self.complete = True
-            return
+            return False
         if os.path.exists(progress_path):
             progress = _read_json(progress_path)
             self._check_same(progress.get("parameters", {}), "unfinished dataset")
@@ -250,9 +264,7 @@ class DatasetWriter:
             except OSError as err:
                 raise self._write_error(err, "the directory") from err
             self._save_progress()
-        for split in SPLITS:
-            for name in ARRAYS:
-                self._arrays[split, name] = self._open_array(split, name)
+        return True
 
     def _open_array(self, split: str, name: str) -> ts.TensorStore:
         """Creates an array, or reopens it as stored when an interrupted write made it (with the codecs of the
@@ -425,34 +437,20 @@ def write_dataset(
     path: str | os.PathLike[str],
     make_batch: Callable[[str, int, int], Mapping[str, Any]],
     *,
-    spec: Mapping[str, Any],
-    resolution: int,
-    counts: Mapping[str, int],
-    seed: int,
-    length: float = 1.0,
-    chunk: int = 64,
-    dtype: str = "float32",
     norm_stats: Mapping[str, Any] | Callable[[dict[str, np.ndarray]], Mapping[str, Any]] | None = None,
     extra: Mapping[str, Any] | None = None,
+    **writer_args: Any,
 ) -> StoredDataset:
     """Writes (or resumes, or finds complete) a dataset and returns it opened.
 
+    `writer_args` are `DatasetWriter`'s (spec, resolution, counts, seed, length, chunk, dtype).
     `make_batch(split, start, count)` returns the batch dict for samples [start, start + count) of
     `split`; it is called once per chunk not yet stored, in split order then sample order, so its
     output must depend only on its arguments (e.g. fold the PRNG key with split and start) for a
     resumed write to equal an uninterrupted one. `norm_stats` is a dict, or a function of the whole
     stored train split (host numpy batch dict) returning one, evaluated after all chunks are stored.
     """
-    writer = DatasetWriter(
-        path,
-        spec=spec,
-        resolution=resolution,
-        counts=counts,
-        seed=seed,
-        length=length,
-        chunk=chunk,
-        dtype=dtype,
-    )
+    writer = DatasetWriter(path, **writer_args)
     if not writer.complete:
         for split in SPLITS:
             for start in writer.chunk_starts(split):
