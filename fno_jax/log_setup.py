@@ -2,7 +2,8 @@
 
 Everything logs through absl (`from absl import logging`). Process 0 shows INFO, the other processes of a
 multi-host job only warnings and errors; the libraries' own INFO chatter (orbax writes dozens of lines per
-checkpoint, and notices about read-only pretrained directories) is hidden, their warnings and errors still show.
+checkpoint, and notices about read-only pretrained directories) is hidden, their warnings and errors still show
+(orbax's errors only: fno-jax reports checkpoint problems itself).
 """
 
 import logging as pylogging
@@ -11,9 +12,14 @@ import jax
 from absl import logging
 
 _LIBRARIES = ("/orbax/", "/jax/", "/jaxlib/", "/flax/", "/tensorstore/")
+# orbax warns about every read-only manager (each fine-tuning run reads its pretrained checkpoints that way);
+# fno-jax reports checkpoint problems itself, so orbax shows only its errors.
+_QUIET_UNTIL_ERROR = ("/orbax/",)
 
 
 def _not_library_info(record) -> bool:
+    if any(p in record.pathname for p in _QUIET_UNTIL_ERROR):
+        return record.levelno >= logging.converter.STANDARD_ERROR
     return record.levelno >= logging.converter.STANDARD_WARNING or not any(p in record.pathname for p in _LIBRARIES)
 
 
