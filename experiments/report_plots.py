@@ -91,7 +91,7 @@ def _examples_saved(plot_dir: str, savings: list[dict], multi_model: bool) -> li
             yerr = np.clip(np.stack([mid - low, high - mid]), 0, None)
             ax.errorbar(n, mid, yerr=yerr, fmt="o-", color=f"C{i}", capsize=3, label=f"from {s['pretrain']}")
             extrapolated = [p["extrapolated"] for p in pts]
-            ax.plot(n[extrapolated], mid[extrapolated], "o", mfc="white", color=f"C{i}")
+            ax.plot(n[extrapolated], mid[extrapolated], "o", mfc="white", color=f"C{i}", zorder=3)
         ax.axhline(1.0, color="k", linewidth=0.8)
         _log_axes(ax, "downstream training examples N", "examples saved (N_scratch / N)", f"{task} {shift} {label}")
         ax.legend(fontsize=8, title="open: extrapolated", title_fontsize=7)
