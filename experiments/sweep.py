@@ -291,13 +291,10 @@ class _Sweep:
             first, done = done + 1, done + len(unit)
             label = unit[0].name if len(unit) == 1 else _group_label(unit)
             prefix = f"[{first}/{len(mine)}] {label}" if len(unit) == 1 else f"[{first}-{done}/{len(mine)}] {label}"
-            todo = []
-            for spec in unit:
-                summary = _read_summary(self.workdir(spec.name))
-                if summary is not None:
-                    logging.info(f"{prefix} ... {spec.name} done before, test_rel_l2={summary.get('test_rel_l2')}")
-                else:
-                    todo.append(spec)
+            todo = [spec for spec in unit if _read_summary(self.workdir(spec.name)) is None]
+            if len(todo) < len(unit):
+                finished = f"{len(unit) - len(todo)} of {len(unit)} " if len(unit) > 1 else ""
+                logging.info(f"{prefix} ... {finished}done before")
             if not todo:
                 continue
             try:

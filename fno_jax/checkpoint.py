@@ -37,6 +37,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
+from fno_jax.config import ConfigError
 from fno_jax.distributed import barrier, each_process, is_main_process
 from fno_jax.integrity import seal
 from fno_jax.workdir import RunMeta
@@ -208,6 +209,21 @@ class Checkpointer:
         self.manager.close()
 
     # ---- restore ---------------------------------------------------------------------------------------------
+    def check_architecture(self, model: dict[str, int], layout: str) -> None:
+        """Refuse (ConfigError) a workdir whose newest readable checkpoint holds another model or channel layout."""
+        for step in reversed(self.steps()):
+            try:
+                previous = self.meta(step)
+            except Exception:  # noqa: BLE001, S112 - an unreadable step: look at an older one (restore deals with it)
+                continue
+            if previous.model != model or previous.layout != layout:
+                raise ConfigError(
+                    f"workdir {os.path.dirname(self.directory)} holds checkpoints of another architecture (model "
+                    f"{previous.model}, layout {previous.layout!r}; this config: model {model}, layout {layout!r}); "
+                    "use a new --workdir."
+                )
+            return
+
     def check_fits(self, step: int, abstract_state: dict) -> None:
         """Raise CheckpointMismatchError unless `step` holds arrays of the target's shapes and dtypes.
 

@@ -48,6 +48,43 @@ def _expect(state: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...]) -
     return state[key]
 
 
+def _check_layout(state: dict[str, np.ndarray]) -> int:
+    """The number of Fourier layers of a reference ``state_dict``; an error naming missing or unexpected keys."""
+    fixed = {f"{name}.{kind}" for name in ("fc0", "fc1", "fc2") for kind in ("weight", "bias")}
+    layers = {int(m.group(2)) for key in state if (m := _LAYER_KEY.match(key))}
+    depth = max(layers) + 1 if layers else 0
+    expected = fixed | {
+        f"{prefix}.{i}.{kind}"
+        for i in range(depth)
+        for prefix, kinds in (("sp_convs", ("weights1", "weights2")), ("ws", ("weight", "bias")))
+        for kind in kinds
+    }
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected or depth == 0:
+        raise ValueError(
+            "state_dict does not have the reference FNO layout: "
+            f"missing keys {missing or 'none'}, unexpected keys {unexpected or 'none'}"
+            f"{' (no Fourier layers found)' if depth == 0 else ''}. Expected fc0/fc1/fc2 "
+            "weight+bias and sp_convs.{i}.weights1/weights2, ws.{i}.weight/bias for i < depth."
+        )
+    return depth
+
+
+def _sizes(state: dict[str, np.ndarray]) -> tuple[int, int, int, int]:
+    """(width, modes, fc_dim, out_dim) read from the shapes of a reference ``state_dict``."""
+    for key in ("fc0.weight", "fc1.weight", "fc2.weight"):
+        if state[key].ndim != 2:
+            raise ValueError(f"state_dict[{key!r}] must be a Linear weight [out, in], got shape {state[key].shape}.")
+    spectral_shape = state["sp_convs.0.weights1"].shape
+    if len(spectral_shape) != 5 or spectral_shape[-1] != 2 or spectral_shape[2] != spectral_shape[3]:
+        raise ValueError(
+            f"state_dict['sp_convs.0.weights1'] must have shape [width, width, m, m, 2], got {spectral_shape}."
+        )
+    width = state["fc0.weight"].shape[0]
+    return int(width), int(spectral_shape[2]), int(state["fc1.weight"].shape[0]), int(state["fc2.weight"].shape[0])
+
+
 def load_reference_state_dict(
     state_dict: Mapping[str, Any],
     *,
@@ -70,37 +107,8 @@ def load_reference_state_dict(
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"state_dict must be a mapping of names to arrays, got {type(state_dict)}.")
     state = {key: _to_numpy(value, key) for key, value in state_dict.items()}
-    fixed = {f"{name}.{kind}" for name in ("fc0", "fc1", "fc2") for kind in ("weight", "bias")}
-    layers = {int(m.group(2)) for key in state if (m := _LAYER_KEY.match(key))}
-    depth = max(layers) + 1 if layers else 0
-    expected = fixed | {
-        f"{prefix}.{i}.{kind}"
-        for i in range(depth)
-        for prefix, kinds in (("sp_convs", ("weights1", "weights2")), ("ws", ("weight", "bias")))
-        for kind in kinds
-    }
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected or depth == 0:
-        raise ValueError(
-            "state_dict does not have the reference FNO layout: "
-            f"missing keys {missing or 'none'}, unexpected keys {unexpected or 'none'}"
-            f"{' (no Fourier layers found)' if depth == 0 else ''}. Expected fc0/fc1/fc2 "
-            "weight+bias and sp_convs.{i}.weights1/weights2, ws.{i}.weight/bias for i < depth."
-        )
-
-    for key in ("fc0.weight", "fc1.weight", "fc2.weight"):
-        if state[key].ndim != 2:
-            raise ValueError(f"state_dict[{key!r}] must be a Linear weight [out, in], got shape {state[key].shape}.")
-    width, in_channels = state["fc0.weight"].shape
-    fc_dim = state["fc1.weight"].shape[0]
-    out_dim = state["fc2.weight"].shape[0]
-    spectral_shape = state["sp_convs.0.weights1"].shape
-    if len(spectral_shape) != 5 or spectral_shape[-1] != 2 or spectral_shape[2] != spectral_shape[3]:
-        raise ValueError(
-            f"state_dict['sp_convs.0.weights1'] must have shape [width, width, m, m, 2], got {spectral_shape}."
-        )
-    modes = spectral_shape[2]
+    depth = _check_layout(state)
+    width, modes, fc_dim, out_dim = _sizes(state)
     if param_dtype is None:
         param_dtype = dtype if jnp.dtype(dtype).itemsize >= 4 else jnp.float32
 
@@ -128,11 +136,11 @@ def load_reference_state_dict(
         params[f"pointwise_{i}"] = dense(kernel, _expect(state, f"ws.{i}.bias", (width,)))
 
     model = FNO(
-        width=int(width),
-        modes=int(modes),
+        width=width,
+        modes=modes,
         depth=depth,
-        fc_dim=int(fc_dim),
-        out_dim=int(out_dim),
+        fc_dim=fc_dim,
+        out_dim=out_dim,
         dtype=dtype,
         param_dtype=param_dtype,
     )

@@ -37,6 +37,7 @@ float32 (see `fno_jax.spectral_conv.fft_dtype`); the output is returned in ``dty
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -49,10 +50,15 @@ from fno_jax.fourier_layer import fourier_layer
 from fno_jax.head import default_head_tile, gelu, projection_head
 from fno_jax.spectral_conv import SPECTRAL_IMPLS, check_modes, fft_dtype, spectral_conv, spectral_init
 
-__all__ = ["FNO", "INITS", "LAYER_IMPLS", "default_layer_impl"]
+__all__ = ["FNO", "INITS", "LAYER_IMPLS", "default_layer_impl", "num_params"]
 
 INITS = ("torch", "flax")
 LAYER_IMPLS = ("fused", "autodiff")
+
+
+def num_params(params) -> int:
+    """The number of scalars in a params tree."""
+    return int(sum(math.prod(jnp.shape(x)) for x in jax.tree_util.tree_leaves(params)))
 
 
 def default_layer_impl(spectral_impl: str = "dft") -> str:

@@ -42,11 +42,12 @@ from fno_jax.data.loader import DEVICE_RESIDENT_MAX_BYTES
 from fno_jax.evaluate import Evaluator
 from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
 from fno_jax.metric_writer import MetricWriter, image_cadence, log_evaluation, open_writer, scalar_tags, split_record
+from fno_jax.model import num_params
 from fno_jax.optim import make_optimizer
 from fno_jax.parallel import DataParallel, abstract_arrays, make_parallel
 from fno_jax.preemption import PreemptionGuard
 from fno_jax.progress import Progress
-from fno_jax.train import NonFiniteError, model_from_config, num_params
+from fno_jax.train import NonFiniteError, model_from_config
 from fno_jax.workdir import RunMeta, Workdir, provenance
 
 __all__ = ["group_by_pack_key", "pack_key", "packed_step_bytes", "plan_parts", "train_and_evaluate_packed"]

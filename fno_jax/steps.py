@@ -63,8 +63,13 @@ def train_step(
         "step": state["step"] + 1,
     }
     finite = jnp.isfinite(loss) & opt_state.last_finite
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite}
+    metrics = {"loss": loss, "grad_norm": _global_norm(grads), "finite": finite}
     return new_state, {**metrics, "learning_rate": current_learning_rate(opt_state)}
+
+
+def _global_norm(tree) -> jax.Array:
+    """The L2 norm of all leaves together (optax's own helper moved between releases)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
 
 
 def eval_step(

@@ -23,27 +23,20 @@ from absl import logging
 from fno_jax import channels, steps
 from fno_jax.cadence import Cadence
 from fno_jax.checkpoint import Checkpointer
-from fno_jax.config import MODEL_SIZE_KEYS, ConfigError, layout_of, matmul_precision, model_size, validate_config
+from fno_jax.config import MODEL_SIZE_KEYS, layout_of, matmul_precision, model_size, validate_config
 from fno_jax.data import Splits, batch_indices, load_splits, make_feed, open_checked_dataset
 from fno_jax.data.generate import task_from_config
 from fno_jax.evaluate import Evaluator
 from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
-from fno_jax.metric_writer import (
-    MetricWriter,
-    image_cadence,
-    log_evaluation,
-    open_writer,
-    scalar_tags,
-    split_record,
-)
-from fno_jax.model import FNO
+from fno_jax.metric_writer import MetricWriter, image_cadence, log_evaluation, open_writer, scalar_tags, split_record
+from fno_jax.model import FNO, num_params
 from fno_jax.optim import make_optimizer
 from fno_jax.parallel import DataParallel, make_parallel
 from fno_jax.preemption import Preempted, PreemptionGuard
 from fno_jax.progress import Progress
 from fno_jax.workdir import RunMeta, Workdir, provenance
 
-__all__ = ["NonFiniteError", "Preempted", "model_from_config", "num_params", "train_and_evaluate"]
+__all__ = ["NonFiniteError", "Preempted", "model_from_config", "train_and_evaluate"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -56,10 +49,6 @@ def model_from_config(config: ml_collections.ConfigDict) -> FNO:
     m = config.model
     sizes = {k: m[k] for k in MODEL_SIZE_KEYS}
     return FNO(**sizes, out_dim=1, dtype=dtype, remat=m.remat, param_init=m.init)
-
-
-def num_params(params) -> int:
-    return int(sum(np.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(params)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -89,7 +78,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         ckpt = Checkpointer(wd.path, max_to_keep=config.train.max_to_keep)
         writer = None
         try:
-            _check_checkpoints_fit(ckpt, config, layout, wd.path)
+            ckpt.check_architecture(model_size(config), layout)  # refused before any data is made
             splits = load_splits(config, task, layout, dataset)
             run = _Run(config, Cadence.from_config(config), parallel, model_from_config(config), wd, ckpt, splits)
             state, meta = _initial_state(run, task, layout, pretrained)
@@ -130,22 +119,6 @@ class _Run:
         if not self.config.init_from:
             return "scratch"
         return "zeroshot" if self.cadence.num_steps == 0 else "finetune"
-
-
-def _check_checkpoints_fit(ckpt: Checkpointer, config: ml_collections.ConfigDict, layout: str, path: str) -> None:
-    """A workdir whose checkpoints hold another architecture is refused (before any data is made)."""
-    for step in reversed(ckpt.steps()):
-        try:
-            previous = ckpt.meta(step)
-        except Exception:  # noqa: BLE001, S112 - an unreadable step: look at an older one (restore deals with it)
-            continue
-        if previous.model != model_size(config) or previous.layout != layout:
-            raise ConfigError(
-                f"workdir {path} holds checkpoints of another architecture (model {previous.model}, layout "
-                f"{previous.layout!r}; this config: model {model_size(config)}, layout {layout!r}); "
-                "use a new --workdir."
-            )
-        return
 
 
 def _initial_state(run: _Run, task, layout: str, pretrained: Pretrained | None) -> tuple[dict, RunMeta]:
