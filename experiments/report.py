@@ -27,7 +27,9 @@ report.json:
                   jointly across the curve's points, so a seed's scratch and fine-tuned runs stay paired).
                   N_scratch is read off the scratch curve by linear interpolation in log-log; below the best
                   scratch error (or above its worst) it is extrapolated with the scratch power-law fit and flagged
-                  `extrapolated`.
+                  `extrapolated`, at most EXTRAPOLATION_LIMIT (4) times beyond the scratch curve's N range: further
+                  out it is held at that limit and `savings_bound` says the savings are at least ("lower") or at
+                  most ("upper") the value; `savings_limits` are the savings at the two limits.
     statistic     how points and intervals are made (median, interval level, resamples, generator seed).
     plots         paths of the PNG plots, relative to DIR.
 """
@@ -65,6 +67,9 @@ BANDS = ("low", "mid", "high")
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
+# The scratch curve's power law is followed at most this factor beyond its largest (or below its smallest) N: a
+# scratch-equivalent N further out is reported as a bound at the limit, not as a number read off a long extrapolation.
+EXTRAPOLATION_LIMIT = 4.0
 
 
 def load_results(sweep_dir: str) -> list[dict]:
@@ -292,13 +297,22 @@ def _fits(curve_map: dict[tuple, list[dict]]) -> list[dict]:
 
 
 def _savings_curve(scratch: Sequence[tuple[int, float]], finetune: Sequence[tuple[int, float]]) -> list:
-    """(N, N_scratch, savings, extrapolated) per fine-tuned (N, error), against a scratch curve of (N, error)."""
+    """(N, N_scratch, savings, extrapolated, bound) per fine-tuned (N, error), against a scratch curve of (N, error).
+
+    N_scratch is clipped to [min N / EXTRAPOLATION_LIMIT, max N * EXTRAPOLATION_LIMIT] of the scratch curve; `bound`
+    says which end clipped it: "lower" (the savings are at least the value), "upper" (at most), or "" (none)."""
     sn, se = [n for n, _ in scratch], [e for _, e in scratch]
     fit = fit_power_law(sn, se)
+    low, high = min(sn) / EXTRAPOLATION_LIMIT, max(sn) * EXTRAPOLATION_LIMIT
     out = []
     for n, err in finetune:
         n_eq, extrapolated = equivalent_scratch_size(err, sn, se, fit)
-        out.append((n, n_eq, None if n_eq is None else n_eq / n, extrapolated))
+        bound = ""
+        if n_eq is not None and n_eq > high:
+            n_eq, bound = high, "lower"
+        elif n_eq is not None and n_eq < low:
+            n_eq, bound = low, "upper"
+        out.append((n, n_eq, None if n_eq is None else n_eq / n, extrapolated, bound))
     return out
 
 
@@ -330,7 +344,7 @@ def _savings_interval(
     draws: list[list[float | None]] = [[] for _ in finetune]
     for b in range(resamples):
         curve = _savings_curve(list(zip(scratch_n, scratch_err[b])), list(zip(finetune_n, finetune_err[b])))
-        for i, (_, _, saving, _) in enumerate(curve):
+        for i, (_, _, saving, _, _) in enumerate(curve):
             draws[i].append(saving)
     tail = 100 * (1 - LEVEL) / 2
     out = []
@@ -355,6 +369,7 @@ def _data_savings(curve_map: dict[tuple, list[dict]]) -> list[dict]:
             [(p["num_train"], p["test_rel_l2"]) for p in scratch], [(p["num_train"], p["test_rel_l2"]) for p in pts]
         )
         intervals = _savings_interval(scratch, pts)
+        scratch_n = [p["num_train"] for p in scratch]
         points = [
             {
                 "num_train": n,
@@ -362,10 +377,12 @@ def _data_savings(curve_map: dict[tuple, list[dict]]) -> list[dict]:
                 "scratch_equivalent_num_train": n_eq,
                 "savings": saving,
                 "extrapolated": extrapolated,
+                "savings_bound": bound,
                 "savings_ci_low": low,
                 "savings_ci_high": high,
+                "savings_limits": [min(scratch_n) / EXTRAPOLATION_LIMIT / n, max(scratch_n) * EXTRAPOLATION_LIMIT / n],
             }
-            for p, (n, n_eq, saving, extrapolated), (low, high) in zip(pts, central, intervals, strict=True)
+            for p, (n, n_eq, saving, extrapolated, bound), (low, high) in zip(pts, central, intervals, strict=True)
         ]
         out.append({"task": task, "shift": shift, "model": pts[0]["model"], "pretrain": pretrain, "points": points})
     return out

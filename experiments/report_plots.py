@@ -90,11 +90,14 @@ def _examples_saved(plot_dir: str, savings: list[dict], multi_model: bool) -> li
             high = np.array([p["savings_ci_high"] if p["savings_ci_high"] is not None else p["savings"] for p in pts])
             yerr = np.clip(np.stack([mid - low, high - mid]), 0, None)
             ax.errorbar(n, mid, yerr=yerr, fmt="o-", color=f"C{i}", capsize=3, label=f"from {s['pretrain']}")
-            extrapolated = [p["extrapolated"] for p in pts]
+            extrapolated = np.array([p["extrapolated"] and not p.get("savings_bound") for p in pts], dtype=bool)
             ax.plot(n[extrapolated], mid[extrapolated], "o", mfc="white", color=f"C{i}", zorder=3)
+            for bound, marker in (("lower", "^"), ("upper", "v")):
+                held = np.array([p.get("savings_bound") == bound for p in pts], dtype=bool)
+                ax.plot(n[held], mid[held], marker, mfc="white", color=f"C{i}", markersize=8, zorder=3)
         ax.axhline(1.0, color="k", linewidth=0.8)
         _log_axes(ax, "downstream training examples N", "examples saved (N_scratch / N)", f"{task} {shift} {label}")
-        ax.legend(fontsize=8, title="open: extrapolated", title_fontsize=7)
+        ax.legend(fontsize=8, title="open: extrapolated; ^: at least (limit)", title_fontsize=7)
         written.append(_save(fig, plot_dir, f"examples_saved_{_slug(task, shift, label)}.png"))
     return written
 

@@ -61,9 +61,18 @@ def _metric_cell(p: dict | None, metric: str) -> str:
 def _savings_cell(s: dict | None) -> str:
     if s is None or s["savings"] is None:
         return "-"
-    text = f"{s['savings']:.3g}x"
+    low_limit, high_limit = s.get("savings_limits") or (None, None)
+
+    def value(x: float) -> str:  # a value held at an extrapolation limit is a bound
+        if high_limit is not None and math.isclose(x, high_limit, rel_tol=1e-9):
+            return f">={x:.3g}"
+        if low_limit is not None and math.isclose(x, low_limit, rel_tol=1e-9):
+            return f"<={x:.3g}"
+        return f"{x:.3g}"
+
+    text = f"{value(s['savings'])}x"
     if s.get("savings_ci_low") is not None and s["savings_ci_low"] != s["savings_ci_high"]:
-        text += f" [{s['savings_ci_low']:.3g}, {s['savings_ci_high']:.3g}]"
+        text += f" [{value(s['savings_ci_low'])}, {value(s['savings_ci_high'])}]"
     return text + (" (extrap.)" if s["extrapolated"] else "")
 
 
@@ -168,7 +177,8 @@ def markdown(report: dict, tables: list[tuple[str, str]]) -> str:
     out += [
         "`savings` = N_scratch(err_finetune(N)) / N: how many times more downstream examples training from "
         "scratch needs to reach the fine-tuned error (log-log interpolation of the scratch curve; "
-        "`extrap.` = beyond the scratch curve, from its power-law fit); its interval resamples the seeds of both "
+        "`extrap.` = beyond the scratch curve, from its power-law fit, followed at most 4 times beyond the scratch "
+        "N range: `>=` marks a value held at that limit, a lower bound); its interval resamples the seeds of both "
         "curves together.",
         "",
     ]

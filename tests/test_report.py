@@ -225,6 +225,27 @@ def test_points_are_medians_over_seeds_with_bootstrap_intervals(tmp_path):
     assert (again["points"], again["data_savings"]) == (report["points"], report["data_savings"])
 
 
+def test_savings_beyond_the_extrapolation_limit_are_a_lower_bound(tmp_path):
+    # A nearly flat scratch curve and a far better fine-tuned one: the power law would put N_scratch at ~1e8.
+    sizes = [2, 8, 32]
+    records = []
+    for n in sizes:
+        records.append(_record("scratch", n, 0.8 * n**-0.02, 1e-3))
+        records.append(_record("finetune", n, 0.3 * n**-0.1, 1e-3))
+    _write(tmp_path, records)
+    report = build_report(str(tmp_path), plots=False)
+    for point in report["data_savings"][0]["points"]:
+        n = point["num_train"]
+        assert point["savings_bound"] == "lower" and point["extrapolated"]
+        assert point["scratch_equivalent_num_train"] == pytest.approx(32 * 4.0)
+        assert point["savings"] == pytest.approx(32 * 4.0 / n) == pytest.approx(point["savings_limits"][1])
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| 2 | 0.789 | 0.28 | >=64x (extrap.) |" in markdown
+    # Inside the limit nothing is held: the exact power law of the first test keeps its bounds empty.
+    _write(tmp_path, _power_law_records())
+    assert {p["savings_bound"] for p in build_report(str(tmp_path), plots=False)["data_savings"][0]["points"]} == {""}
+
+
 def test_bootstrap_interval():
     values = [0.10, 0.12, 0.11, 0.30, 0.09, 0.10, 0.13, 0.11, 0.10, 0.12]
     low, high = bootstrap_ci(values)
