@@ -18,7 +18,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from experiments.report import build_report
-from experiments.sweep import quiet_checkpoint_logs, run_sweep
+from experiments.sweep import run_sweep
+from fno_jax.cli_errors import exit_on_flag_errors, run_absl_main
+from fno_jax.log_setup import configure_logging
 
 # `make quickstart` runs the quickstart study at the cpu scale.
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py") + ":cpu"
@@ -38,17 +40,19 @@ def run_quickstart(study_config, workdir: str, *, run_fn=None) -> dict:
 
 
 def _cli() -> None:
-    config = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Study config file.", lock_config=True)
+    # A default config file is loaded (with any --config.KEY overrides) as soon as its flag is defined.
+    with exit_on_flag_errors("experiments.quickstart"):
+        config = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Study config file.", lock_config=True)
     workdir = flags.DEFINE_string("workdir", None, "Output directory (reused to resume).")
     flags.mark_flags_as_required(["workdir"])
 
     def main(argv: Sequence[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-        quiet_checkpoint_logs()
+        configure_logging()
         run_quickstart(config.value, workdir.value)
 
-    app.run(main)
+    run_absl_main(main, "experiments.quickstart")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ A *study* is an `ml_collections.ConfigDict` with
                     (its data.num_train is per family, times the number of families), so the mixed model has seen
                     everything each single-family model saw; "equal_total": data.num_train samples in total, the
                     same budget as one single-family run.
-    pack            True (default): runs of one shape may train packed as one program. The sweep ignores it for
-                    now and runs one at a time (there is no packed trainer yet).
+    pack            True (default): runs that differ only in seed and learning rate train as one program
+                    (`fno_jax.packed`); False runs them one at a time.
     pretrain.<name> task (str) and overrides (partial run config, e.g. {"task_ranges": {...}, "train": {...}}).
     downstream.<group>
                     task, shift (label of the downstream ranges, e.g. "e5-10"), task_ranges (partial),
@@ -68,8 +68,9 @@ import ml_collections
 
 from experiments.configs import base as base_config
 from experiments.configs.study_scale import HEAD_FACTOR
+from fno_jax.cadence import Cadence
 from fno_jax.channels import num_channels
-from fno_jax.config import flat_items, layout_of, model_size
+from fno_jax.config import ConfigError, flat_items, layout_of, model_size
 from solvers.families import FAMILIES, MIXED, TASK_NAMES
 
 __all__ = [
@@ -133,7 +134,7 @@ def fno_num_params(
     """
     for arg, value in (("width", width), ("modes", modes), ("depth", depth), ("fc_dim", fc_dim)):
         if value < 1:
-            raise ValueError(f"fno_num_params: {arg} must be >= 1, got {value}.")
+            raise ConfigError(f"fno_num_params: {arg} must be >= 1, got {value}.")
     spectral = depth * 2 * width * width * modes * modes * 2
     pointwise = depth * (width * width + width)
     lift = (in_channels + 1) * width
@@ -147,7 +148,7 @@ def epoch_steps(num_train: int, batch_size: int, epochs: int) -> int:
     The paper's loader (utils/data_utils.py, drop_last=True) and its 500-epoch runs: 500 * floor(N / batch).
     """
     if batch_size < 1 or num_train < batch_size:
-        raise ValueError(f"epoch_steps: need 1 <= batch_size <= num_train, got batch {batch_size}, N {num_train}.")
+        raise ConfigError(f"epoch_steps: need 1 <= batch_size <= num_train, got batch {batch_size}, N {num_train}.")
     return int(epochs) * (int(num_train) // int(batch_size))
 
 
@@ -163,7 +164,7 @@ def new_study(name: str) -> ml_collections.ConfigDict:
     study.pretrain_per_seed = False
     study.data_seed = ml_collections.ConfigDict({"pretrain": 0, "downstream": 1})
     study.mixture = "full"
-    # Runs of one shape may be packed into one program by the sweep; ignored until the packed trainer exists.
+    # Runs that differ only in seed and learning rate train as one program (fno_jax.packed); False: one at a time.
     study.pack = True
     study.pretrain = ml_collections.ConfigDict()
     study.downstream = ml_collections.ConfigDict()
@@ -194,6 +195,7 @@ def downstream_group(
     learning_rates: Sequence[float],
     epochs: int,
     batch_size: int,
+    min_steps: int = 0,
     modes: Sequence[str] = MODES,
     shift: str = "",
     **overrides: Any,
@@ -212,6 +214,7 @@ def downstream_group(
             "learning_rates": tuple(float(lr) for lr in learning_rates),
             "epochs": int(epochs),
             "batch_size": int(batch_size),
+            "min_steps": int(min_steps),
             "overrides": overrides,
         }
     )
@@ -232,11 +235,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Any, where: st
         return
     items = overrides.items() if hasattr(overrides, "items") else None
     if items is None:
-        raise ValueError(f"{where}: overrides must be a dict/ConfigDict, got {type(overrides).__name__}.")
+        raise ConfigError(f"{where}: overrides must be a dict/ConfigDict, got {type(overrides).__name__}.")
     for key, value in items:
         path = f"{_prefix}{key}"
         if key not in config:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: unknown run-config key '{path}'. Run configs have exactly the keys of "
                 f"experiments/configs/base.py; check the spelling (valid here: {sorted(config.keys())})."
             )
@@ -247,12 +250,12 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Any, where: st
             try:
                 config[key] = value
             except TypeError as e:
-                raise ValueError(f"{where}: bad value {value!r} for '{path}': {e}") from e
+                raise ConfigError(f"{where}: bad value {value!r} for '{path}': {e}") from e
 
 
 def _check_name(kind: str, name: str) -> None:
     if not _NAME_RE.match(name):
-        raise ValueError(
+        raise ConfigError(
             f"{kind} name {name!r} is used as a folder name; use only letters, digits, '_', '.', '+', '-'."
         )
 
@@ -260,19 +263,19 @@ def _check_name(kind: str, name: str) -> None:
 def _check_study(study: ml_collections.ConfigDict, where: str) -> None:
     for field in ("base", "pretrain", "downstream"):
         if field not in study:
-            raise ValueError(f"{where}: missing field '{field}' (start from experiments.study.new_study).")
+            raise ConfigError(f"{where}: missing field '{field}' (start from experiments.study.new_study).")
     reference = set(flat_items(base_config.get_config()))
     extra = set(flat_items(study.base)) - reference
     missing = reference - set(flat_items(study.base))
     if extra or missing:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: study.base must have exactly the keys of experiments/configs/base.py; "
             f"extra {sorted(extra)}, missing {sorted(missing)}."
         )
     if int(study.get("seeds", 1)) < 1:
-        raise ValueError(f"{where}: seeds must be >= 1, got {study.seeds}.")
+        raise ConfigError(f"{where}: seeds must be >= 1, got {study.seeds}.")
     if study.get("mixture", "full") not in MIXTURES:
-        raise ValueError(f"{where}: mixture must be one of {MIXTURES}, got {study.mixture!r}.")
+        raise ConfigError(f"{where}: mixture must be one of {MIXTURES}, got {study.mixture!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,7 +320,7 @@ def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSp
     models = tuple(tuple(int(v) for v in m) for m in study.get("models", ()) or ())
     for m in models:
         if len(m) != 2 or min(m) < 1:
-            raise ValueError(f"{where}: models must be (width, modes) pairs of positive ints, got {m}.")
+            raise ConfigError(f"{where}: models must be (width, modes) pairs of positive ints, got {m}.")
     ex = _Expansion(study, os.path.abspath(sweep_dir), where, models)
 
     runs: list[RunSpec] = []
@@ -326,7 +329,7 @@ def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSp
     for pname, entry in study.pretrain.items():
         _check_name("pretrain", pname)
         if entry.task not in TASK_NAMES:
-            raise ValueError(f"{where}: pretrain {pname!r} has task {entry.task!r}; use one of {TASK_NAMES}.")
+            raise ConfigError(f"{where}: pretrain {pname!r} has task {entry.task!r}; use one of {TASK_NAMES}.")
         for mi, (width, modes) in enumerate(ex.model_list):
             for seed in ex.pretrain_seeds:
                 spec = _pretrain_run(ex, pname, entry, width, modes, seed)
@@ -339,7 +342,7 @@ def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSp
     names = [r.name for r in runs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"{where}: expansion gives duplicate run names {duplicates}; make LRs/names distinct.")
+        raise ConfigError(f"{where}: expansion gives duplicate run names {duplicates}; make LRs/names distinct.")
     return runs
 
 
@@ -421,24 +424,24 @@ def _group_runs(
 
 def _check_group(ex: _Expansion, group: ml_collections.ConfigDict, gwhere: str) -> tuple[tuple[int, ...], tuple]:
     if group.task not in TASK_NAMES:
-        raise ValueError(f"{gwhere}: task {group.task!r}; use one of {TASK_NAMES}.")
+        raise ConfigError(f"{gwhere}: task {group.task!r}; use one of {TASK_NAMES}.")
     bad_modes = set(group.modes) - set(MODES)
     if bad_modes:
-        raise ValueError(f"{gwhere}: unknown modes {sorted(bad_modes)}; use a subset of {MODES}.")
+        raise ConfigError(f"{gwhere}: unknown modes {sorted(bad_modes)}; use a subset of {MODES}.")
     sizes = tuple(int(n) for n in group.num_train)
     if not sizes or min(sizes) < 1:
-        raise ValueError(f"{gwhere}: num_train must be a non-empty tuple of sizes >= 1, got {sizes}.")
+        raise ConfigError(f"{gwhere}: num_train must be a non-empty tuple of sizes >= 1, got {sizes}.")
     lrs = tuple(float(lr) for lr in group.learning_rates)
     if not lrs or min(lrs) <= 0:
-        raise ValueError(f"{gwhere}: learning_rates must be a non-empty tuple of positive floats.")
+        raise ConfigError(f"{gwhere}: learning_rates must be a non-empty tuple of positive floats.")
     if int(group.epochs) < 1 or int(group.batch_size) < 1:
-        raise ValueError(f"{gwhere}: epochs and batch_size must be >= 1, got {group.epochs}, {group.batch_size}.")
+        raise ConfigError(f"{gwhere}: epochs and batch_size must be >= 1, got {group.epochs}, {group.batch_size}.")
     needs_pretrain = {"finetune", "zeroshot"} & set(group.modes)
     if needs_pretrain and not group.pretrained:
-        raise ValueError(f"{gwhere}: modes {sorted(needs_pretrain)} need `pretrained` run names.")
+        raise ConfigError(f"{gwhere}: modes {sorted(needs_pretrain)} need `pretrained` run names.")
     for pname in group.pretrained:
         if pname not in ex.study.pretrain:
-            raise ValueError(
+            raise ConfigError(
                 f"{gwhere}: pretrained {pname!r} is not a study.pretrain entry "
                 f"(have {sorted(ex.study.pretrain.keys())})."
             )
@@ -484,6 +487,11 @@ def _downstream_run(
         _clip_intervals(config, 0)
     else:
         config.train.num_epochs = int(group.epochs)
+        # Reduced scales may floor a run's steps (the few steps of `epochs` at the smallest N train nothing);
+        # the paper's scale has no floor.
+        floor = int(group.get("min_steps", 0))
+        if floor and num_steps_of(config) < floor:
+            config.train.num_steps = floor
         _set_length(config)
     return config, deps
 
@@ -504,10 +512,9 @@ def _clip_intervals(config: ml_collections.ConfigDict, num_steps: int) -> None:
 
 
 def num_steps_of(config: ml_collections.ConfigDict) -> int:
-    """The run's length in steps: train.num_steps, or derived from train.num_epochs when it is -1."""
-    if int(config.train.num_steps) >= 0:
-        return int(config.train.num_steps)
-    return epoch_steps(int(config.data.num_train), int(config.train.batch_size), int(config.train.num_epochs))
+    """The run's length in steps: train.num_steps, or derived from train.num_epochs when it is -1 (as the trainer
+    resolves it, `fno_jax.cadence.Cadence`)."""
+    return Cadence.from_config(config).num_steps
 
 
 def _ranges_of(config: ml_collections.ConfigDict) -> dict[str, list[float]]:

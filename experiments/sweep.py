@@ -10,44 +10,86 @@ How runs use the hardware: runs execute one after another in this process, and e
 devices (data parallel inside `train_and_evaluate`). To use several hosts (or several processes each pinned to
 its own devices, e.g. with CUDA_VISIBLE_DEVICES), start the same command with `--shard=i/k`, i = 0..k-1, on a
 shared SWEEP_DIR: shard i runs runs i, i+k, i+2k, ... of the dependency-ordered list, and waits (polling) for a
-pretraining run owned by another shard before fine-tuning from it.
+pretraining run owned by another shard before fine-tuning from it (or gives up on it if that run failed).
+
+Multi-host: launched as several processes (docs/DISTRIBUTED.md), the sweep is one job whose runs each use all
+hosts, and process 0 alone writes the sweep's files; `--shard` is refused there (it is for independent
+single-host jobs).
 
 Layout of SWEEP_DIR:
     study.json          the study config
     plan.json           every expanded run: name, depends_on, meta, config (experiments/plan.py)
     runs/<name>/        the run's workdir (config.json, checkpoints/, metrics.jsonl, summary.json) and
-                        sweep_run.json (its full run config and meta, written before it starts)
-    results.jsonl       one record per finished run: its summary.json merged with its meta; rewritten
-                        atomically from all finished runs after each run, so reruns never duplicate lines.
+                        sweep_run.json (its full run config and meta, written before it starts);
+                        sweep_failure.json while its last attempt failed (the error, host, time)
+    results.jsonl       one record per finished run: its summary.json merged with its meta, in plan order
+    failures.jsonl      one record per run whose last attempt failed (name, error, ...); absent when none did
+    .sweep.lock         serializes the shards' rewrites of the files above
+
+Shards write one SWEEP_DIR at the same time safely: every run writes only its own folder, and results.jsonl and
+failures.jsonl are rebuilt from all run folders under an exclusive `flock` on .sweep.lock, then replaced
+atomically (`fno_jax.json_io`). Every shard rebuilds them after each of its runs, so the last rebuild, whichever
+shard makes it, sees every run that had finished before it took the lock: the files never lose a run or show
+half of one. plan.json and study.json hold the same content from every shard and are replaced atomically.
 
 Resuming: a run whose workdir has summary.json is skipped (its summary re-read); an unfinished run is started
-again and `train_and_evaluate` resumes it from its latest checkpoint. A changed run config for an existing
-run folder is an error (start a new SWEEP_DIR or delete that folder).
+again and `train_and_evaluate` resumes it from its latest checkpoint, so a sweep killed at any moment and run
+again ends with the results of an uninterrupted one. SIGTERM or SIGINT stops the run in flight at a checkpoint
+(`fno_jax.preemption`) and the sweep with status 143 or 130. A changed run config for an existing run folder is an
+error (start a new SWEEP_DIR or delete that folder).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
 import json
 import os
 import re
+import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
+import jax
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import plan as plan_lib
 from experiments.study import RunSpec, expand_study, run_workdir
-from fno_jax.json_io import to_json, write_json_atomic, write_jsonl_atomic
+from fno_jax.config import ConfigError
+from fno_jax.distributed import maybe_initialize, on_main_process
+from fno_jax.json_io import to_json
+from fno_jax.json_io import write_json_atomic as _write_json_atomic
+from fno_jax.json_io import write_jsonl_atomic as _write_jsonl_atomic
+from fno_jax.log_setup import configure_logging
+from fno_jax.preemption import exit_on_preemption
 
-__all__ = ["run_sweep", "dry_run", "parse_shard", "collect_results", "SUMMARY_FILE", "RESULTS_FILE"]
+# In a multi-host sweep every process runs every run; process 0 alone writes the sweep's own files.
+write_json_atomic = on_main_process(_write_json_atomic)
+write_jsonl_atomic = on_main_process(_write_jsonl_atomic)
+
+__all__ = [
+    "FAILURES_FILE",
+    "RESULTS_FILE",
+    "SUMMARY_FILE",
+    "DependencyWait",
+    "collect_results",
+    "dry_run",
+    "parse_shard",
+    "run_sweep",
+]
 
 RunFn = Callable[[ml_collections.ConfigDict, str], dict]
+PackFn = Callable[[list[ml_collections.ConfigDict], list[str]], list[dict]]
 SUMMARY_FILE = "summary.json"
 RESULTS_FILE = "results.jsonl"
+FAILURES_FILE = "failures.jsonl"
 RUN_FILE = "sweep_run.json"
+FAILURE_FILE = "sweep_failure.json"
+LOCK_FILE = ".sweep.lock"
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -56,16 +98,73 @@ def parse_shard(shard: str) -> tuple[int, int]:
         return 0, 1
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
     if not match or not int(match[1]) < int(match[2]):
-        raise ValueError(f"shard must look like 'i/k' with 0 <= i < k (e.g. '0/4'), got {shard!r}.")
+        raise ConfigError(f"--shard must look like 'i/k' with 0 <= i < k (e.g. '0/4'), got {shard!r}.")
     return int(match[1]), int(match[2])
 
 
-def _read_summary(workdir: str) -> dict | None:
-    path = os.path.join(workdir, SUMMARY_FILE)
+def check_shard(shard: tuple[int, int], process_count: int) -> None:
+    """Refuse `--shard` in a multi-process job: there every run uses all processes, so the processes must run the
+    same runs in the same order. Shards are for independent single-host jobs."""
+    if shard[1] > 1 and process_count > 1:
+        raise ValueError(
+            f"--shard={shard[0]}/{shard[1]} splits a sweep across independent single-host jobs, but this job has "
+            f"{process_count} processes that train every run together; drop --shard to run the whole sweep on "
+            "all hosts, or start one single-host job per shard."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DependencyWait:
+    """How a shard waits for a pretraining run that another shard owns: at most `timeout_s`, polling every
+    `poll_s` seconds."""
+
+    timeout_s: float = 7 * 24 * 3600.0
+    poll_s: float = 30.0
+
+
+def _read_json(path: str) -> dict | None:
     if not os.path.exists(path):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def _read_summary(workdir: str) -> dict | None:
+    return _read_json(os.path.join(workdir, SUMMARY_FILE))
+
+
+def _read_failure(workdir: str) -> dict | None:
+    """The last attempt's failure record, unless the run has finished since."""
+    return None if _read_summary(workdir) is not None else _read_json(os.path.join(workdir, FAILURE_FILE))
+
+
+def _record_failure(workdir: str, name: str, error: str) -> None:
+    record = {"name": name, "error": error, "host": socket.gethostname(), "pid": os.getpid()}
+    record["failed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    os.makedirs(workdir, exist_ok=True)
+    write_json_atomic(os.path.join(workdir, FAILURE_FILE), record)
+
+
+def _clear_failure(workdir: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(workdir, FAILURE_FILE))
+
+
+@contextlib.contextmanager
+def _sweep_lock(sweep_dir: str) -> Iterator[None]:
+    """Exclusive `flock` on SWEEP_DIR/.sweep.lock (released by the kernel if the holder dies). On a filesystem
+    without locks the rewrite goes ahead unlocked: each rewrite is still atomic, and the next one repairs a stale
+    view."""
+    with open(os.path.join(sweep_dir, LOCK_FILE), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as err:
+            logging.info(f"    warning: cannot lock {f.name} ({err}); rewriting the results unlocked")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _record(spec: RunSpec, summary: dict) -> dict:
@@ -83,13 +182,23 @@ def _record(spec: RunSpec, summary: dict) -> dict:
 
 
 def collect_results(runs: Sequence[RunSpec], sweep_dir: str) -> list[dict]:
-    """Rewrite SWEEP_DIR/results.jsonl from every finished run (any shard's), in plan order."""
-    records = []
-    for spec in runs:
-        summary = _read_summary(run_workdir(sweep_dir, spec.name))
-        if summary is not None:
-            records.append(_record(spec, summary))
-    write_jsonl_atomic(os.path.join(sweep_dir, RESULTS_FILE), records)
+    """Rebuild SWEEP_DIR/results.jsonl (and failures.jsonl) from every run folder (any shard's), in plan order."""
+    with _sweep_lock(sweep_dir):
+        records, failures = [], []
+        for spec in runs:
+            workdir = run_workdir(sweep_dir, spec.name)
+            summary = _read_summary(workdir)
+            if summary is not None:
+                records.append(_record(spec, summary))
+            elif (failure := _read_failure(workdir)) is not None:
+                failures.append(failure)
+        write_jsonl_atomic(os.path.join(sweep_dir, RESULTS_FILE), records)
+        failures_path = os.path.join(sweep_dir, FAILURES_FILE)
+        if failures:
+            write_jsonl_atomic(failures_path, failures)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(failures_path)
     return records
 
 
@@ -132,16 +241,119 @@ def _select(runs: list[RunSpec], only: str | Sequence[str] | None) -> list[RunSp
     return [r for r in runs if r.name in wanted]
 
 
-def _wait_for(dep_dirs: list[str], timeout_s: float, poll_s: float, name: str) -> None:
-    start = time.monotonic()
-    while not all(os.path.exists(os.path.join(d, SUMMARY_FILE)) for d in dep_dirs):
-        if time.monotonic() - start > timeout_s:
-            raise TimeoutError(
-                f"{name}: its pretraining run(s) {dep_dirs} did not finish within {timeout_s:.0f} s; "
-                "start the shard that owns them (or run without --shard)."
+class _DependencyFailed(RuntimeError):
+    """A run this one depends on failed (in this shard or another)."""
+
+
+def _units(runs: list[RunSpec], pack: bool) -> list[list[RunSpec]]:
+    """The runs as units of work, in order: groups of runs that train as one program (`fno_jax.packed.pack_key`:
+    they differ only in seed and learning rate, hence also share their dependencies), the rest one per unit."""
+    if not pack:
+        return [[r] for r in runs]
+    from fno_jax.packed import pack_key  # heavy: import only when packing
+
+    units: dict[str, list[RunSpec]] = {}
+    for spec in runs:
+        trains = spec.config.train.num_steps != 0
+        key = pack_key(spec.config) if trains else f"single:{spec.name}"
+        units.setdefault(key, []).append(spec)
+    return list(units.values())
+
+
+@dataclasses.dataclass
+class _Sweep:
+    """One shard's pass over its runs: skip the finished, wait for other shards' dependencies, record failures.
+
+    Runs that can train as one program (`fno_jax.packed`) run together when `pack_fn` is given."""
+
+    runs: list[RunSpec]
+    sweep_dir: str
+    run_fn: RunFn
+    pack_fn: PackFn | None
+    keep_going: bool
+    wait: DependencyWait
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def workdir(self, name: str) -> str:
+        return run_workdir(self.sweep_dir, name)
+
+    def run_all(self, mine: list[RunSpec]) -> None:
+        start, done = time.monotonic(), 0
+        for unit in _units(mine, self.pack_fn is not None):
+            first, done = done + 1, done + len(unit)
+            label = unit[0].name if len(unit) == 1 else f"{len(unit)} packed runs: {', '.join(r.name for r in unit)}"
+            prefix = f"[{first}/{len(mine)}] {label}" if len(unit) == 1 else f"[{first}-{done}/{len(mine)}] {label}"
+            todo = []
+            for spec in unit:
+                summary = _read_summary(self.workdir(spec.name))
+                if summary is not None:
+                    logging.info(f"{prefix} ... {spec.name} done before, test_rel_l2={summary.get('test_rel_l2')}")
+                else:
+                    todo.append(spec)
+            if not todo:
+                continue
+            try:
+                self._wait_for_dependencies(todo[0], mine)
+                self._run_unit(todo, prefix)
+            except Exception as err:  # a failed run (or dependency); Preempted is no Exception and stops the sweep
+                for spec in todo:
+                    self._fail(spec, prefix, err, reraise=spec is todo[-1])
+                continue
+            logging.info(f"    sweep {time.monotonic() - start:.0f} s")
+
+    def _run_unit(self, unit: list[RunSpec], prefix: str) -> None:
+        workdirs = [self.workdir(spec.name) for spec in unit]
+        logging.info(f"{prefix} ...")
+        start = time.monotonic()
+        if len(unit) == 1:
+            results = [self.run_fn(unit[0].config, workdirs[0])]
+        else:
+            results = self.pack_fn([spec.config for spec in unit], workdirs)
+        for spec, workdir, result in zip(unit, workdirs, results, strict=True):
+            summary = _read_summary(workdir)
+            if summary is None:
+                # The run function returned without writing its summary: keep what it returned.
+                summary = dict(result)
+                write_json_atomic(os.path.join(workdir, SUMMARY_FILE), summary, sort_keys=False)
+            _clear_failure(workdir)
+            logging.info(
+                f"    {spec.name}: test_rel_l2={summary.get('test_rel_l2', float('nan')):.4g} "
+                f"val_rel_l2={summary.get('val_rel_l2', float('nan')):.4g}"
             )
-        print(f"    waiting for {[os.path.basename(d) for d in dep_dirs]} ...", flush=True)
-        time.sleep(poll_s)
+        collect_results(self.runs, self.sweep_dir)
+        logging.info(f"{prefix} ... {time.monotonic() - start:.1f} s")
+
+    def _fail(self, spec: RunSpec, prefix: str, err: Exception, *, reraise: bool = True) -> None:
+        why = str(err) if isinstance(err, _DependencyFailed) else f"{type(err).__name__}: {err}"
+        self.failed[spec.name] = why
+        _record_failure(self.workdir(spec.name), spec.name, why)
+        collect_results(self.runs, self.sweep_dir)
+        logging.info(f"{prefix} ... {spec.name} FAILED: {why}")
+        if reraise and not self.keep_going:
+            raise err
+
+    def _wait_for_dependencies(self, spec: RunSpec, mine: list[RunSpec]) -> None:
+        """Raise _DependencyFailed if a dependency failed; wait for those of other shards to finish."""
+        mine_names = {r.name for r in mine}
+        failed = [d for d in spec.depends_on if d in self.failed]
+        if failed:
+            raise _DependencyFailed(f"skipped: depends on failed {failed}")
+        foreign = [d for d in spec.depends_on if d not in mine_names]
+        start = time.monotonic()
+        while True:
+            pending = [d for d in foreign if _read_summary(self.workdir(d)) is None]
+            if not pending:
+                return
+            failed = [d for d in pending if _read_failure(self.workdir(d)) is not None]
+            if failed:
+                raise _DependencyFailed(f"skipped: depends on {failed}, which failed in another shard")
+            if time.monotonic() - start > self.wait.timeout_s:
+                raise TimeoutError(
+                    f"{spec.name}: its pretraining run(s) {pending} did not finish within "
+                    f"{self.wait.timeout_s:.0f} s; start the shard that owns them (or run without --shard)."
+                )
+            logging.info(f"    waiting for {pending} ...")
+            time.sleep(self.wait.poll_s)
 
 
 def run_sweep(
@@ -149,11 +361,11 @@ def run_sweep(
     sweep_dir: str,
     *,
     run_fn: RunFn | None = None,
+    pack_fn: PackFn | None = None,
     only: str | Sequence[str] | None = None,
     shard: tuple[int, int] = (0, 1),
     keep_going: bool = False,
-    dependency_timeout_s: float = 7 * 24 * 3600.0,
-    poll_s: float = 30.0,
+    wait: DependencyWait | None = None,
 ) -> list[dict]:
     """Run (or resume) every run of a study in `sweep_dir`; returns the finished runs' records.
 
@@ -162,76 +374,61 @@ def run_sweep(
       sweep_dir: the sweep's folder; created if missing.
       run_fn: `run_fn(config, workdir) -> summary dict`, writing `workdir/summary.json`; default
         `fno_jax.train.train_and_evaluate`.
+      pack_fn: `pack_fn(configs, workdirs) -> summaries` for runs that train as one program (`fno_jax.packed`);
+        default `fno_jax.packed.train_and_evaluate_packed` when the study packs (`study.pack`) and `run_fn` is the
+        default; with a `run_fn` of your own, runs are packed only through a `pack_fn` of your own.
       only: regex (or list of regexes) over run names; their dependencies are included.
       shard: (i, k): run only runs i, i+k, ... of the (selected, ordered) list.
-      keep_going: on a failing run, report it and continue with the runs that do not depend on it; raise at
-        the end. Default: stop at the first failure (finished runs stay recorded).
-      dependency_timeout_s, poll_s: how long / how often to wait for another shard's pretraining run.
+      keep_going: on a failing run, record it (failures.jsonl) and continue with the runs that do not depend on
+        it; raise at the end. Default: record it and stop (finished runs stay recorded).
+      wait: how long / how often to wait for another shard's pretraining run.
+
+    Raises:
+      Preempted: SIGTERM/SIGINT stopped the run in flight (at a checkpoint); rerun to resume.
     """
     if run_fn is None:
         from fno_jax.train import train_and_evaluate as run_fn  # heavy: import only when needed
+
+        if pack_fn is None and study_config.get("pack", True):
+            from fno_jax.packed import train_and_evaluate_packed as pack_fn
+        _use_compilation_cache(sweep_dir)
+    if not study_config.get("pack", True):
+        pack_fn = None
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"shard must be (i, k) with 0 <= i < k, got {shard}.")
+    check_shard(shard, jax.process_count())
     runs = expand_study(study_config, sweep_dir)
     sweep_dir = os.path.abspath(sweep_dir)
     os.makedirs(sweep_dir, exist_ok=True)
     write_json_atomic(os.path.join(sweep_dir, "study.json"), to_json(study_config.to_dict()))
-    plan_lib.write_plan(sweep_dir, runs)
-
-    selected = _select(runs, only)
-    mine = selected[index::count]
-    mine_names = {r.name for r in mine}
-    # Check every run folder up front, so a changed study fails before any work is done.
+    on_main_process(plan_lib.write_plan)(sweep_dir, runs)
+    mine = _select(runs, only)[index::count]
+    # Check every run folder up front, so a changed study fails before any work is done; this attempt retries
+    # the runs that failed before, so their failure records go.
     for spec in mine:
         _check_or_save_run(spec, run_workdir(sweep_dir, spec.name))
-
-    total, failed = len(mine), {}
-    sweep_start = time.monotonic()
-    print(f"Sweep {study_config.get('name', '')!r}: {total} run(s) in {sweep_dir}", flush=True)
-    for k, spec in enumerate(mine, start=1):
-        workdir = run_workdir(sweep_dir, spec.name)
-        prefix = f"[{k}/{total}] {spec.name}"
-        summary = _read_summary(workdir)
-        if summary is not None:
-            print(f"{prefix} ... done before, test_rel_l2={summary.get('test_rel_l2')}", flush=True)
-            continue
-        bad_deps = [d for d in spec.depends_on if d in failed]
-        if bad_deps:
-            print(f"{prefix} ... skipped: depends on failed {bad_deps}", flush=True)
-            failed[spec.name] = f"dependency {bad_deps} failed"
-            continue
-        foreign = [run_workdir(sweep_dir, d) for d in spec.depends_on if d not in mine_names]
-        _wait_for(foreign, dependency_timeout_s, poll_s, spec.name)
-        print(f"{prefix} ...", flush=True)
-        start = time.monotonic()
-        try:
-            result = run_fn(spec.config, workdir)
-        except Exception as e:  # re-raised unless keep_going
-            if not keep_going:
-                collect_results(runs, sweep_dir)
-                raise
-            failed[spec.name] = f"{type(e).__name__}: {e}"
-            print(f"{prefix} ... FAILED after {time.monotonic() - start:.1f} s: {e}", flush=True)
-            continue
-        summary = _read_summary(workdir)
-        if summary is None:
-            # The run function returned without writing its summary: keep what it returned.
-            summary = dict(result)
-            write_json_atomic(os.path.join(workdir, SUMMARY_FILE), summary, sort_keys=False)
-        collect_results(runs, sweep_dir)
-        elapsed, total_elapsed = time.monotonic() - start, time.monotonic() - sweep_start
-        print(
-            f"{prefix} ... test_rel_l2={summary.get('test_rel_l2', float('nan')):.4g} "
-            f"val_rel_l2={summary.get('val_rel_l2', float('nan')):.4g} "
-            f"({elapsed:.1f} s; sweep {total_elapsed:.0f} s)",
-            flush=True,
-        )
+        _clear_failure(run_workdir(sweep_dir, spec.name))
+    collect_results(runs, sweep_dir)  # results.jsonl exists (and is current) from the start
+    logging.info(f"Sweep {study_config.get('name', '')!r}: {len(mine)} run(s) in {sweep_dir}")
+    sweep = _Sweep(runs, sweep_dir, run_fn, pack_fn, keep_going, wait or DependencyWait())
+    sweep.run_all(mine)
     records = collect_results(runs, sweep_dir)
-    if failed:
-        lines = "\n".join(f"  {name}: {why}" for name, why in failed.items())
-        raise RuntimeError(f"{len(failed)} run(s) failed (rerun the same command to retry):\n{lines}")
+    if sweep.failed:
+        lines = "\n".join(f"  {name}: {why}" for name, why in sweep.failed.items())
+        raise RuntimeError(
+            f"{len(sweep.failed)} run(s) failed (recorded in {os.path.join(sweep_dir, FAILURES_FILE)}; rerun the "
+            f"same command to retry):\n{lines}"
+        )
     return records
+
+
+def _use_compilation_cache(sweep_dir: str) -> None:
+    """Keep compiled programs in SWEEP_DIR/.jax_cache (unless a cache is configured already): a study's runs share
+    a handful of shapes, so every run after the first of a shape loads its programs instead of compiling them."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(sweep_dir), ".jax_cache"))
 
 
 def dry_run(
@@ -253,16 +450,6 @@ def dry_run(
         run_overhead_s=run_overhead_s,
     )
     return f"{text}\n\nWrote {path}"
-
-
-def quiet_checkpoint_logs() -> None:
-    """Hide the checkpoint library's INFO lines (dozens per run) and its notices about read-only (pretrained)
-    checkpoint directories, so the per-run progress stays readable; its errors still show."""
-    from absl import logging
-
-    logging.get_absl_handler().addFilter(
-        lambda record: record.levelno >= logging.converter.STANDARD_ERROR or "/orbax/" not in record.pathname
-    )
 
 
 def _cli() -> None:
@@ -296,17 +483,26 @@ def _cli() -> None:
             )
             print(text)
             return
-        quiet_checkpoint_logs()
-        run_sweep(
-            config.value,
-            workdir.value,
-            only=only.value,
-            shard=parse_shard(shard.value),
-            keep_going=keep_going.value,
-        )
+        maybe_initialize()  # a sweep launched as several processes is one multi-host job
+        try:
+            check_shard(parse_shard(shard.value), jax.process_count())
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        configure_logging()
+        with exit_on_preemption():  # Preempted -> exit status 143 (SIGTERM) or 130 (SIGINT)
+            run_sweep(
+                config.value,
+                workdir.value,
+                only=only.value,
+                shard=parse_shard(shard.value),
+                keep_going=keep_going.value,
+            )
         print(f"Done. Report: {sys.executable} -m experiments.report --sweep {workdir.value}")
 
-    app.run(main)
+    from fno_jax.cli_errors import run_absl_main
+
+    run_absl_main(main, "experiments.sweep")
 
 
 if __name__ == "__main__":

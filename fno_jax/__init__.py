@@ -2,6 +2,8 @@
 
 fno_jax.FNO                          the model (flax.linen)
 fno_jax.train_and_evaluate           one run: data -> training -> checkpoints -> summary.json
+fno_jax.train_and_evaluate_packed    K runs that differ in seed and learning rate, as one program
+fno_jax.pretrained.load              a pretrained bundle (python -m fno_jax.export) as (model, params, card)
 fno_jax.checkpoint.load_params       a trained params pytree from a workdir
 fno_jax.interop                      the reference PyTorch state_dict, in and out
 
@@ -22,6 +24,8 @@ _LAZY = {
     "checkpoint": ("fno_jax.checkpoint", None),
     "finetune": ("fno_jax.finetune", None),
     "interop": ("fno_jax.interop", None),
+    "pretrained": ("fno_jax.pretrained", None),
+    "train_and_evaluate_packed": ("fno_jax.packed", "train_and_evaluate_packed"),
 }
 
 __all__ = [
@@ -34,7 +38,9 @@ __all__ = [
     "finetune",
     "interop",
     "normalization",
+    "pretrained",
     "train_and_evaluate",
+    "train_and_evaluate_packed",
     "validate_config",
 ]
 

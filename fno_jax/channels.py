@@ -30,6 +30,7 @@ __all__ = [
     "holds",
     "layout_of",
     "num_channels",
+    "physical_coefficients",
     "presence",
     "validate_layout",
 ]
@@ -66,6 +67,18 @@ _COEFFICIENTS: dict[str, tuple[str, Callable[[Array], Array]]] = {
 }
 
 _SHAPES = {"diffusion": (2, 2), "velocity": (2,), "omega": ()}
+
+# The inverse of `_COEFFICIENTS`: where each channel's value goes in (diffusion, velocity, omega). D is the diffusion
+# tensor D * identity, K12 fills both off-diagonal entries (K is symmetric).
+_PLACES: dict[str, tuple[str, tuple[tuple[int, ...], ...]]] = {
+    "K11": ("diffusion", ((0, 0),)),
+    "K22": ("diffusion", ((1, 1),)),
+    "K12": ("diffusion", ((0, 1), (1, 0))),
+    "D": ("diffusion", ((0, 0), (1, 1))),
+    "v1": ("velocity", ((0,),)),
+    "v2": ("velocity", ((1,),)),
+    "omega": ("omega", ((),)),
+}
 
 
 def _carried(family_name: str, layout: str) -> set[str]:
@@ -147,6 +160,31 @@ def coefficients(batch: Mapping[str, Array], layout: str) -> Float[Array, "b c"]
             )
         columns.append(read(value))
     return jnp.stack(columns, axis=-1)
+
+
+def physical_coefficients(
+    coeffs: Float[Array, "b c"], layout: str
+) -> tuple[Float[Array, "b 2 2"], Float[Array, "b 2"], Float[Array, " b"]]:
+    """(diffusion K [B, 2, 2], velocity v [B, 2], omega [B]) of the operator -div(K grad u) + v . grad u - omega u
+    from the ``[B, C-1]`` coefficient channels of ``layout`` (raw, not normalized).
+
+    One operator covers every family: Helmholtz's ``D`` becomes ``K = D I``; a coefficient the layout has no channel
+    for is zero. Inverse of `coefficients` for the families a layout holds.
+    """
+    names = LAYOUTS[validate_layout(layout)][1:]
+    coeffs = jnp.asarray(coeffs)
+    if coeffs.ndim != 2 or coeffs.shape[1] != len(names):
+        raise ValueError(
+            f"coeffs must have shape [B, {len(names)}] (the coefficient channels {names} of layout {layout!r}), "
+            f"got {coeffs.shape}."
+        )
+    batch = coeffs.shape[0]
+    out = {key: jnp.zeros((batch, *shape), coeffs.dtype) for key, shape in _SHAPES.items()}
+    for j, name in enumerate(names):
+        key, places = _PLACES[name]
+        for place in places:
+            out[key] = out[key].at[(slice(None), *place)].set(coeffs[:, j])
+    return out["diffusion"], out["velocity"], out["omega"]
 
 
 def assemble_inputs(source: Float[Array, "b ny nx"], coeffs: Float[Array, "b c"]) -> Float[Array, "b ny nx c1"]:

@@ -6,10 +6,22 @@ metric the run selects its best checkpoint by (`train.select_by`). Retention is 
 steps (`LatestN`) and the best step by `selection` (`BestN`) are kept, the rest deleted; `best_step()` is orbax's
 best-by-metric. Fine-tuning restores the `params` item alone.
 
-Orbax writes each step into a temporary directory and renames it when complete, so a killed save never looks like a
-checkpoint. A step that still fails to restore (e.g. a corrupted array file) is skipped with a warning in favour of
-the previous one, and moved to `workdir/broken_checkpoints/<step>` so that the resumed run can write that step again;
-nothing is deleted.
+Restoring onto any topology. A restore names the layout the arrays must have on this run's devices (an abstract tree
+of `jax.ShapeDtypeStruct`s with shardings, `DataParallel.abstract_state`); orbax then reads a checkpoint written on
+any number of devices or processes into that layout. A target without shardings is refused (orbax would fall back
+to the saving run's device ids and fail on another topology).
+
+What a failed restore means. Orbax writes each step into a temporary directory and renames it when complete, so a
+killed save never looks like a checkpoint. Before any array is read, the step's metadata is compared with the
+target: a step of another state (model, optimizer, dtype) or another fno-jax version stops the run with a
+`CheckpointMismatchError` and nothing is moved. A step whose files cannot be read (e.g. a corrupted array file) is
+skipped with a warning in favour of the previous one, and moved to `workdir/broken_checkpoints/<step>` so that the
+resumed run can write that step again; nothing is deleted. Running out of memory is not a read error: the run stops.
+When checkpoints exist but none can be read, the run stops too (`CheckpointError`) instead of starting again from
+step 0 over them.
+
+Across processes, every process reads, the processes agree on each step's outcome before acting on it, and process
+0 alone moves a broken step while the others wait (`fno_jax.distributed.barrier`).
 """
 
 from __future__ import annotations
@@ -25,9 +37,22 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
+from fno_jax.distributed import barrier, each_process, is_main_process
+from fno_jax.integrity import seal
 from fno_jax.workdir import RunMeta
 
-__all__ = ["CheckpointError", "Checkpointer", "checkpoint_dir", "load_meta", "load_params"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "CheckpointWriteError",
+    "Checkpointer",
+    "checkpoint_dir",
+    "load_meta",
+    "load_params",
+]
+
+# Outcome of one process's attempt to restore a step (agreed on by all processes before anyone acts on it).
+_RESTORED, _UNREADABLE, _FAILED = 0, 1, 2
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> str:
@@ -52,6 +77,39 @@ def _selection(metrics: dict[str, float]) -> float:
 
 class CheckpointError(RuntimeError):
     """No usable checkpoint where one was expected."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (a full disk, an unwritable directory); the complete ones are intact."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint that holds another state than the one asked for (model, optimizer, dtype, version)."""
+
+
+def _signature(leaves) -> list[tuple[tuple[int, ...], str]]:
+    """The (shape, dtype) of each array, sorted: what a target and a checkpoint's metadata must share."""
+    return sorted((tuple(int(n) for n in leaf.shape), str(np.dtype(leaf.dtype))) for leaf in leaves)
+
+
+def _require_shardings(abstract, what: str) -> None:
+    missing = [leaf for leaf in jax.tree_util.tree_leaves(abstract) if getattr(leaf, "sharding", None) is None]
+    if missing:
+        raise ValueError(
+            f"the restore target for {what} has {len(missing)} array(s) without a sharding; build it with "
+            "DataParallel.abstract_state (or fno_jax.parallel.abstract_arrays) so the checkpoint loads onto this "
+            "run's devices whatever topology wrote it."
+        )
+
+
+def _outcome(error: BaseException | None) -> int:
+    """What one process's restore attempt means: restored; unreadable files (move the step aside); or a failure
+    that says nothing about the files, such as running out of host or device memory (stop and say so)."""
+    if error is None:
+        return _RESTORED
+    if isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error):
+        return _FAILED
+    return _UNREADABLE
 
 
 class Checkpointer:
@@ -95,36 +153,88 @@ class Checkpointer:
         return dict(metrics) if metrics is not None else None
 
     def meta(self, step: int) -> RunMeta:
-        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return RunMeta.from_json(dict(restored["meta"]))
+        """The `RunMeta` saved with `step`; `CheckpointError` naming the step's directory when it cannot be read."""
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+            return RunMeta.from_json(dict(restored["meta"]))
+        except Exception as err:  # noqa: BLE001 - orbax, json and RunMeta raise many types for a damaged file
+            raise CheckpointError(
+                f"the metadata of checkpoint {self.directory}/{step} cannot be read ({type(err).__name__}: "
+                f"{str(err)[:300]}); use another step, or retrain."
+            ) from err
 
     # ---- save ------------------------------------------------------------------------------------------------
     def save(self, step: int, state: dict, meta: RunMeta, metrics: dict[str, float] | None = None) -> None:
         """Save `state` ({"params", "opt_state", ...}) at `step`, asynchronously (arrays are copied off the devices
-        before this returns); `metrics` (with "selection") make the step a candidate for the best one."""
+        before this returns); `metrics` (with "selection") make the step a candidate for the best one.
+
+        Raises `CheckpointWriteError` when this save, or the previous asynchronous one, could not be written.
+        """
         if step in self.manager.all_steps():
             return
-        self.manager.save(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardSave(state["params"]),
-                opt_state=ocp.args.StandardSave(state["opt_state"]),
-                meta=ocp.args.JsonSave(meta.to_json()),
-            ),
-            metrics=metrics or {},
-            force=True,
-        )
+        try:
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(
+                    params=ocp.args.StandardSave(state["params"]),
+                    opt_state=ocp.args.StandardSave(state["opt_state"]),
+                    meta=ocp.args.JsonSave(seal(meta.to_json())),  # a damaged byte: an error, not other stats
+                ),
+                metrics=metrics or {},
+                force=True,
+            )
+        except Exception as err:  # noqa: BLE001 - OSError, or tensorstore's ValueError wrapping one
+            raise self._write_error(err) from err
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        """Block until the asynchronous saves are on disk; `CheckpointWriteError` if one could not be written."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as err:  # noqa: BLE001 - as in save
+            raise self._write_error(err) from err
+
+    def _write_error(self, err: Exception) -> CheckpointWriteError:
+        """The error for a failed save. Orbax writes a step into a temporary directory and renames it only when
+        complete (a failed one is dropped from its list), so the newest listed step is whole."""
+        kept = self.latest_step()
+        resume = f"the newest complete checkpoint, step {kept}, is intact" if kept is not None else "none was complete"
+        return CheckpointWriteError(
+            f"cannot write a checkpoint in {self.directory} ({type(err).__name__}: {str(err)[:300]}); {resume}. "
+            "If the disk is full or the directory not writable, fix that and run the same command again to resume."
+        )
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
 
     # ---- restore ---------------------------------------------------------------------------------------------
+    def check_fits(self, step: int, abstract_state: dict) -> None:
+        """Raise CheckpointMismatchError unless `step` holds arrays of the target's shapes and dtypes.
+
+        Reads the step's metadata only; a step whose metadata cannot be read raises what the reader raised.
+        """
+        metadata = self.manager.item_metadata(step)
+        for item in ("params", "opt_state"):
+            saved = _signature(jax.tree_util.tree_leaves(metadata[item]))
+            wanted = _signature(jax.tree_util.tree_leaves(abstract_state[item]))
+            if saved != wanted:
+                extra = sorted(set(saved) - set(wanted))[:3]
+                lacking = sorted(set(wanted) - set(saved))[:3]
+                raise CheckpointMismatchError(
+                    f"checkpoint {self.directory}/{step} holds another {item} than this run builds ({len(saved)} "
+                    f"arrays there, {len(wanted)} here; e.g. {extra} there but {lacking} here): another model, "
+                    "optimizer (e.g. finetune.freeze) or dtype. Nothing was changed; run the config that wrote it, "
+                    "or use a new --workdir."
+                )
+
     def restore(self, step: int, abstract_state: dict) -> tuple[dict, RunMeta]:
-        """({"params", "opt_state"} laid out like `abstract_state`'s ShapeDtypeStructs, meta) of `step`."""
+        """({"params", "opt_state"} laid out like `abstract_state`'s ShapeDtypeStructs, meta) of `step`.
+
+        Every leaf of `abstract_state` must carry its target sharding (`DataParallel.abstract_state`); the step
+        may have been written on any number of devices or processes.
+        """
+        _require_shardings(abstract_state, f"step {step}")
+        self.check_fits(step, abstract_state)
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(
@@ -134,51 +244,89 @@ class Checkpointer:
             ),
         )
         state = {"params": restored["params"], "opt_state": restored["opt_state"]}
-        return state, RunMeta.from_json(dict(restored["meta"]))
+        return state, self._run_meta(step, restored["meta"])
+
+    def _run_meta(self, step: int, data) -> RunMeta:
+        try:
+            return RunMeta.from_json(dict(data))
+        except (ValueError, TypeError, KeyError) as err:
+            raise CheckpointMismatchError(f"checkpoint {self.directory}/{step}: {err}") from err
 
     def restore_latest(self, abstract_state: dict) -> tuple[int, dict, RunMeta] | None:
-        """The newest step that restores, as (step, state, meta); None when no step restores.
+        """The newest step that restores, as (step, state, meta); None when there is no checkpoint at all.
 
-        Broken newer steps are reported with a warning and, unless read-only, moved to
-        `workdir/broken_checkpoints/` (kept for inspection, out of the way of the resumed run's saves).
+        Unreadable newer steps are reported with a warning and, unless read-only, moved to
+        `workdir/broken_checkpoints/` by process 0 (kept for inspection, out of the way of the resumed run's saves).
+        Raises CheckpointMismatchError for a step of another state (nothing moved), and CheckpointError when a
+        step cannot be restored for another reason (e.g. out of memory) or when no step can be read.
         """
+        steps = self.steps()
         broken: list[int] = []
-        for step in reversed(self.steps()):
-            try:
-                state, meta = self.restore(step, abstract_state)
-            except Exception as err:  # noqa: BLE001 - any unreadable step falls back to an older one
-                broken.append(step)
-                logging.warning(
-                    "checkpoint %s/%d could not be restored (%s: %s); falling back to the previous checkpoint.",
-                    self.directory, step, type(err).__name__, str(err)[:200],
-                )  # fmt: skip
-                continue
-            self._quarantine(broken)
-            return step, state, meta
-        return None
+        for step in reversed(steps):
+            restored, error = self._try_restore(step, abstract_state)
+            outcomes = each_process(_outcome(error))
+            if _FAILED in outcomes:
+                cause = f"{type(error).__name__}: {str(error)[:300]}" if error else "see the failing process's log"
+                raise CheckpointError(
+                    f"checkpoint {self.directory}/{step} could not be restored on process(es) "
+                    f"{[i for i, o in enumerate(outcomes) if o == _FAILED]} ({cause}). This is not a read error, so "
+                    "nothing was moved; give the run more memory (or fewer runs per host) and rerun the same command."
+                ) from error
+            if _UNREADABLE not in outcomes:
+                self._quarantine(broken)
+                return step, restored[0], restored[1]
+            broken.append(step)
+            why = f"{type(error).__name__}: {str(error)[:200]}" if error else "another process could not read it"
+            logging.warning(
+                "checkpoint %s/%d could not be restored (%s); falling back to the previous checkpoint.",
+                self.directory, step, why,
+            )  # fmt: skip
+        if not steps:
+            return None
+        self._quarantine(broken)
+        where = "moved to broken_checkpoints/" if not self.read_only else "left in place (read-only)"
+        raise CheckpointError(
+            f"none of the checkpoints {steps} in {self.directory} can be read (they were {where}); the run stops "
+            "rather than start again from step 0. Rerun the same command to train from scratch, or restore the "
+            "checkpoints from a backup first."
+        )
+
+    def _try_restore(self, step: int, abstract_state: dict) -> tuple[tuple[dict, RunMeta] | None, Exception | None]:
+        """(state, meta) of `step`, or the error that stopped this process reading it; a mismatch raises."""
+        _require_shardings(abstract_state, f"step {step}")
+        try:
+            return self.restore(step, abstract_state), None
+        except CheckpointMismatchError:
+            raise
+        except Exception as err:  # noqa: BLE001 - orbax/tensorstore raise many types for unreadable files
+            return None, err
 
     def _quarantine(self, steps: list[int]) -> None:
-        """Move unrestorable steps to `workdir/broken_checkpoints/<step>[.N]` and forget them."""
+        """Move unrestorable steps to `workdir/broken_checkpoints/<step>[.N]` (process 0) and forget them (all)."""
         if self.read_only or not steps:
             return
-        target_root = os.path.join(os.path.dirname(self.directory), "broken_checkpoints")
-        os.makedirs(target_root, exist_ok=True)
-        for step in steps:
-            target, n = os.path.join(target_root, str(step)), 0
-            while os.path.exists(target):
-                n += 1
-                target = os.path.join(target_root, f"{step}.{n}")
-            shutil.move(os.path.join(self.directory, str(step)), target)
-            logging.warning("moved the unrestorable checkpoint of step %d to %s.", step, target)
+        if is_main_process():
+            target_root = os.path.join(os.path.dirname(self.directory), "broken_checkpoints")
+            os.makedirs(target_root, exist_ok=True)
+            for step in steps:
+                target, n = os.path.join(target_root, str(step)), 0
+                while os.path.exists(target):
+                    n += 1
+                    target = os.path.join(target_root, f"{step}.{n}")
+                shutil.move(os.path.join(self.directory, str(step)), target)
+                logging.warning("moved the unrestorable checkpoint of step %d to %s.", step, target)
+        barrier("checkpoint_quarantine")
         self.manager.reload()
 
     def restore_params(self, step: int, abstract_params=None):
         """The `params` item of `step`, laid out like `abstract_params` (default: on this process's first device).
 
-        Without a target the arrays are placed on one local device, so a checkpoint written on any number of
-        devices (or hosts) loads anywhere.
+        A target's leaves must carry shardings (`DataParallel.abstract_state`). Without a target the arrays are
+        placed on one local device, so a checkpoint written on any number of devices (or hosts) loads anywhere.
         """
-        if abstract_params is None:
+        if abstract_params is not None:
+            _require_shardings(abstract_params, f"the params of step {step}")
+        else:
             device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             metadata = self.manager.item_metadata(step)["params"]
             abstract_params = jax.tree_util.tree_map(

@@ -7,12 +7,14 @@ sizes and cross-key rules (a batch larger than the data, zero-shot without a pre
 """
 
 import difflib
+import importlib.util
 import math
 from typing import Any
 
 import ml_collections
 
 from fno_jax import channels
+from fno_jax.model import INITS as MODEL_INITS
 from fno_jax.parallel import PARALLEL_MODES
 from solvers.families import TASK_NAMES
 
@@ -20,9 +22,9 @@ DTYPES = ("float32", "bfloat16")
 NORM_STATS = ("downstream", "pretrained")
 LOADERS = ("auto", "device", "host")
 SELECT_BY = ("val_loss", "val_rel_l2")
-INITS = ("torch", "flax")
 LR_DECAYS = ("epoch", "step")
 MATMUL_PRECISIONS = ("default", "high", "highest")
+WANDB_MODES = ("", "online", "offline")
 # The keys that fix a model's architecture (and its parameter count, with the channel layout).
 MODEL_SIZE_KEYS = ("width", "modes", "depth", "fc_dim")
 
@@ -117,6 +119,23 @@ def default_config() -> ml_collections.ConfigDict:
     config.finetune.freeze = ()  # regexes over param paths ("lift", "spectral_.*") whose leaves stay fixed
     config.finetune.norm_stats = "downstream"  # downstream | pretrained
 
+    # What a run shows besides metrics.jsonl and summary.json (`fno_jax.metric_writer`; written by process 0).
+    config.logging = ml_collections.ConfigDict()
+    # TensorBoard event files in the workdir: training loss, gradient norm, learning rate, steps/s, validation and
+    # test metrics (`tensorboard --logdir WORKDIR`).
+    config.logging.tensorboard = True
+    # Validation samples drawn as images (source, target, prediction, error); 0 = none.
+    config.logging.images = 2
+    # At most this many evaluations of a run draw them (evenly spread, and the last): images are the bulk of an
+    # event file, and a run of 500 epochs evaluates 500 times.
+    config.logging.image_evals = 10
+    # Also log to Weights & Biases (needs `pip install wandb`, and `wandb login` unless wandb_mode is "offline").
+    config.logging.wandb = False
+    config.logging.wandb_project = "fno-jax"
+    # "online", "offline" (written under the workdir; `wandb sync` uploads it later) or "" (wandb's own default,
+    # e.g. the WANDB_MODE environment variable).
+    config.logging.wandb_mode = ""
+
     return config
 
 
@@ -127,6 +146,15 @@ class ConfigError(ValueError):
 def model_size(config: ml_collections.ConfigDict) -> dict[str, int]:
     """The architecture keys of a run config, e.g. {"width": 64, "modes": 32, "depth": 4, "fc_dim": 128}."""
     return {k: int(config.model[k]) for k in MODEL_SIZE_KEYS}
+
+
+def matmul_precision(config: ml_collections.ConfigDict):
+    """The context a run traces its programs in: float32 matmuls at `train.matmul_precision` ("highest": full
+    float32, no TF32 on NVIDIA GPUs; "default": the backend's choice)."""
+    import jax
+
+    precision = config.train.matmul_precision
+    return jax.default_matmul_precision(None if precision == "default" else precision)
 
 
 def layout_of(config: ml_collections.ConfigDict) -> str:
@@ -258,7 +286,7 @@ def _check_train(c: ml_collections.ConfigDict) -> None:
     _check_choice("train.parallel", t.parallel, PARALLEL_MODES)
     _check_choice("train.select_by", t.select_by, SELECT_BY)
     _check_choice("train.matmul_precision", t.matmul_precision, MATMUL_PRECISIONS)
-    _check_choice("model.init", c.model.init, INITS)
+    _check_choice("model.init", c.model.init, MODEL_INITS)
     _check_choice("train.lr_decay", t.lr_decay, LR_DECAYS)
 
 
@@ -274,6 +302,17 @@ def _check_finetune(c: ml_collections.ConfigDict) -> None:
         )
 
 
+def _check_logging(c: ml_collections.ConfigDict) -> None:
+    _check_at_least(c, ("logging.images",), 0)
+    _check_at_least(c, ("logging.image_evals",), 1)
+    _check_choice("logging.wandb_mode", c.logging.wandb_mode, WANDB_MODES)
+    if c.logging.wandb and importlib.util.find_spec("wandb") is None:
+        raise ConfigError(
+            "config.logging.wandb=True needs the wandb package, which is not installed; `pip install wandb`, or set "
+            "config.logging.wandb=False."
+        )
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raise `ConfigError` for a missing or unknown key, a non-finite float, or a value that cannot work."""
     _check_keys(config)
@@ -281,3 +320,4 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check_model(config)
     _check_train(config)
     _check_finetune(config)
+    _check_logging(config)

@@ -1,6 +1,8 @@
 """Fine-tuning: a pretrained params pytree swapped into a fresh train state.
 
-Only the `params` item of the pretrained checkpoint is restored; the optimizer state and schedule start fresh.
+The pretrained model is a run's workdir (a checkpoint step) or a pretrained bundle (`fno_jax.pretrained`): the same
+params and metadata either way. Only the `params` item of the pretrained checkpoint is restored; the optimizer state
+and schedule start fresh.
 Channel adaptation (documented contract): the lifting layer `lift` maps input channels to the hidden width, one
 kernel row per channel. For a downstream layout that differs from the pretrained one, each downstream channel takes
   - the pretrained row of the same name, if there is one;
@@ -19,7 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from fno_jax import channels, checkpoint
+from fno_jax import channels, checkpoint, pretrained
 from fno_jax.config import MODEL_SIZE_KEYS
 from fno_jax.normalization import NormStats
 from fno_jax.optim import param_path
@@ -40,20 +42,48 @@ class Pretrained:
 
 
 def load_pretrained(init_from: str, init_step: int, *, model: Mapping[str, int], layout: str) -> Pretrained:
-    """The pretrained run `init_from` at `init_step` (-1: its best-validation step), checked to initialise a model
-    of architecture `model` with input layout `layout`; a TransferError says what does not fit."""
+    """The pretrained model `init_from` (a run's workdir at `init_step`, -1: its best-validation step; or a bundle of
+    `fno_jax.pretrained`), checked to initialise a model of architecture `model` with input layout `layout`; a
+    TransferError says what does not fit."""
     if not os.path.isdir(init_from):
         raise TransferError(
-            f"config.init_from={init_from!r} is not a directory; point it at the workdir of a finished pretraining run."
+            f"config.init_from={init_from!r} is not a directory; point it at the workdir of a finished pretraining run "
+            "or at a pretrained bundle."
         )
+    if pretrained.is_bundle(init_from):
+        found = _from_bundle(init_from, init_step)
+    else:
+        try:
+            step, meta = checkpoint.load_meta(init_from, "best" if init_step in (-1, None) else init_step)
+            found = Pretrained(step, checkpoint.load_params(init_from, step), meta)
+        except checkpoint.CheckpointError as err:
+            raise TransferError(f"config.init_from={init_from!r}: {err}") from err
+    check_architecture(found.meta.model, model, init_from)
+    channel_map(found.meta.layout, layout)  # raises when the channels cannot be mapped
+    return found
+
+
+def _from_bundle(path: str, init_step: int) -> Pretrained:
+    """A bundle as a Pretrained: its params, and a RunMeta rebuilt from its card."""
     try:
-        step, meta = checkpoint.load_meta(init_from, "best" if init_step in (-1, None) else init_step)
-        params = checkpoint.load_params(init_from, step)
-    except checkpoint.CheckpointError as err:
-        raise TransferError(f"config.init_from={init_from!r}: {err}") from err
-    check_architecture(meta.model, model, init_from)
-    channel_map(meta.layout, layout)  # raises when the channels cannot be mapped
-    return Pretrained(step, params, meta)
+        _, params, card = pretrained.load(path)
+    except pretrained.BundleError as err:
+        raise TransferError(f"config.init_from={path!r}: {err}") from err
+    step = (card.get("training") or {}).get("step")
+    if init_step not in (-1, None, step):
+        raise TransferError(
+            f"config.init_from={path!r} is a bundle of step {step} only, but config.init_step={init_step}; leave "
+            "config.init_step=-1, or point init_from at the run's workdir to start from another step."
+        )
+    meta = RunMeta(
+        model={key: int(card["model"][key]) for key in MODEL_SIZE_KEYS},
+        layout=card["layout"],
+        norm_stats=pretrained.norm_stats(card),
+        task_spec=card.get("task_spec") or {},
+        config=card.get("run_config") or {},
+        provenance=card.get("provenance") or {},
+    )
+    return Pretrained(int(step) if step is not None else 0, params, meta)
 
 
 def check_architecture(pretrained_model: Mapping[str, int], model: Mapping[str, int], init_from: str) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from fno_jax.model import FNO
 
-__all__ = ["export_reference_state_dict", "load_reference_state_dict"]
+__all__ = ["bundle_from_state_dict", "export_reference_state_dict", "load_reference_state_dict"]
 
 _LAYER_KEY = re.compile(r"^(sp_convs|ws)\.(\d+)\.(weights1|weights2|weight|bias)$")
 
@@ -164,3 +164,47 @@ def export_reference_state_dict(params: Mapping[str, Any]) -> dict[str, np.ndarr
         state[f"ws.{i}.weight"] = np.asarray(params[f"pointwise_{i}"]["kernel"]).T[:, :, None].copy()
         state[f"ws.{i}.bias"] = np.asarray(params[f"pointwise_{i}"]["bias"]).copy()
     return state
+
+
+def bundle_from_state_dict(
+    state_dict: Mapping[str, Any],
+    out: str,
+    *,
+    layout: str,
+    norm_stats: Any,
+    length: float = 1.0,
+    source: str = "a PyTorch state_dict of the reference FNO",
+) -> dict[str, Any]:
+    """Write a reference PyTorch ``state_dict`` as a pretrained bundle (`fno_jax.pretrained`) in the new directory
+    ``out``; returns its card.
+
+    A state_dict holds weights only, so the card is told the rest: ``layout`` names the input channels the weights
+    expect (the paper's Poisson model reads f, K11, K22, K12: ``"poisson"``), ``norm_stats`` (a `NormStats` or its
+    dict) the statistics its inputs were normalized with, ``length`` the domain side, ``source`` where the weights
+    came from (provenance). What it cannot know (training data, test metrics) is left empty.
+    """
+    import time
+
+    from fno_jax import channels, pretrained
+    from fno_jax.data.store import package_version
+    from fno_jax.normalization import NormStats
+
+    model, params = load_reference_state_dict(state_dict)
+    in_channels = int(params["lift"]["kernel"].shape[0])
+    if in_channels != channels.num_channels(layout):
+        raise ValueError(
+            f"the state_dict's model reads {in_channels} input channels but layout {layout!r} has "
+            f"{channels.num_channels(layout)} ({channels.LAYOUTS[layout]}); give the layout it was trained with."
+        )
+    stats = norm_stats if isinstance(norm_stats, NormStats) else NormStats.from_dict(norm_stats, in_channels - 1)
+    card = {
+        "model": {k: int(getattr(model, k)) for k in ("width", "modes", "depth", "fc_dim", "out_dim")},
+        "layout": layout,
+        "channels": list(channels.LAYOUTS[layout]),
+        "norm_stats": stats.to_dict(),
+        "length": float(length),
+        "test_metrics": {},
+        "fno_jax_version": package_version(),
+        "provenance": {"converted_from": source, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    }
+    return pretrained.write_bundle(out, params, card)

@@ -5,6 +5,8 @@ multi-host job only warnings and errors; the libraries' own INFO chatter (orbax 
 checkpoint, and notices about read-only pretrained directories) is hidden, their warnings and errors still show.
 """
 
+import logging as pylogging
+
 import jax
 from absl import logging
 
@@ -21,3 +23,13 @@ def configure_logging() -> None:
     handler = logging.get_absl_handler()
     if _not_library_info not in handler.filters:
         handler.addFilter(_not_library_info)
+    # "12:34:56 message" ("W 12:34:56 ..." for warnings and errors) instead of absl's thread ids and file lines.
+    handler.setFormatter(_Formatter())
+
+
+class _Formatter(pylogging.Formatter):
+    def format(self, record) -> str:
+        time = self.formatTime(record, "%H:%M:%S")
+        level = "" if record.levelno < pylogging.WARNING else f"{record.levelname[0]} "
+        prefix = f"[process {jax.process_index()}] " if jax.process_count() > 1 else ""
+        return f"{level}{time} {prefix}{record.getMessage()}"

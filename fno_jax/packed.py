@@ -5,7 +5,8 @@ validation and test split, their normalization statistics and one compiled step:
 leading run axis and the train step is `jax.vmap`ped over it (each run's rate is a leaf of its optimizer state, see
 `fno_jax.optim`). Each run keeps its own init (from its seed), its own nested training subset and data order, its own
 best-validation checkpoint and its own workdir, written as `fno_jax.train.train_and_evaluate` writes it (config.json,
-metrics.jsonl, checkpoints/, summary.json); a killed group, run again with the same runs, resumes bitwise.
+metrics.jsonl, TensorBoard event files, checkpoints/, summary.json); a killed group, run again with the same runs,
+resumes bitwise.
 
 The run axis lives beside the data axis of the mesh: every device holds all K runs, and each step's K batches
 [K, B, ...] are split over the devices along B, so data parallelism works as for one run. A group that would not fit
@@ -34,13 +35,16 @@ from absl import logging
 from fno_jax import channels, steps
 from fno_jax.cadence import Cadence
 from fno_jax.checkpoint import Checkpointer
-from fno_jax.config import ConfigError, layout_of, model_size, validate_config
+from fno_jax.config import ConfigError, layout_of, matmul_precision, model_size, validate_config
 from fno_jax.data import load_splits_for_seeds, make_packed_feed, open_checked_dataset
 from fno_jax.data.generate import task_from_config
 from fno_jax.data.loader import DEVICE_RESIDENT_MAX_BYTES
+from fno_jax.evaluate import Evaluator
 from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
+from fno_jax.metric_writer import MetricWriter, image_cadence, log_evaluation, open_writer, scalar_tags, split_record
 from fno_jax.optim import make_optimizer
-from fno_jax.parallel import DataParallel, make_parallel
+from fno_jax.parallel import DataParallel, abstract_arrays, make_parallel
+from fno_jax.preemption import PreemptionGuard
 from fno_jax.progress import Progress
 from fno_jax.train import NonFiniteError, model_from_config, num_params
 from fno_jax.workdir import RunMeta, Workdir, provenance
@@ -95,9 +99,8 @@ def train_and_evaluate_packed(
         )
     if configs[0].train.num_steps == 0:
         raise ConfigError("zero-shot runs (train.num_steps=0) train nothing; evaluate them with train_and_evaluate.")
-    precision = None if configs[0].train.matmul_precision == "default" else configs[0].train.matmul_precision
     summaries: list[dict[str, Any]] = []
-    with jax.default_matmul_precision(precision):
+    with matmul_precision(configs[0]):
         for part in plan_parts(configs, memory_limit_bytes):
             summaries += _train_group([configs[i] for i in part], [workdirs[i] for i in part])
     return summaries
@@ -117,6 +120,7 @@ class _Group:
     metas: list[RunMeta] = dataclasses.field(default_factory=list)
     optimizer: Any = None
     evaluator: _PackedEvaluator | None = None
+    writers: list[MetricWriter] = dataclasses.field(default_factory=list)
 
     @property
     def runs(self) -> int:
@@ -150,6 +154,9 @@ def _train_group(configs: list[ml_collections.ConfigDict], paths: list[str]) -> 
         state = _initial_state(group, task, layout, pretrained)
         state, start = _restore(group, state)
         group.evaluator = _PackedEvaluator(group)
+        group.writers = [open_writer(c, w.path, start_step=start) for c, w in zip(configs, workdirs, strict=True)]
+        for writer in group.writers:
+            stack.callback(writer.close)
         compile_s = None
         if start < group.cadence.num_steps:
             state, compile_s = _PackedLoop(group, task).train(state, start)
@@ -211,9 +218,10 @@ def _unstack(tree, k: int) -> Any:
 
 def _restore(group: _Group, state: dict) -> tuple[dict, int]:
     """The newest step every run of the group has a checkpoint of, restored for all; else step 0."""
-    abstract = jax.tree_util.tree_map(
+    per_run = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), {k: state[k] for k in ("params", "opt_state")}
     )
+    abstract = abstract_arrays(per_run, group.parallel.replicated)  # laid out for this run's devices
     common = set.intersection(*(set(c.steps()) for c in group.ckpts))
     for step in sorted(common, reverse=True):
         try:
@@ -234,25 +242,31 @@ def _restore(group: _Group, state: dict) -> tuple[dict, int]:
     return state, 0
 
 
-class _PackedEvaluator:
-    """Mean relative L2 error and loss of K runs' params [K, ...] over one shared split, per run."""
+class _PackedEvaluator(Evaluator):
+    """The group's `Evaluator` of K runs' params [K, ...], with the shared validation split on the devices (`val`)."""
 
     def __init__(self, group: _Group):
-        c, parallel = group.configs[0], group.parallel
-        self.batch = -(-c.train.eval_batch_size // parallel.num_devices) * parallel.num_devices
-        one = functools.partial(
-            steps.eval_step, model=group.model, norm=group.metas[0].norm_stats, length=c.data.length
+        c, meta = group.configs[0], group.metas[0]
+        super().__init__(
+            group.model,
+            meta.norm_stats,
+            layout=meta.layout,
+            length=c.data.length,
+            parallel=group.parallel,
+            batch_size=c.train.eval_batch_size,
+            runs=group.runs,
         )
-        self._fn = parallel.compile_eval(jax.vmap(one, in_axes=(0, None, None)), self.batch)
-        self.val = parallel.put_eval_data(group.splits[0].val)
+        self.val = self.put(group.splits[0].val)
 
-    def __call__(self, params, data) -> list[dict[str, float]]:
-        num = int(data["source"].shape[0])
-        totals = jax.device_get([self._fn(params, data, jnp.int32(s)) for s in range(0, num, self.batch)])
-        count = np.sum([t["count"] for t in totals], axis=0)
-        rel = np.sum([t["rel_l2_sum"] for t in totals], axis=0) / count
-        loss = np.sum([t["sse_sum"] for t in totals], axis=0) / count
-        return [{"rel_l2": float(r), "loss": float(s)} for r, s in zip(rel, loss, strict=True)]
+
+def _log_evaluations(group: _Group, step: int, split: str, metrics: list[dict], params, data) -> None:
+    """Each run's metrics of a split in its writer, with images as `fno_jax.train` draws them (collective)."""
+    logging_config = group.configs[0].logging  # the same for every run of a group (`pack_key`)
+    due = split != "val" or image_cadence(group.cadence, logging_config.image_evals).due(step)
+    count = logging_config.images if due else 0
+    examples = group.evaluator.examples(params, data, count) if count else [None] * group.runs
+    for writer, run_metrics, run_examples in zip(group.writers, metrics, examples, strict=True):
+        log_evaluation(writer, step, split, run_metrics, run_examples)
 
 
 class _PackedLoop:
@@ -286,6 +300,8 @@ class _PackedLoop:
         num_steps = group.cadence.num_steps
         progress = Progress(num_steps, start=start, label=f"train x{group.runs}")
         compile_s = None
+        # SIGTERM/SIGINT: finish the step, checkpoint every run at it, raise Preempted (as a single run does).
+        guard = PreemptionGuard(sync_every=group.cadence.log.steps).install()
         try:
             for step in range(start + 1, num_steps + 1):
                 t0 = time.perf_counter()
@@ -299,7 +315,11 @@ class _PackedLoop:
                     self._periodic(step, state, progress)
                 else:
                     progress.update(step)
+                if guard.should_stop(step):
+                    self._stop(step, state)
+                    raise guard.preempted(step, f"checkpoints of step {step} in {group.runs} run workdirs")
         finally:
+            guard.uninstall()
             progress.close()
             feed.close()
         for ckpt in group.ckpts:
@@ -311,12 +331,14 @@ class _PackedLoop:
         records = self._training_records(step)
         val = [None] * group.runs
         if cadence.evaluate.due(step):
-            val = group.evaluator(group.parallel.eval_params(state), group.evaluator.val)
+            params = group.parallel.eval_params(state)
+            val = group.evaluator(params, group.evaluator.val)
+            _log_evaluations(group, step, "val", val, params, group.evaluator.val)
         saved = group.parallel.state_to_save(state)
         for k in range(group.runs):
             metrics = {}
             if val[k] is not None:
-                records[k].update(val_rel_l2=val[k]["rel_l2"], val_loss=val[k]["loss"])
+                records[k].update(split_record("val", val[k]))
                 metrics = {"val_rel_l2": val[k]["rel_l2"], "val_loss": val[k]["loss"]}
                 metrics["selection"] = metrics[group.configs[k].train.select_by]
                 if self.best[k] is None or metrics["selection"] < self.best[k]:
@@ -325,9 +347,24 @@ class _PackedLoop:
                 run_state = {"params": _unstack(saved["params"], k), "opt_state": _unstack(saved["opt_state"], k)}
                 group.ckpts[k].save(step, run_state, group.metas[k], metrics)
             group.workdirs[k].metrics.append(records[k])
+            training = {name: v for name, v in records[k].items() if not name.startswith("val_")}
+            group.writers[k].scalars(step, scalar_tags(training))
         best = [b for b in self.best if b is not None]
         shown = {"val": min(best)} if best else {}
         progress.update(step, force=True, loss=float(np.mean([r["train_loss"] for r in records])), **shown)
+
+    def _stop(self, step: int, state: dict) -> None:
+        """Every run's records since the last one and a checkpoint at `step`, even where none was due."""
+        group = self.group
+        records = self._training_records(step) if self.pending else [None] * group.runs
+        saved = group.parallel.state_to_save(state)
+        for k in range(group.runs):
+            if records[k] is not None:
+                group.workdirs[k].metrics.append(records[k])
+            run_state = {"params": _unstack(saved["params"], k), "opt_state": _unstack(saved["opt_state"], k)}
+            group.ckpts[k].save(step, run_state, group.metas[k], {})
+        for ckpt in group.ckpts:
+            ckpt.wait()
 
     def _training_records(self, step: int) -> list[dict[str, Any]]:
         """Per run: mean training loss and gradient norm since the last record; stops at a non-finite step."""
@@ -364,12 +401,15 @@ class _PackedLoop:
 
 def _final_evaluation(group: _Group, state: dict) -> list[dict[str, Any]]:
     """Each run's test metrics with its own best-validation params, as its summary."""
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state["params"])
+    per_run = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state["params"])
+    abstract = abstract_arrays(per_run, group.parallel.replicated)
     best_steps = [int(ckpt.best_step()) for ckpt in group.ckpts]
     params = _stack([ckpt.restore_params(s, abstract) for ckpt, s in zip(group.ckpts, best_steps, strict=True)])
     params = jax.device_get(params)
     evaluated = group.parallel.eval_params(group.parallel.put_state({"params": params}))
-    test = group.evaluator(evaluated, group.parallel.put_eval_data(group.splits[0].test))
+    test_data = group.evaluator.put(group.splits[0].test)
+    test = group.evaluator(evaluated, test_data)
+    _log_evaluations(group, group.cadence.num_steps, "test", test, evaluated, test_data)
     count = num_params(_unstack(params, 0))
     summaries = []
     for k, c in enumerate(group.configs):
@@ -382,8 +422,7 @@ def _final_evaluation(group: _Group, state: dict) -> list[dict[str, Any]]:
                 "num_train": int(c.data.num_train),
                 "model": group.metas[k].model,
                 "num_params": count,
-                "test_rel_l2": test[k]["rel_l2"],
-                "test_loss": test[k]["loss"],
+                **split_record("test", test[k]),  # test_rel_l2 (the paper's metric), test_loss, ... (fno_jax.metrics)
                 "val_rel_l2": best.get("val_rel_l2"),
                 "val_loss": best.get("val_loss"),
                 "select_by": c.train.select_by,

@@ -35,6 +35,22 @@ def _put_global(x, sharding: NamedSharding) -> jax.Array:
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
+def abstract_arrays(tree, shardings) -> Any:
+    """`tree`'s leaves as `jax.ShapeDtypeStruct`s carrying `shardings` (one sharding for all leaves, or a tree of them).
+
+    What a checkpoint restore takes as its target: the arrays come back laid out for this run's devices, whatever
+    devices or processes wrote them.
+    """
+    if isinstance(shardings, jax.sharding.Sharding):
+        shardings = jax.tree_util.tree_map(lambda _: shardings, tree)
+
+    def abstract(x, sharding):
+        dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+        return jax.ShapeDtypeStruct(np.shape(x), dtype, sharding=sharding)
+
+    return jax.tree_util.tree_map(abstract, tree, shardings)
+
+
 def _fed_batch(step, data):
     del step
     return data
@@ -66,8 +82,10 @@ class DataParallel:
     def check_batch_size(self, batch_size: int, what: str = "train.batch_size") -> None:
         """Raise ValueError unless the global batch splits evenly over the devices."""
         if batch_size % self.num_devices:
+            from fno_jax.config import ConfigError  # here, not at the top: fno_jax.config imports this module
+
             lower = batch_size - batch_size % self.num_devices
-            raise ValueError(
+            raise ConfigError(
                 f"{what}={batch_size} is not divisible by the {self.num_devices} devices in use; "
                 f"use a multiple of {self.num_devices} (e.g. {max(lower, self.num_devices)})."
             )
@@ -90,11 +108,28 @@ class DataParallel:
     # ---- layouts: overridden where pmap differs -------------------------------------------------------------
     def put_state(self, state):
         """A host (or single-copy) pytree as the train step's replicated state."""
-        return jax.tree_util.tree_map(lambda x: _put_global(x, self.replicated), state)
+        return jax.tree_util.tree_map(self._replicate, state)
+
+    def _replicate(self, x) -> jax.Array:
+        if isinstance(x, jax.Array) and x.sharding == self.replicated:
+            return x  # already laid out (e.g. restored from a checkpoint onto this mesh)
+        return _put_global(x, self.replicated)
 
     def state_to_save(self, state):
         """The train step's state as one copy of global arrays (what a checkpoint and `device_get` take)."""
         return state
+
+    def state_shardings(self, state):
+        """The shardings of `state_to_save(state)`'s leaves on this run's devices: replicated over the whole mesh.
+
+        A restore targets these (`abstract_state`), so a checkpoint written on any device or process count loads
+        here; `put_state` then takes the restored tree as it is.
+        """
+        return jax.tree_util.tree_map(lambda _: self.replicated, state)
+
+    def abstract_state(self, state):
+        """`state_to_save`-shaped ShapeDtypeStructs with `state_shardings`: the target of a checkpoint restore."""
+        return abstract_arrays(state, self.state_shardings(state))
 
     def put_train_data(self, data: Mapping[str, np.ndarray]):
         """A training split every process holds whole, replicated on every device for the step's index gather."""

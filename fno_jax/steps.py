@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fno_jax import channels, normalization
-from fno_jax.losses import relative_l2, sum_squared_error
+from fno_jax import channels, metrics, normalization
+from fno_jax.losses import sum_squared_error
 from fno_jax.optim import current_learning_rate
 
 State = dict[str, Any]
@@ -75,19 +75,32 @@ def eval_step(
     model: nn.Module,
     norm: normalization.NormStats,
     length: float,
+    layout: str | None = None,
     axis_name: str | None = None,
 ) -> dict[str, jax.Array]:
-    """Sums of per-sample relative L2 error and of the loss over the samples where `mask` is true."""
-    prediction = predict(params, batch, model=model, norm=norm, length=length)
-    rel = relative_l2(prediction, batch["solution"])
-    diff = (prediction - batch["solution"]).reshape(rel.shape[0], -1)
-    sse = jnp.sum(diff * diff, axis=-1)
-    mask = mask.astype(rel.dtype)
+    """Sums over the samples where `mask` [B] is true of every per-sample metric, and their count.
+
+    Returns `{"<metric>_sum", "sse_sum", "count"}` for the metrics of `fno_jax.metrics.per_sample_metrics` (rel_l2,
+    rel_h1, rel_linf, rel_residual: scalars; rel_l2_bands: [3]) and the loss (sum of squared errors per sample);
+    a split's metric is the sum over its batches divided by the count. `layout` names the channels of
+    `batch["coeffs"]`, from which the residual's operator is rebuilt (`fno_jax.channels.physical_coefficients`);
+    without it there is no `rel_residual_sum`.
+    """
+    target = batch["solution"]
+    prediction = predict(params, batch, model=model, norm=norm, length=length).astype(target.dtype)
+    if layout is None:
+        per_sample = metrics.per_sample_metrics(prediction, target, batch["source"], None, length=length)
+    else:
+        coefficients = channels.physical_coefficients(batch["coeffs"], layout)
+        per_sample = metrics.per_sample_metrics(prediction, target, batch["source"], coefficients, length=length)
+    diff = (prediction - target).reshape(target.shape[0], -1)
+    per_sample["sse"] = jnp.sum(diff * diff, axis=-1)
+    # where, not a product: a masked-out row (a repeat of the split's last sample) never contributes, even as NaN.
     out = {
-        "rel_l2_sum": jnp.sum(rel * mask),
-        "sse_sum": jnp.sum(sse * mask),
-        "count": jnp.sum(mask),
+        f"{name}_sum": jnp.sum(jnp.where(mask.reshape(-1, *[1] * (v.ndim - 1)), v, 0), axis=0)
+        for name, v in per_sample.items()
     }
+    out["count"] = jnp.sum(mask.astype(target.dtype))
     if axis_name is not None:
         out = jax.lax.psum(out, axis_name)
     return out

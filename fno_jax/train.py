@@ -23,17 +23,27 @@ from absl import logging
 from fno_jax import channels, steps
 from fno_jax.cadence import Cadence
 from fno_jax.checkpoint import Checkpointer
-from fno_jax.config import ConfigError, layout_of, model_size, validate_config
+from fno_jax.config import MODEL_SIZE_KEYS, ConfigError, layout_of, matmul_precision, model_size, validate_config
 from fno_jax.data import Splits, batch_indices, load_splits, make_feed, open_checked_dataset
 from fno_jax.data.generate import task_from_config
+from fno_jax.evaluate import Evaluator
 from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
+from fno_jax.metric_writer import (
+    MetricWriter,
+    image_cadence,
+    log_evaluation,
+    open_writer,
+    scalar_tags,
+    split_record,
+)
 from fno_jax.model import FNO
 from fno_jax.optim import make_optimizer
 from fno_jax.parallel import DataParallel, make_parallel
+from fno_jax.preemption import Preempted, PreemptionGuard
 from fno_jax.progress import Progress
 from fno_jax.workdir import RunMeta, Workdir, provenance
 
-__all__ = ["NonFiniteError", "model_from_config", "num_params", "train_and_evaluate"]
+__all__ = ["NonFiniteError", "Preempted", "model_from_config", "num_params", "train_and_evaluate"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -41,9 +51,11 @@ class NonFiniteError(FloatingPointError):
 
 
 def model_from_config(config: ml_collections.ConfigDict) -> FNO:
+    """The run's FNO: its sizes, compute dtype, remat and initialization (`model.init`)."""
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
     m = config.model
-    return FNO(width=m.width, modes=m.modes, depth=m.depth, fc_dim=m.fc_dim, out_dim=1, dtype=dtype, remat=m.remat)
+    sizes = {k: m[k] for k in MODEL_SIZE_KEYS}
+    return FNO(**sizes, out_dim=1, dtype=dtype, remat=m.remat, param_init=m.init)
 
 
 def num_params(params) -> int:
@@ -51,10 +63,13 @@ def num_params(params) -> int:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Train (or, with num_steps=0 and init_from, only evaluate) one run in `workdir`; returns the summary."""
+    """Train (or, with num_steps=0 and init_from, only evaluate) one run in `workdir`; returns the summary.
+
+    On SIGTERM or SIGINT during training the run finishes its step, saves a checkpoint of it and raises
+    `Preempted` (`fno_jax.preemption`; its `exit_code` is 143 or 130); the same call again resumes from there.
+    """
     validate_config(config)
-    precision = None if config.train.matmul_precision == "default" else config.train.matmul_precision
-    with jax.default_matmul_precision(precision):
+    with matmul_precision(config):
         return _train_and_evaluate(config, workdir)
 
 
@@ -72,6 +87,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
     with Workdir(workdir, config) as wd:
         ckpt = Checkpointer(wd.path, max_to_keep=config.train.max_to_keep)
+        writer = None
         try:
             _check_checkpoints_fit(ckpt, config, layout, wd.path)
             splits = load_splits(config, task, layout, dataset)
@@ -79,6 +95,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             state, meta = _initial_state(run, task, layout, pretrained)
             state, meta, start = _restore(run, state, meta)
             run.evaluator = _Evaluator(run, meta)
+            run.writer = writer = open_writer(config, wd.path, start_step=start)
             summary_extra = {}
             if start < run.cadence.num_steps:
                 state, summary_extra = _TrainLoop(run, meta, task).train(state, start)
@@ -88,6 +105,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
             logging.info("test rel L2 %.4g (best step %s)", summary["test_rel_l2"], summary["best_step"])
             return summary
         finally:
+            if writer is not None:
+                writer.close()
             ckpt.close()
 
 
@@ -104,6 +123,7 @@ class _Run:
     splits: Splits
     evaluator: _Evaluator | None = None
     optimizer: Any = None
+    writer: MetricWriter | None = None
 
     @property
     def mode(self) -> str:
@@ -161,11 +181,11 @@ def _initial_state(run: _Run, task, layout: str, pretrained: Pretrained | None) 
 
 
 def _restore(run: _Run, state: dict, meta: RunMeta) -> tuple[dict, RunMeta, int]:
-    """The newest restorable checkpoint's state and metadata, or the fresh ones (then metrics.jsonl starts over)."""
-    restored = None
-    if run.ckpt.steps():
-        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-        restored = run.ckpt.restore_latest(abstract)
+    """The newest restorable checkpoint's state and metadata, laid out for this run's devices whatever topology
+    wrote it, or the fresh ones when the workdir has no checkpoint (then metrics.jsonl starts over). Checkpoints
+    that exist but cannot be restored stop the run (`Checkpointer.restore_latest`), never a restart from step 0."""
+    saved = {"params": state["params"], "opt_state": state["opt_state"]}
+    restored = run.ckpt.restore_latest(run.parallel.abstract_state(saved))
     if restored is None:
         run.workdir.metrics.clear()
         return state, meta, 0
@@ -175,24 +195,29 @@ def _restore(run: _Run, state: dict, meta: RunMeta) -> tuple[dict, RunMeta, int]
     return {**saved, "step": jnp.int32(step)}, saved_meta, step
 
 
-class _Evaluator:
-    """Mean relative L2 error and loss of params over a split (device-resident, batched, masked at its end)."""
+class _Evaluator(Evaluator):
+    """The run's `Evaluator`, with its validation split on the devices (`val`)."""
 
     def __init__(self, run: _Run, meta: RunMeta):
-        c, parallel = run.config, run.parallel
-        self.batch = -(-c.train.eval_batch_size // parallel.num_devices) * parallel.num_devices
-        eval_fn = functools.partial(steps.eval_step, model=run.model, norm=meta.norm_stats, length=c.data.length)
-        self._fn = parallel.compile_eval(eval_fn, self.batch)
-        self.val = parallel.put_eval_data(run.splits.val)
+        c = run.config
+        super().__init__(
+            run.model,
+            meta.norm_stats,
+            layout=meta.layout,
+            length=c.data.length,
+            parallel=run.parallel,
+            batch_size=c.train.eval_batch_size,
+        )
+        self.val = self.put(run.splits.val)
 
-    def __call__(self, params, data) -> dict[str, float]:
-        num = int(data["source"].shape[0])
-        totals = jax.device_get([self._fn(params, data, jnp.int32(s)) for s in range(0, num, self.batch)])
-        count = sum(float(t["count"]) for t in totals)
-        return {
-            "rel_l2": sum(float(t["rel_l2_sum"]) for t in totals) / count,
-            "loss": sum(float(t["sse_sum"]) for t in totals) / count,
-        }
+
+def _log_evaluation(run: _Run, step: int, split: str, metrics: dict[str, Any], params, data) -> None:
+    """A split's metrics in the run's writer, with images of its first `logging.images` samples (validation: at the
+    evaluations `image_cadence` picks). Collective: every process computes the predictions; process 0 writes."""
+    logging_config = run.config.logging
+    due = split != "val" or image_cadence(run.cadence, logging_config.image_evals).due(step)
+    examples = run.evaluator.examples(params, data, logging_config.images) if logging_config.images and due else None
+    log_evaluation(run.writer, step, split, metrics, examples)
 
 
 class _TrainLoop:
@@ -219,6 +244,8 @@ class _TrainLoop:
         state = run.parallel.put_state(state)
         progress = Progress(num_steps, start=start)
         self.window = (time.perf_counter(), start)
+        # SIGTERM/SIGINT: finish the step, checkpoint it, raise Preempted; several processes agree at logging steps.
+        guard = PreemptionGuard(sync_every=run.cadence.log.steps).install()
         try:
             for step in range(start + 1, num_steps + 1):
                 t0 = time.perf_counter()
@@ -232,27 +259,38 @@ class _TrainLoop:
                     self._periodic(step, state, progress)
                 else:
                     progress.update(step)
+                if guard.should_stop(step):
+                    if self.pending:  # the steps since the last record: checked finite before they are saved
+                        run.workdir.metrics.append(self._training_record(step))
+                    run.ckpt.save(step, run.parallel.state_to_save(state), self.meta, {})
+                    run.ckpt.wait()
+                    raise guard.preempted(step, f"checkpoint in {run.ckpt.directory}/{step}")
         finally:
+            guard.uninstall()
             progress.close()
             feed.close()  # stops the prefetch thread on every exit, errors included
         run.ckpt.wait()
         return run.parallel.state_to_save(state), {"compile_s": self.compile_s}
 
     def _periodic(self, step: int, state: dict, progress: Progress) -> None:
-        """The actions due at `step`: a metrics record always, then evaluation and a checkpoint when due."""
+        """The actions due at `step`: a metrics record (metrics.jsonl, the writer) always, then evaluation and a
+        checkpoint when due."""
         run, cadence = self.run, self.run.cadence
         record = self._training_record(step)
         metrics = None
         if cadence.evaluate.due(step):
-            val = run.evaluator(run.parallel.eval_params(state), run.evaluator.val)
-            record.update(val_rel_l2=val["rel_l2"], val_loss=val["loss"])
+            params = run.parallel.eval_params(state)
+            val = run.evaluator(params, run.evaluator.val)
+            record.update(split_record("val", val))
             metrics = {"val_rel_l2": val["rel_l2"], "val_loss": val["loss"]}
             metrics["selection"] = metrics[run.config.train.select_by]
             if self.best is None or metrics["selection"] < self.best:
                 self.best, record["best"] = metrics["selection"], True
+            _log_evaluation(run, step, "val", val, params, run.evaluator.val)
         if cadence.checkpoint.due(step) or record.get("best"):
             run.ckpt.save(step, run.parallel.state_to_save(state), self.meta, metrics if metrics else {})
         run.workdir.metrics.append(record)
+        run.writer.scalars(step, scalar_tags({k: v for k, v in record.items() if not k.startswith("val_")}))
         shown = {"val": self.best} if self.best is not None else {}
         progress.update(step, force=True, loss=record["train_loss"], **shown)
 
@@ -284,15 +322,17 @@ def _final_evaluation(run: _Run, meta: RunMeta, state: dict) -> dict[str, Any]:
         best_step, params = 0, state["params"]
     else:
         best_step = int(run.ckpt.best_step())
-        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state["params"])
+        abstract = parallel.abstract_state({"params": state["params"]})["params"]
         params = run.ckpt.restore_params(best_step, abstract)
-    eval_params = parallel.eval_params(parallel.put_state({"params": jax.device_get(params)}))
+    eval_params = parallel.eval_params(parallel.put_state({"params": params}))
     if run.cadence.num_steps == 0:
         val = run.evaluator(eval_params, run.evaluator.val)
     else:
         best = run.ckpt.best_metrics() or {}
         val = {"rel_l2": best.get("val_rel_l2"), "loss": best.get("val_loss")}
-    test = run.evaluator(eval_params, parallel.put_eval_data(run.splits.test))
+    test_data = run.evaluator.put(run.splits.test)
+    test = run.evaluator(eval_params, test_data)
+    _log_evaluation(run, run.cadence.num_steps, "test", test, eval_params, test_data)
     # Distinct training samples seen: a stream draws fresh ones every step.
     seen = run.cadence.num_steps * c.train.batch_size if c.data.source == "stream" else c.data.num_train
     return {
@@ -302,8 +342,7 @@ def _final_evaluation(run: _Run, meta: RunMeta, state: dict) -> dict[str, Any]:
         "num_train": 0 if run.mode == "zeroshot" else int(seen),
         "model": meta.model,
         "num_params": num_params(params),
-        "test_rel_l2": test["rel_l2"],
-        "test_loss": test["loss"],
+        **split_record("test", test),  # test_rel_l2 (the paper's metric), test_loss, test_rel_h1, ... (fno_jax.metrics)
         "val_rel_l2": val["rel_l2"],
         "val_loss": val["loss"],
         "select_by": c.train.select_by,

@@ -3,12 +3,16 @@
     WORKDIR/config.json       the run config; a workdir holding another run's identity (task, data, model, ...) is
                               refused, so two different runs never mix checkpoints
     WORKDIR/metrics.jsonl     one JSON record per logging step (training loss, gradient norm, validation metrics)
+    WORKDIR/events.out.tfevents.*  the same, and images, for TensorBoard (`fno_jax.metric_writer`)
     WORKDIR/checkpoints/      orbax checkpoints (`fno_jax.checkpoint`), each with a `RunMeta`
     WORKDIR/summary.json      test metrics, written at the end
     WORKDIR/.lock             held while a run is writing (`fcntl.flock`: released by the kernel when the process
                               dies, even by SIGKILL, so a crashed run never leaves a stale lock)
 
-Across processes, process 0 alone writes these files (checkpoints are saved collectively by orbax).
+Across processes, process 0 alone writes, truncates or removes these files and holds the lock (checkpoints are
+saved collectively by orbax); the other processes wait at a barrier (`fno_jax.distributed.barrier`) after each
+such write, so none of them reads a file before process 0 has finished with it, and every process learns whether
+process 0 got the lock.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ import jax
 import ml_collections
 
 from fno_jax.config import ConfigError
-from fno_jax.distributed import is_main_process
-from fno_jax.json_io import write_json_atomic
+from fno_jax.distributed import all_processes, barrier, is_main_process
+from fno_jax.integrity import verify
+from fno_jax.json_io import write_json_atomic, write_text_atomic
 from fno_jax.normalization import NormStats
 
 # Config sections that define what a workdir's checkpoints are; changing them on a resume is an error.
@@ -68,10 +73,17 @@ class RunMeta:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunMeta:
+        """Inverse of `to_json` (a checksum, when present, must match: `fno_jax.integrity`); ValueError otherwise."""
+        if not isinstance(data, dict):
+            raise ValueError(f"checkpoint metadata must be a JSON object, got {type(data).__name__}.")
+        verify(data, "checkpoint metadata")
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in data]
         if missing:
             raise ValueError(f"checkpoint metadata lacks {missing}; it was not written by this version of fno-jax.")
         fields = {f.name: data[f.name] for f in dataclasses.fields(cls)}
+        wrong = [k for k in ("model", "task_spec", "config", "provenance") if not isinstance(fields[k], dict)]
+        if wrong or not isinstance(fields["layout"], str) or not isinstance(fields["norm_stats"], dict):
+            raise ValueError(f"checkpoint metadata has fields of the wrong type ({wrong or ['layout/norm_stats']}).")
         fields["norm_stats"] = NormStats.from_dict(data["norm_stats"])
         return cls(**fields)
 
@@ -90,7 +102,10 @@ def provenance(config: ml_collections.ConfigDict, init_step: int | None) -> dict
 
 
 class MetricsLog:
-    """metrics.jsonl: appended by process 0; on resume, records past the restored step are dropped."""
+    """metrics.jsonl: appended by process 0; on resume, records past the restored step are dropped.
+
+    `keep_until` and `clear` are called by every process together: process 0 changes the file, the others wait.
+    """
 
     def __init__(self, path: str):
         self.path = path
@@ -102,19 +117,19 @@ class MetricsLog:
 
     def keep_until(self, step: int) -> None:
         """Drop records of steps after `step` (written by a run that died after its last checkpoint)."""
-        if not is_main_process() or not os.path.exists(self.path):
-            return
-        with open(self.path) as f:
-            lines = [line for line in f if line.strip()]
-        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
-        if len(kept) != len(lines):
-            from fno_jax.json_io import write_text_atomic
-
-            write_text_atomic(self.path, "".join(kept))
+        if is_main_process() and os.path.exists(self.path):
+            with open(self.path) as f:
+                lines = [line for line in f if line.strip()]
+            kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+            if len(kept) != len(lines):
+                write_text_atomic(self.path, "".join(kept))
+        barrier("metrics_keep_until")
 
     def clear(self) -> None:
+        """Remove the file (a run that starts from step 0)."""
         if is_main_process() and os.path.exists(self.path):
             os.remove(self.path)
+        barrier("metrics_clear")
 
 
 class Workdir:
@@ -128,8 +143,17 @@ class Workdir:
 
     def __enter__(self) -> Workdir:
         os.makedirs(self.path, exist_ok=True)
+        lock_error = None
         if is_main_process():
-            self._lock()
+            try:
+                self._lock()
+            except Exception as err:  # noqa: BLE001 - re-raised below, once the other processes know
+                lock_error = err
+        # Every process learns whether process 0 got the lock, so none goes on alone into a busy workdir.
+        if not all_processes(lock_error is None):
+            raise lock_error or WorkdirLockedError(
+                f"workdir {self.path} is in use by another run (process 0 could not lock it; see its error)."
+            )
         try:
             self._write_config()
         except BaseException:
@@ -182,7 +206,10 @@ class Workdir:
                 )
         if is_main_process():
             write_json_atomic(path, new)
+        barrier("workdir_config")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """summary.json (process 0); every process returns once it is on disk, so any of them may read it then."""
         if is_main_process():
             write_json_atomic(os.path.join(self.path, SUMMARY_FILE), summary)
+        barrier("workdir_summary")

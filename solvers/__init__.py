@@ -1,12 +1,23 @@
 """Physics for fno-jax: grids, Gaussian-bump sources, coefficient samplers, spectral solves.
 
-Depends on jax/numpy only.  The wavenumber convention is stated once, in `solvers.grid`.
+Depends on jax/numpy only.  The grid and wavenumber convention (x is the last array axis; K11 and vx go with x)
+is stated once, in `solvers.grid`; what is checked where, and how checks reach code under jit/vmap/grad
+(`jax.experimental.checkify`), in `solvers._checks`; the Helmholtz resonance rule in `solvers.symbols`.
 """
 
 from solvers import families, grid, tasks
+from solvers.coefficients import rotated_diffusion
 from solvers.families import FAMILIES
+from solvers.grid import Domain
 from solvers.residual import advection_diffusion_residual, helmholtz_residual, poisson_residual
-from solvers.solve import advection_diffusion, helmholtz, poisson
+from solvers.solve import (
+    RESONANT_SOURCE_RTOL,
+    advection_diffusion,
+    helmholtz,
+    helmholtz_dropped_fraction,
+    poisson,
+)
+from solvers.symbols import RESONANCE_RTOL, resonant_omegas
 
 __all__ = [
     "poisson",
@@ -15,6 +26,12 @@ __all__ = [
     "poisson_residual",
     "advection_diffusion_residual",
     "helmholtz_residual",
+    "helmholtz_dropped_fraction",
+    "resonant_omegas",
+    "RESONANCE_RTOL",
+    "RESONANT_SOURCE_RTOL",
+    "rotated_diffusion",
+    "Domain",
     "grid",
     "tasks",
     "families",

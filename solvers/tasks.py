@@ -1,7 +1,7 @@
 """Task samplers: random sources and coefficients from given ranges, solved on the device.
 
-`task.sample(key, batch_size, resolution, *, start=0)` returns the batch dict (all arrays share
-the leading axis B, float dtype = JAX default float):
+`task.sample(key, batch_size, resolution, *, start=0, dtype=None)` returns the batch dict (all arrays share the
+leading axis B; floats in `dtype`, default JAX's default float):
 
     source [B, n, n], solution [B, n, n], diffusion [B, 2, 2] (full K, 0.01 scale included),
     velocity [B, 2], omega [B], pde [B] int32 (0 poisson, 1 advection_diffusion, 2 helmholtz),
@@ -15,10 +15,21 @@ Determinism and sharding: sample number i of a batch is a pure function of (key,
 family of sample i from (key, i // F) (a random order within each block of F = len(tasks)
 consecutive samples), which keeps family counts equal within one per family.
 
-Resolution independence: coefficient decisions that depend on the solution (the advection
-strength lam, the Helmholtz rejection of max|u| > max_amplitude) are made on the fixed
-REFERENCE_RESOLUTION = 64 grid, and sources are normalised on a fixed lattice, so the same key at
-resolutions 64 and 128 gives the same coefficients and the same continuum source.
+Precision independence: every random number is drawn in float32 (`coefficients.DRAW_DTYPE`) and every discrete
+decision taken from random numbers alone (volume fraction, which bumps are on, the integer omega, the table entry
+of lam) is made in float32, whatever `dtype` is; the problem is then built in `dtype`.  So one key gives the
+same problems in float32 and float64, equal to float32 rounding.  Decisions on computed solutions (the Helmholtz
+max|u| test) agree too, except for a draw within rounding of the threshold.
+
+Resolution independence: decisions that depend on the solution (the advection strength by bisection, the
+Helmholtz rejection of max|u| > max_amplitude) are made on the fixed REFERENCE_RESOLUTION = 128 grid (the
+paper's), and sources are normalised on the fixed 128 x 128 lattice (`solvers.sources`), so the same key at any
+resolution gives the same coefficients and the same continuum source.  At resolution 128 the reference solve is
+the output solve.
+
+Checks: `sample` refuses a bad key, batch size, resolution or dtype with ValueError.  A negative `start` and a
+Helmholtz batch with no admissible draw raise ValueError eagerly; under an outer jit they go through the checkify
+channel (`solvers._checks`), and the unfinished samples' solutions are NaN.
 """
 
 from __future__ import annotations
@@ -32,21 +43,44 @@ import jax
 import jax.numpy as jnp
 
 from solvers import _checks, solve
-from solvers.coefficients import advection_strength, draw_diffusion
-from solvers.sources import draw_bump_amplitudes, gaussian_source
+from solvers.coefficients import (
+    DRAW_DTYPE,
+    advection_strength,
+    draw_diffusion,
+    load_advection_table,
+    table_strength,
+)
+from solvers.grid import Domain
+from solvers.sources import LATTICE_POINTS, VOLUME_FRACTIONS, draw_bump_amplitudes, gaussian_source_and_spectrum
+from solvers.symbols import RESONANCE_RTOL, nearest_resonance
 
 __all__ = ["Poisson", "AdvectionDiffusion", "Helmholtz", "Mixed", "from_spec"]
 
-REFERENCE_RESOLUTION = 64
+REFERENCE_RESOLUTION = LATTICE_POINTS
+# On CPUs a batch is made CPU_CHUNK samples at a time (a lax.map), so that one step's arrays stay in the cache:
+# memory traffic, not arithmetic, bounds the FFT and the elementwise passes there.  Accelerators take the batch
+# at once.
+CPU_CHUNK = 16
 # Rejection sampling: sample i tries keys fold_in(key_i, attempt) for attempt < MAX_TRIES.
 MAX_TRIES = 256
+STRENGTHS = ("table", "bisection")
 
 Batch = dict[str, jax.Array]
 _REGISTRY: dict[str, type] = {}
 
 
-def _default_float() -> jnp.dtype:
-    return jnp.asarray(0.0).dtype
+def _output_dtype(dtype) -> jnp.dtype:
+    if dtype is None:
+        return jnp.asarray(0.0).dtype
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}.") from None
+    if dtype not in (jnp.float32, jnp.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}.")
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("dtype float64 needs 64-bit JAX: jax.config.update('jax_enable_x64', True) first.")
+    return dtype
 
 
 def _range(value: Any, name: str, fix: str, *, lower: float, strict: bool) -> tuple[float, float]:
@@ -66,9 +100,12 @@ def _range(value: Any, name: str, fix: str, *, lower: float, strict: bool) -> tu
 
 def _length(value: Any) -> float:
     try:
-        return _checks.check_length(value)
+        length = _checks.check_length(value)
     except ValueError as err:
         raise ValueError(f"{err} Set the task's length to the domain size, e.g. 1.0.") from None
+    if not isinstance(length, float):
+        raise ValueError(f"a task's length must be a static number, got {value!r}; e.g. length=1.0.")
+    return length
 
 
 def _check_batch_size(batch_size: Any) -> int:
@@ -81,14 +118,16 @@ def _sample_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
 
 
-def _batch(source, solution, diffusion, velocity, omega, pde_id: int, volume_fraction) -> Batch:
+def _batch(source, solution, diffusion, velocity, omega, pde_id: int, fraction_index) -> Batch:
     b = source.shape[0]
+    dtype = source.dtype
+    volume_fraction = jnp.asarray(VOLUME_FRACTIONS, dtype)[fraction_index]
     return {
         "source": source,
         "solution": solution,
-        "diffusion": diffusion,
-        "velocity": velocity,
-        "omega": omega,
+        "diffusion": diffusion.astype(dtype),
+        "velocity": velocity.astype(dtype),
+        "omega": omega.astype(dtype),
         "pde": jnp.full((b,), pde_id, jnp.int32),
         "volume_fraction": volume_fraction,
     }
@@ -104,18 +143,25 @@ class _Task:
         super().__init_subclass__(**kwargs)
         _REGISTRY[cls.name] = cls  # `from_spec` finds every task class by its name
 
-    def sample(self, key: jax.Array, batch_size: int, resolution: int, *, start=0) -> Batch:
+    def sample(self, key: jax.Array, batch_size: int, resolution: int, *, start=0, dtype=None) -> Batch:
         """Draw samples start, ..., start + batch_size - 1 for `key` at `resolution` (even >= 4).
 
-        Jit-compatible (batch_size and resolution static).  Raises ValueError when a rejection
-        sampler finds no admissible sample (only detectable outside jit; under an outer jit the
-        solution of such a sample is NaN).
+        Jit-compatible (batch_size, resolution and dtype static; key and start may be traced).  `dtype` (float32
+        or float64, default JAX's default float) sets the output precision only: the same key gives the same
+        problems in both.  Raises ValueError when a rejection sampler finds no admissible sample (under an outer
+        jit: through checkify, and the solution of such a sample is NaN).
         """
+        key = _checks.check_key(key)
         batch_size = _check_batch_size(batch_size)
         resolution = _checks.check_even_resolution(resolution)
-        batch, ok = _sample_jit(self, key, batch_size, resolution, jnp.asarray(start, jnp.int32))
-        if ok is not None and _checks.is_concrete(ok) and not bool(ok):
-            raise ValueError(self._failure_message())
+        dtype = _output_dtype(dtype)
+        start = jnp.asarray(start)
+        if start.shape != () or not jnp.issubdtype(start.dtype, jnp.integer):
+            raise ValueError(f"start must be an integer scalar, got {start!r}.")
+        _checks.require(start >= 0, "start must be >= 0 (the index of the first sample), got {}.", start)
+        batch, ok = _sample_jit(self, key, batch_size, resolution, start.astype(jnp.int32), dtype)
+        if ok is not None:
+            _checks.require(jnp.all(ok), self._failure_message())
         return batch
 
     def _failure_message(self) -> str:
@@ -129,16 +175,22 @@ class _Task:
             out[field.name] = list(value) if isinstance(value, tuple) else value
         return out
 
-    def _sample_indices(self, key, indices, resolution) -> tuple[Batch, jax.Array | None]:
+    def _sample_indices(self, key, indices, resolution, dtype) -> tuple[Batch, jax.Array | None]:
+        """The samples `indices` [b] and, for rejection samplers, which of them were admissible ([b] bool)."""
         raise NotImplementedError
 
 
-def _sample_impl(task: _Task, key, batch_size: int, resolution: int, start):
-    indices = start + jnp.arange(batch_size, dtype=jnp.int32)
-    return task._sample_indices(key, indices, resolution)
+def _sample_impl(task: _Task, key, batch_size: int, resolution: int, start, dtype):
+    if jax.default_backend() != "cpu" or batch_size <= CPU_CHUNK:
+        return task._sample_indices(key, start + jnp.arange(batch_size, dtype=jnp.int32), resolution, dtype)
+    steps = -(-batch_size // CPU_CHUNK)
+    indices = start + jnp.arange(steps * CPU_CHUNK, dtype=jnp.int32).reshape(steps, CPU_CHUNK)
+    batch, ok = jax.lax.map(lambda i: task._sample_indices(key, i, resolution, dtype), indices)
+    # Samples past batch_size (the last step's padding) are valid samples of the key, made and dropped.
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[:batch_size], (batch, ok))
 
 
-_sample_jit = jax.jit(_sample_impl, static_argnums=(0, 2, 3))
+_sample_jit = jax.jit(_sample_impl, static_argnums=(0, 2, 3, 5))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,39 +213,53 @@ class Poisson(_Task):
         object.__setattr__(self, "eigenvalue_range", rng)
         object.__setattr__(self, "length", _length(self.length))
 
-    def _sample_indices(self, key, indices, resolution):
-        dtype = _default_float()
-
+    def _sample_indices(self, key, indices, resolution, dtype):
         def draw(k):
             k_src, k_diff = jax.random.split(k)
-            amplitudes, vf = draw_bump_amplitudes(k_src, dtype)
+            amplitudes, vf = draw_bump_amplitudes(k_src, dtype=dtype)
             return amplitudes, vf, draw_diffusion(k_diff, self.eigenvalue_range, dtype)
 
         amplitudes, vf, diffusion = jax.vmap(draw)(_sample_keys(key, indices))
-        source = gaussian_source(amplitudes, resolution, length=self.length, remove_mean=True)
-        solution = solve.poisson(source, diffusion, length=self.length)
+        source, source_hat = gaussian_source_and_spectrum(amplitudes, resolution, length=self.length, remove_mean=True)
+        solution = solve.poisson_spectral(source_hat, diffusion, Domain(resolution, self.length))
         b = indices.shape[0]
         zeros = jnp.zeros((b,), dtype)
-        velocity = jnp.zeros((b, 2), dtype)
-        return _batch(source, solution, diffusion, velocity, zeros, self.pde_id, vf), None
+        return _batch(source, solution, diffusion, jnp.zeros((b, 2)), zeros, self.pde_id, vf), None
+
+
+def draw_advection_diffusion(key: jax.Array, eigenvalue_range, ratio_range, dtype):
+    """One sample's draws: (amplitudes, vf, K0, direction, target ratio in float32, target ratio in dtype)."""
+    k_src, k_diff, k_adv = jax.random.split(key, 3)
+    amplitudes, vf = draw_bump_amplitudes(k_src, dtype=dtype)
+    diffusion = draw_diffusion(k_diff, eigenvalue_range, dtype)
+    u = jax.random.uniform(k_adv, (2,), DRAW_DTYPE)
+    angle = 2 * jnp.pi * u[0].astype(dtype)
+    direction = jnp.stack([jnp.cos(angle), jnp.sin(angle)])
+    lo, hi = ratio_range
+    return amplitudes, vf, diffusion, direction, lo + (hi - lo) * u[1], lo + (hi - lo) * u[1].astype(dtype)
 
 
 @dataclasses.dataclass(frozen=True)
 class AdvectionDiffusion(_Task):
-    """-div(K grad u) + v . grad u = f - mean f with a target advection/diffusion ratio.
+    """-div(K grad u) + v . grad u = f - mean f with a target advection/diffusion ratio r ~ U(ratio_range).
 
-    K = (1 - lam) K0, K0 = 0.01 R(-t) diag(1, e) R(t), e ~ U(eigenvalue_range); v = lam * (cos p,
-    sin p), p ~ U(0, 2 pi); lam is solved per sample (bisection on the device, on the reference
-    grid) so that ||v . grad u|| / ||div(K grad u)|| = r, r ~ U(ratio_range).
+    K = (1 - lam) K0, K0 = 0.01 R(-t) diag(1, e) R(t), e ~ U(eigenvalue_range); v = lam * (cos p, sin p),
+    p ~ U(0, 2 pi).  The ratio of a problem is ||v . grad u|| / ||div(K grad u)||.  The strength lam:
+      strength="table" (default; the paper's rule): the lam of the committed table whose mean ratio over a
+        dataset is nearest r, so lam takes a few discrete values and each sample's own ratio spreads around r
+        (`coefficients.table_strength`; table made by `python -m solvers.advection_table`, for e in (1, 5));
+      strength="bisection": lam solved per sample (on the reference grid) so that the sample's own ratio is r.
 
     Properties:
       ratio_range: (r1, r2), 0 <= r1 <= r2; the paper pre-trains on (0.2, 1).
-      eigenvalue_range: (e1, e2) of K0, default (1, 5).
+      eigenvalue_range: (e1, e2) of K0, default (1, 5) (the table's range; other ranges need "bisection").
+      strength: "table" or "bisection".
       length: side L of the periodic square.
     """
 
     ratio_range: tuple[float, float] = (0.2, 1.0)
     eigenvalue_range: tuple[float, float] = (1.0, 5.0)
+    strength: str = "table"
     length: float = 1.0
     name: ClassVar[str] = "advection_diffusion"
     pde_id: ClassVar[int] = 1
@@ -207,43 +273,51 @@ class AdvectionDiffusion(_Task):
             lower=0.0,
             strict=True,
         )
+        if self.strength not in STRENGTHS:
+            raise ValueError(f"strength must be one of {STRENGTHS}, got {self.strength!r}.")
+        if self.strength == "table":
+            table_range = load_advection_table().eigenvalue_range
+            if er != table_range:
+                raise ValueError(
+                    f"strength='table' uses the lam table made for eigenvalue_range={table_range}, got "
+                    f"eigenvalue_range={er}; use strength='bisection', or make a table for this range with "
+                    "`python -m solvers.advection_table --eigenvalue-range LOW HIGH`."
+                )
         object.__setattr__(self, "ratio_range", rr)
         object.__setattr__(self, "eigenvalue_range", er)
         object.__setattr__(self, "length", _length(self.length))
 
-    def _sample_indices(self, key, indices, resolution):
-        dtype = _default_float()
-
-        def draw(k):
-            k_src, k_diff, k_adv = jax.random.split(k, 3)
-            amplitudes, vf = draw_bump_amplitudes(k_src, dtype)
-            diffusion = draw_diffusion(k_diff, self.eigenvalue_range, dtype)
-            u = jax.random.uniform(k_adv, (2,), dtype)
-            angle = 2 * jnp.pi * u[0]
-            direction = jnp.stack([jnp.cos(angle), jnp.sin(angle)])
-            lo, hi = self.ratio_range
-            ratio = lo + (hi - lo) * u[1]
-            return amplitudes, vf, diffusion, direction, ratio
-
-        amplitudes, vf, diffusion0, direction, ratio = jax.vmap(draw)(_sample_keys(key, indices))
-        reference = gaussian_source(amplitudes, REFERENCE_RESOLUTION, length=self.length, remove_mean=True)
-        lam = advection_strength(jnp.fft.rfft2(reference), diffusion0, direction, ratio, length=self.length)
+    def _sample_indices(self, key, indices, resolution, dtype):
+        draw = lambda k: draw_advection_diffusion(k, self.eigenvalue_range, self.ratio_range, dtype)
+        amplitudes, vf, diffusion0, direction, ratio32, ratio = jax.vmap(draw)(_sample_keys(key, indices))
+        source, source_hat = gaussian_source_and_spectrum(amplitudes, resolution, length=self.length, remove_mean=True)
+        if self.strength == "table":
+            lam = table_strength(ratio32, length=self.length, dtype=dtype)
+        else:
+            reference_hat = source_hat
+            if resolution != REFERENCE_RESOLUTION:
+                _, reference_hat = gaussian_source_and_spectrum(
+                    amplitudes, REFERENCE_RESOLUTION, length=self.length, remove_mean=True
+                )
+            lam = advection_strength(reference_hat, diffusion0, direction, ratio, length=self.length)
         diffusion = (1 - lam)[:, None, None] * diffusion0
         velocity = lam[:, None] * direction
-        source = gaussian_source(amplitudes, resolution, length=self.length, remove_mean=True)
-        solution = solve.advection_diffusion(source, diffusion, velocity, length=self.length)
+        domain = Domain(resolution, self.length)
+        solution = solve.advection_diffusion_spectral(source_hat, diffusion, velocity, domain)
         zeros = jnp.zeros(indices.shape, dtype)
         return _batch(source, solution, diffusion, velocity, zeros, self.pde_id, vf), None
 
 
 @dataclasses.dataclass(frozen=True)
 class Helmholtz(_Task):
-    """-D lap u - omega u = f, omega ~ integer U{o1, ..., o2}, samples with max|u| > 2 redrawn.
+    """-D lap u - omega u = f, omega ~ integer U{o1, ..., o2}; inadmissible draws are redrawn.
 
-    The rejection (paper: discard solutions with max|u| > max_amplitude) runs per sample on the
-    device inside a lax.while_loop: every still-rejected sample draws a new (source, omega) from
-    fold_in(key_i, attempt) until all are admissible or MAX_TRIES attempts are spent.  max|u| is
-    taken on the reference grid so that the decision does not depend on the resolution.
+    A draw is admissible when omega is not resonant (`solvers.symbols`: no mode of the reference grid within the
+    relative band RESONANCE_RTOL, decided in float32) and max|u| <= max_amplitude on the reference grid (the
+    paper's 128 x 128 output grid; the paper discards solutions with max|u| > 2).  Every still-rejected sample
+    draws new bumps and a new omega with the same volume fraction (as the paper's generator, which fixes vf per
+    block) from fold_in(key_i, attempt), per sample on the device inside a lax.while_loop, until all are admissible
+    or MAX_TRIES attempts are spent.
 
     Properties:
       omega_range: (o1, o2) integers, 0 <= o1 <= o2; the paper pre-trains on (1, 10).
@@ -274,57 +348,68 @@ class Helmholtz(_Task):
 
     def _failure_message(self) -> str:
         return (
-            f"helmholtz: no admissible sample (max|u| <= {self.max_amplitude}) found for some "
-            f"samples after {MAX_TRIES} tries with omega_range={self.omega_range}; this range "
-            f"is (nearly) resonant for D = {self.diffusivity}: choose another omega_range or "
-            "raise max_amplitude."
+            f"helmholtz: no admissible sample (max|u| <= {self.max_amplitude}, omega not resonant) found for some "
+            f"samples after {MAX_TRIES} tries with omega_range={self.omega_range}; this range is (nearly) resonant "
+            f"for D = {self.diffusivity} (solvers.resonant_omegas): choose another omega_range or raise "
+            "max_amplitude."
         )
 
-    def _sample_indices(self, key, indices, resolution):
-        dtype = _default_float()
-        keys = _sample_keys(key, indices)
+    def _draw(self, key, attempt, fraction_index=None, dtype=DRAW_DTYPE):
+        k_src, k_omega = jax.random.split(jax.random.fold_in(key, attempt))
+        amplitudes, vf = draw_bump_amplitudes(k_src, fraction_index, dtype)
+        # floor(lo + (hi - lo + 1) u), u in [0, 1): integers lo..hi with equal probability, in float32.
         lo, hi = self.omega_range
+        u = jax.random.uniform(k_omega, (), DRAW_DTYPE)
+        omega = jnp.minimum(jnp.floor(lo + (hi - lo + 1) * u), hi)
+        return amplitudes, vf, omega
 
-        def draw(k, attempt):
-            k_src, k_omega = jax.random.split(jax.random.fold_in(k, attempt))
-            amplitudes, vf = draw_bump_amplitudes(k_src, dtype)
-            # floor(lo + (hi - lo + 1) u), u in [0, 1): integers lo..hi with equal probability.
-            u = jax.random.uniform(k_omega, (), dtype)
-            omega = jnp.minimum(jnp.floor(lo + (hi - lo + 1) * u), hi).astype(dtype)
-            return amplitudes, vf, omega
+    def _solve(self, amplitudes, omega, n, dtype):
+        source, source_hat = gaussian_source_and_spectrum(amplitudes, n, length=self.length)
+        diffusivity = jnp.asarray(self.diffusivity, dtype)
+        solution = solve.helmholtz_spectral(source_hat, omega.astype(dtype), diffusivity, Domain(n, self.length))
+        return source, solution
 
-        def solve_at(amplitudes, omega, n):
-            source = gaussian_source(amplitudes, n, length=self.length)
-            u = solve.helmholtz(source, omega, diffusivity=self.diffusivity, length=self.length)
-            return source, u
+    def _admissible(self, omega, solution):
+        reference = Domain(REFERENCE_RESOLUTION, self.length)
+        gap, _ = nearest_resonance(omega, jnp.asarray(self.diffusivity, DRAW_DTYPE), reference)
+        small = jnp.max(jnp.abs(solution), axis=(-2, -1)) <= self.max_amplitude
+        return small & (gap > RESONANCE_RTOL)
 
-        def admissible(amplitudes, omega):
-            _, u = solve_at(amplitudes, omega, REFERENCE_RESOLUTION)
-            return jnp.max(jnp.abs(u), axis=(-2, -1)) <= self.max_amplitude
+    def _sample_indices(self, key, indices, resolution, dtype):
+        keys = _sample_keys(key, indices)
+        reuse = resolution == REFERENCE_RESOLUTION  # the reference solve is the output
+        draw = lambda k, attempt, vf=None: self._draw(k, attempt, vf, dtype)
 
-        def candidates(attempt):
-            return jax.vmap(draw, in_axes=(0, None))(keys, attempt)
+        def attempt_at(attempt, vf=None):
+            # Attempt 0 draws each sample's vf; later attempts keep it.
+            args, axes = ((keys, attempt), (0, None)) if vf is None else ((keys, attempt, vf), (0, None, 0))
+            amplitudes, vf, omega = jax.vmap(draw, in_axes=axes)(*args)
+            source, solution = self._solve(amplitudes, omega, REFERENCE_RESOLUTION, dtype)
+            kept = (amplitudes, omega, source, solution) if reuse else (amplitudes, omega)
+            return kept, vf, self._admissible(omega, solution)
 
         def cond(state):
-            attempt, ok, _ = state
+            attempt, ok, _, _ = state
             return (attempt < MAX_TRIES) & ~jnp.all(ok)
 
         def body(state):
-            attempt, ok, kept = state
-            new = candidates(attempt)
-            take = ~ok & admissible(new[0], new[2])
+            attempt, ok, vf, kept = state
+            new, _, admissible = attempt_at(attempt, vf)
+            take = ~ok & admissible
             kept = jax.tree.map(lambda n, k: jnp.where(_expand(take, k), n, k), new, kept)
-            return attempt + 1, ok | take, kept
+            return attempt + 1, ok | take, vf, kept
 
-        first = candidates(0)
-        state = (jnp.int32(1), admissible(first[0], first[2]), first)
-        _, ok, (amplitudes, vf, omega) = jax.lax.while_loop(cond, body, state)
-        source, solution = solve_at(amplitudes, omega, resolution)
+        kept, vf, ok = attempt_at(0)
+        _, ok, vf, kept = jax.lax.while_loop(cond, body, (jnp.int32(1), ok, vf, kept))
+        if reuse:
+            _, omega, source, solution = kept
+        else:
+            amplitudes, omega = kept
+            source, solution = self._solve(amplitudes, omega, resolution, dtype)
         solution = jnp.where(ok[:, None, None], solution, jnp.nan)
         b = indices.shape[0]
         diffusion = jnp.broadcast_to(self.diffusivity * jnp.eye(2, dtype=dtype), (b, 2, 2))
-        velocity = jnp.zeros((b, 2), dtype)
-        return _batch(source, solution, diffusion, velocity, omega, self.pde_id, vf), jnp.all(ok)
+        return _batch(source, solution, diffusion, jnp.zeros((b, 2)), omega, self.pde_id, vf), ok
 
 
 def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
@@ -340,7 +425,7 @@ class Mixed(_Task):
     order.  Each family's samples come from that task's sampler with its own key.
 
     Properties:
-      tasks: the member tasks (Poisson, AdvectionDiffusion, Helmholtz; not Mixed).
+      tasks: the member tasks (single-family samplers, see `solvers.families`; not Mixed).
       length: side L of the periodic square; every member must have the same length.
     """
 
@@ -350,10 +435,11 @@ class Mixed(_Task):
 
     def __post_init__(self):
         tasks = tuple(self.tasks) if isinstance(self.tasks, list | tuple) else None
-        if not tasks or not all(isinstance(t, Poisson | AdvectionDiffusion | Helmholtz) for t in tasks):
+        if not tasks or not all(isinstance(t, _Task) and not isinstance(t, Mixed) for t in tasks):
+            names = sorted(cls.__name__ for cls in _REGISTRY.values() if cls is not Mixed)
             raise ValueError(
-                f"tasks must be a non-empty tuple of Poisson/AdvectionDiffusion/Helmholtz tasks, "
-                f"got {self.tasks!r}; e.g. Mixed((Poisson(), AdvectionDiffusion(), Helmholtz()))."
+                f"tasks must be a non-empty tuple of single-family tasks ({', '.join(names)}), got {self.tasks!r}; "
+                "e.g. Mixed((Poisson(), AdvectionDiffusion(), Helmholtz()))."
             )
         length = _length(self.length)
         for t in tasks:
@@ -371,7 +457,7 @@ class Mixed(_Task):
     def _failure_message(self) -> str:
         return " / ".join(t._failure_message() for t in self.tasks if isinstance(t, Helmholtz))
 
-    def _sample_indices(self, key, indices, resolution):
+    def _sample_indices(self, key, indices, resolution, dtype):
         num_families = len(self.tasks)
         b = indices.shape[0]
         key_order, key_tasks = jax.random.split(key)
@@ -384,17 +470,17 @@ class Mixed(_Task):
         # At most ceil(b / F) + 1 samples of one family lie in any window of b consecutive indices.
         capacity = min(b, -(-b // num_families) + 1)
         out = None
-        all_ok = None
+        all_ok = None if not any(isinstance(t, Helmholtz) for t in self.tasks) else jnp.ones((b,), bool)
         for f, task in enumerate(self.tasks):
             (positions,) = jnp.nonzero(families == f, size=capacity, fill_value=b)
             sub_indices = indices[jnp.minimum(positions, b - 1)]
-            sub, ok = task._sample_indices(jax.random.fold_in(key_tasks, f), sub_indices, resolution)
+            sub, ok = task._sample_indices(jax.random.fold_in(key_tasks, f), sub_indices, resolution, dtype)
             if out is None:
                 out = {k: jnp.zeros((b,) + v.shape[1:], v.dtype) for k, v in sub.items()}
             # Padding positions (== b) fall outside the batch and are dropped.
             out = {k: out[k].at[positions].set(sub[k], mode="drop") for k in out}
             if ok is not None:
-                all_ok = ok if all_ok is None else all_ok & ok
+                all_ok = all_ok.at[positions].set(ok, mode="drop")
         return out, all_ok
 
 

@@ -102,3 +102,12 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One finished tiny run, (workdir, summary), for tests that only read it (one per pytest worker)."""
+    from fno_jax import train
+
+    workdir = str(tmp_path_factory.mktemp("tiny_run"))
+    return workdir, train.train_and_evaluate(tiny_config(), workdir)

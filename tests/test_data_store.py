@@ -7,11 +7,13 @@ import time
 import numpy as np
 import pytest
 
+from fno_jax import json_io
 from fno_jax.data import (
     ARRAYS,
     CorruptDatasetError,
     DatasetFormatError,
     DatasetNotFoundError,
+    DatasetWriteError,
     IncompatibleDatasetError,
     IncompleteDatasetError,
     Prefetcher,
@@ -132,6 +134,61 @@ def test_interrupted_write_is_incomplete_then_resumed(tmp_path):
         got, want = ds.read(split, slice(None)), expected_split(split)
         for name in ARRAYS:
             np.testing.assert_array_equal(got[name], want[name])
+
+
+def assert_dataset_equals_the_uninterrupted_one(ds) -> None:
+    for split in COUNTS:
+        got, want = ds.read(split, slice(None)), expected_split(split)
+        for name in ARRAYS:
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_unwritable_chunk_location_names_the_path_and_the_write_resumes_once_fixed(tmp_path):
+    """A real I/O failure inside tensorstore: a file stands where chunk 1 of train/solution needs a directory."""
+    path = tmp_path / "ds"
+    with pytest.raises(RuntimeError, match="simulated"):
+        write(path, CountingMaker(fail_after=1))  # chunk 0 of train stored
+    blocker = path / "train" / "solution" / "c" / "1"
+    blocker.write_text("in the way")
+    first = CountingMaker()
+    with pytest.raises(DatasetWriteError) as info:
+        write(path, first)
+    message = str(info.value)
+    assert f"samples [16, 32) of split 'train' of dataset {path}" in message and "Not a directory" in message
+    assert "1 of 5 chunks are stored and kept" in message and "run the same command again" in message
+    assert isinstance(info.value, OSError)
+    blocker.unlink()  # fixed
+    second = CountingMaker()
+    ds = write(path, second)
+    assert second.calls[0] == first.calls[0] == ("train", 16, 16) and len(second.calls) == NUM_CHUNKS - 1
+    assert_dataset_equals_the_uninterrupted_one(ds)
+
+
+def test_full_disk_during_a_dataset_write_resumes_once_there_is_space(tmp_path, monkeypatch):
+    """ENOSPC on the fourth progress record (after three chunks are stored)."""
+    import errno
+
+    from fno_jax.data import store
+
+    calls = []
+
+    def disk_full_on_the_fourth(path, obj, **kwargs):
+        calls.append(path)
+        if len(calls) == 4:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return json_io.write_json_atomic(path, obj, **kwargs)
+
+    monkeypatch.setattr(store, "write_json_atomic", disk_full_on_the_fourth)
+    path = tmp_path / "ds"
+    with pytest.raises(DatasetWriteError, match=rf"cannot write progress.json of dataset {path} .*No space left"):
+        write(path, CountingMaker())
+    with pytest.raises(IncompleteDatasetError):
+        open_dataset(path)
+    monkeypatch.undo()  # space again
+    second = CountingMaker()
+    ds = write(path, second)
+    assert len(second.calls) == NUM_CHUNKS - 2  # the third chunk was stored but not recorded: written again
+    assert_dataset_equals_the_uninterrupted_one(ds)
 
 
 def test_deleted_metadata_is_incomplete_and_rerun_only_finalizes(tmp_path):

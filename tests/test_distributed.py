@@ -1,22 +1,28 @@
-"""Multi-process runs: launch detection, and two processes over loopback train like one process.
+"""Multi-process runs: launch detection, and a multi-host job over loopback that trains, resumes and recovers
+like one process.
 
-Two CPU processes (one device each) joined by `jax.distributed` over 127.0.0.1, cross-process collectives through
-gloo, run the same global batch as one process on one device: same data order, gradient mean over the same 8
-samples, so the params agree to float32 reduction order (1e-5 relative; see tests/test_parallel.py). Checkpoints
-are saved collectively into one workdir and read back; only process 0 writes metrics and the summary.
+One job of two CPU processes with two forced devices each (4 devices), joined by `jax.distributed` over 127.0.0.1
+with cross-process collectives through gloo, runs the scenarios of `tests/multihost_worker.py` in one launch (one
+subprocess pair keeps this affordable on a small machine). The same global batch is split over 4 devices instead
+of 1, so the params agree with one process on one device to float32 reduction order (1e-5 relative; see
+tests/test_four_devices.py). Resuming across topologies (2 processes -> 1, 1 -> 2) continues from the checkpoint
+and ends with the params of an uninterrupted run; process 0 alone moves broken steps and rewrites metrics.jsonl.
 """
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from conftest import REPO, relative_difference, tiny_config
+from multihost_worker import CHAIN, RACE_RUNS, corrupt_step, race_template
+from test_train import crash_after
 
-from fno_jax.distributed import launch_spec
+from experiments.sweep import check_shard
+from fno_jax.distributed import launch_spec, on_cloud_tpu_vm
 
 RTOL = 1e-5  # float32 reduction order, see tests/test_four_devices.py
 
@@ -39,9 +45,62 @@ def test_explicit_environment():
     assert launch_spec({}, coordinator_address="h:2", num_processes=1, process_id=0) is None
 
 
-@pytest.mark.parametrize("env", [{"SLURM_NTASKS": "8"}, {"OMPI_COMM_WORLD_SIZE": "2"}, {"TPU_WORKER_HOSTNAMES": "a,b"}])
+# What SLURM sets: a batch or salloc shell has the job's SLURM_NTASKS (and SLURM_PROCID=0) but no step; each task
+# of an srun step also has SLURM_STEP_ID and the step's task count.
+_BATCH_SHELL = {"SLURM_JOB_ID": "77", "SLURM_NTASKS": "8", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
+_SRUN_TASK = {**_BATCH_SHELL, "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "8", "SLURM_STEP_NODELIST": "n[1-2]"}
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        _SRUN_TASK,
+        {"OMPI_COMM_WORLD_SIZE": "2"},
+        {"TPU_WORKER_HOSTNAMES": "a,b"},
+        {"TPU_PROCESS_ADDRESSES": "10.0.0.1:8476,10.0.0.2:8476"},
+        {"FNO_JAX_DISTRIBUTED": "1"},
+    ],
+)
 def test_launchers_left_to_auto_detection(env):
     assert launch_spec(env) == {}
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        _BATCH_SHELL,  # python started in the batch script or an salloc shell, outside srun
+        {**_SRUN_TASK, "SLURM_STEP_NUM_TASKS": "1"},  # `srun -n 1` inside an 8-task allocation
+        {"TPU_WORKER_HOSTNAMES": "localhost"},
+        {**_SRUN_TASK, "FNO_JAX_DISTRIBUTED": "0"},
+    ],
+)
+def test_single_process_launches(env):
+    assert launch_spec(env) is None
+
+
+def test_cloud_tpu_vm_initializes_without_tpu_variables(tmp_path):
+    # A gcloud ssh session on a TPU VM sets no TPU_* variable; the TPU chips on the PCI bus say where we are, and
+    # jax.distributed.initialize() reads the slice's workers from the TPU metadata server.
+    def pci(name, vendor, device):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "vendor").write_text(vendor + "\n")
+        (tmp_path / name / "device").write_text(device + "\n")
+
+    pci("0000:00:04.0", "0x1ae0", "0x0042")  # Google's gVNIC network card: on every GCE VM, not a TPU
+    pci("0000:00:05.0", "0x10de", "0x2335")  # an NVIDIA GPU
+    assert not on_cloud_tpu_vm(str(tmp_path))
+    pci("0000:00:06.0", "0x1ae0", "0x005e")  # a TPU v4 chip
+    assert on_cloud_tpu_vm(str(tmp_path))
+    assert not on_cloud_tpu_vm(str(tmp_path / "missing"))
+    assert launch_spec({}, cloud_tpu=True) == {}
+    assert launch_spec({"FNO_JAX_DISTRIBUTED": "0"}, cloud_tpu=True) is None
+
+
+def test_sweep_shards_are_refused_in_a_multi_process_job():
+    check_shard((0, 1), process_count=2)
+    check_shard((1, 4), process_count=1)
+    with pytest.raises(ValueError, match=r"--shard=0/2 .* 2 processes .* drop --shard"):
+        check_shard((0, 2), process_count=2)
 
 
 @pytest.mark.parametrize(
@@ -55,6 +114,8 @@ def test_launchers_left_to_auto_detection(env):
             r"process id 2 must lie in \[0, 2\)",
         ),
         ({"FNO_JAX_COORDINATOR": "h:1", "FNO_JAX_NUM_PROCESSES": "two"}, "must be an integer"),
+        ({"FNO_JAX_DISTRIBUTED": "yes"}, "must be 1 .* or unset"),
+        ({**_SRUN_TASK, "SLURM_STEP_NUM_TASKS": "x"}, "SLURM_STEP_NUM_TASKS='x' must be an integer"),
     ],
 )
 def test_bad_launch_environment(env, message):
@@ -62,37 +123,7 @@ def test_bad_launch_environment(env, message):
         launch_spec(env)
 
 
-# ---- two processes over loopback ------------------------------------------------------------------------------
-
-_WORKER = r"""
-import json, sys
-from fno_jax.distributed import maybe_initialize
-assert maybe_initialize()
-import jax, numpy as np
-sys.path.insert(0, "tests")
-from conftest import tiny_config
-from fno_jax.checkpoint import load_params
-from fno_jax.parallel import make_parallel
-from fno_jax.train import train_and_evaluate
-
-workdir = sys.argv[1]
-# Host-fed batches: each process reads only the rows of each batch that its own device trains on.
-summary = train_and_evaluate(tiny_config(**{"data.loader": "host"}), workdir)
-params = load_params(workdir)
-if jax.process_index() == 0:
-    np.savez(workdir + ".npz", *jax.tree_util.tree_leaves(params))
-# A host-fed batch: each process supplies only its own rows; a jitted gather reads across processes.
-dp = make_parallel("shard_map")
-x = np.arange(8 * 2, dtype=np.float32).reshape(8, 2)
-rows = dp.host_rows(8)
-batch = dp.put_batch({"x": x[rows]}, 8)["x"]
-index = np.array([7, 0, 5, 2])
-gathered = jax.jit(lambda d, i: d[i], out_shardings=dp.replicated)(batch, index)
-print(json.dumps({
-    "process": jax.process_index(), "devices": jax.device_count(), "summary_devices": summary["devices"],
-    "rows": [rows.start, rows.stop], "gather_ok": bool(np.array_equal(np.asarray(gathered), x[index])),
-}))
-"""
+# ---- one multi-host job over loopback ---------------------------------------------------------------------------
 
 
 def _free_port() -> int:
@@ -101,28 +132,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path):
-    import jax
-
-    from fno_jax.checkpoint import load_params
-    from fno_jax.train import train_and_evaluate
-
-    workdir = tmp_path / "two_processes"
-    port = _free_port()
-    procs = []
+def _start_workers(root) -> list[subprocess.Popen]:
+    port, procs = _free_port(), []
     for pid in range(2):
         env = dict(
             os.environ,
             JAX_PLATFORMS="cpu",
+            XLA_FLAGS="--xla_force_host_platform_device_count=2",
             FNO_JAX_COORDINATOR=f"127.0.0.1:{port}",
             FNO_JAX_NUM_PROCESSES="2",
             FNO_JAX_PROCESS_ID=str(pid),
         )
-        env.pop("XLA_FLAGS", None)
+        worker = os.path.join(REPO, "tests", "multihost_worker.py")
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-c", _WORKER, str(workdir)],
+                [sys.executable, worker, str(root)],
                 cwd=REPO,
                 env=env,
                 text=True,
@@ -130,9 +154,10 @@ def test_two_processes_match_one_process(tmp_path):
                 stderr=subprocess.PIPE,
             )  # fmt: skip
         )
-    # The reference runs here meanwhile: one process, one device, the same global batch.
-    train_and_evaluate(tiny_config(), str(tmp_path / "one_process"))
-    reference = jax.tree_util.tree_leaves(load_params(tmp_path / "one_process"))
+    return procs
+
+
+def _finish(procs) -> list[dict]:
     results = []
     try:
         for proc in procs:
@@ -143,15 +168,63 @@ def test_two_processes_match_one_process(tmp_path):
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+    return results
+
+
+def _metrics_steps(workdir) -> list[int]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line)["step"] for line in f if line.strip()]
+
+
+def _params(workdir):
+    import jax
+
+    from fno_jax.checkpoint import load_params
+
+    return jax.tree_util.tree_leaves(load_params(workdir))
+
+
+@pytest.mark.slow
+def test_multi_host_job_resumes_across_topologies_and_recovers(tmp_path, monkeypatch):
+    from fno_jax.train import train_and_evaluate
+
+    race_template(str(tmp_path / "race_template"))
+    procs = _start_workers(tmp_path)
+    # Meanwhile, on this one process and one device: a run that dies after step 4 (checkpoints 2 and 4), whose
+    # step 4 then breaks; the 2-process job resumes it from step 2 and finishes it.
+    chain = str(tmp_path / "chain")
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        crash_after(4, patch)
+        train_and_evaluate(tiny_config(**CHAIN), chain)
+    corrupt_step(os.path.join(chain, "checkpoints", "4"))
+    (tmp_path / "chain.ready").touch()
+    # The reference: one process, one device, uninterrupted, device-resident data.
+    reference = str(tmp_path / "reference")
+    train_and_evaluate(tiny_config(**{**CHAIN, "data.loader": "device"}), reference)
+    results = _finish(procs)
+    # The finished 2-process run as a 2-process run killed after its checkpoint of step 6: its later checkpoints
+    # and summary gone, its metrics past step 6 still there. One process on one device finishes it again.
+    two_to_one = str(tmp_path / "two_to_one")
+    shutil.copytree(chain, two_to_one)
+    os.remove(os.path.join(two_to_one, "summary.json"))
+    for step in (8, 10):
+        shutil.rmtree(os.path.join(two_to_one, "checkpoints", str(step)))
+    summary = train_and_evaluate(tiny_config(**CHAIN), two_to_one)
 
     assert [r["process"] for r in results] == [0, 1]
-    assert all(r["devices"] == 2 and r["summary_devices"] == 2 for r in results)
-    assert [r["rows"] for r in results] == [[0, 4], [4, 8]]
-    assert all(r["gather_ok"] for r in results)
-    params = list(np.load(f"{workdir}.npz").values())
-    assert relative_difference(params, reference) < RTOL
-    # Process 0 alone wrote the run's records: one metrics line per logged step, one summary.
-    with open(workdir / "metrics.jsonl") as f:
-        steps = [json.loads(line)["step"] for line in f if line.strip()]
-    assert steps == [5, 10]
-    assert json.loads((workdir / "summary.json").read_text())["devices"] == 2
+    assert all(r["devices"] == 4 and r["summary_devices"] == 4 for r in results)
+    assert all("train.parallel='shard_map'" in r["pmap_error"] for r in results)
+    assert [r["rows"] for r in results] == [[0, 4], [4, 8]] and all(r["gather_ok"] for r in results)
+    assert [r["race_clean"] for r in results] == [RACE_RUNS, RACE_RUNS]
+    assert all(r["stats_equal"] for r in results)
+    assert results[0]["stats_error"] == "ValueError: median source norm is nan"
+    assert results[1]["stats_error"].startswith("RuntimeError: process 0 failed to compute")
+    # 1 -> 2 processes (past a broken step) and 2 -> 1 both end with the uninterrupted run's params.
+    expected = _params(reference)
+    for workdir in (chain, two_to_one):
+        assert relative_difference(_params(workdir), expected) < RTOL, workdir
+        # Records past the restored checkpoint were dropped once, by process 0, and written again.
+        assert _metrics_steps(workdir) == list(range(1, 11)), workdir
+    assert os.listdir(os.path.join(chain, "broken_checkpoints")) == ["4"]
+    assert json.loads((tmp_path / "chain" / "summary.json").read_text())["devices"] == 4
+    assert summary["devices"] == 1

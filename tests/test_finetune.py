@@ -19,10 +19,8 @@ def downstream(pretrained_dir, task="poisson", **overrides):
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("pretrained"))
-    train.train_and_evaluate(tiny_config(), workdir)
-    return workdir
+def pretrained(tiny_run):
+    return tiny_run[0]  # the tiny run (conftest), shared with other files
 
 
 def test_zero_shot_equals_the_pretrained_model(pretrained, tmp_path):

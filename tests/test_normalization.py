@@ -113,3 +113,24 @@ def test_channel_count_checks():
         normalize(jnp.ones((2, 4, 4)), jnp.ones((2, 3)), stats)
     with pytest.raises(ValueError, match=r"\[B, ny, nx\]"):
         normalize(jnp.ones((4, 4)), jnp.ones((1, 2)), stats)
+
+
+def test_a_coefficients_median_is_over_the_samples_that_have_it(x64):
+    # A mixture in the mixed layout: omega is Helmholtz's alone, v advection-diffusion's; the zeros the other
+    # families carry there must not drag the medians to 0 (then scale 1, raw inputs).
+    from fno_jax.channels import LAYOUTS, presence
+
+    pde = np.array([0, 1, 2, 2, 1, 0])  # poisson, advection_diffusion, helmholtz
+    names = LAYOUTS["mixed"][1:]
+    coeffs = np.zeros((6, len(names)))
+    coeffs[:, names.index("K11")] = [1.0, 2.0, 0.01, 0.01, 3.0, 4.0]
+    coeffs[:, names.index("v1")] = [0.0, 0.2, 0.0, 0.0, 0.4, 0.0]
+    coeffs[:, names.index("omega")] = [0.0, 0.0, 3.0, 7.0, 0.0, 0.0]
+    present = presence(pde, "mixed")
+    stats = stats_from_norms(np.ones(6), coeffs, present)
+    assert stats.coeff_scale[names.index("omega")] == 5.0  # median of 3, 7: not of 0, 0, 3, 7, 0, 0
+    assert stats.coeff_scale[names.index("v1")] == pytest.approx(0.3)  # median of 0.2, 0.4
+    assert stats.coeff_scale[names.index("K11")] == pytest.approx(1.5)  # every family has a diffusion tensor
+    # K12 of Helmholtz (D I has none) is absent; without the mask every median would count all six samples.
+    assert not present[2, names.index("K12")] and present[0, names.index("K12")]
+    assert stats_from_norms(np.ones(6), coeffs).coeff_scale[names.index("omega")] == 1.0

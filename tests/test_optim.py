@@ -66,3 +66,13 @@ def test_freezing_every_parameter_is_refused():
     params = {"lift": {"kernel": jnp.ones((2, 2))}, "fc2": {"kernel": jnp.ones((2, 1))}}
     with pytest.raises(ValueError, match="matches every parameter"):
         make_optimizer(1e-3, 10, freeze=(".*",), params=params)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("highest", "highest"), ("high", "high"), ("default", None)])
+def test_runs_trace_their_programs_at_the_configured_matmul_precision(setting, expected):
+    from conftest import tiny_config
+
+    from fno_jax.config import matmul_precision
+
+    with matmul_precision(tiny_config(**{"train.matmul_precision": setting})):
+        assert jax.config.jax_default_matmul_precision == expected

@@ -92,6 +92,20 @@ def test_helmholtz_residual_vanishes_for_smooth_sources(x64, seed, omega):
 
 
 @SETTINGS
+@given(e=st.floats(0.01, 100.0), t=angles, c=st.floats(1e-6, 1e6))
+def test_rotated_diffusion_has_its_stated_eigenpairs_and_is_accepted_at_any_scale(x64, e, t, c):
+    # K = c R(-t) diag(1, e) R(t): eigenvalue c e along (sin t, cos t), c along (cos t, -sin t), (x, y) components.
+    k = np.asarray(solvers.rotated_diffusion(e, t, scale=c))
+    strong, weak = np.array([math.sin(t), math.cos(t)]), np.array([math.cos(t), -math.sin(t)])
+    assert_close(k @ strong, c * e * strong, scale=c * max(e, 1.0), ulps=8)
+    assert_close(k @ weak, c * weak, scale=c * max(e, 1.0), ulps=8)
+    f = jnp.asarray(smooth_field(0))
+    solvers.poisson(f, k)  # symmetric positive definite relative to its own scale: accepted
+    with pytest.raises(ValueError, match="positive definite"):
+        solvers.poisson(f, -k)
+
+
+@SETTINGS
 @given(seed=seeds, c=st.lists(scales, min_size=3, max_size=3), length=lengths)
 def test_normalization_is_invariant_to_scaling_source_and_coefficients_together(x64, seed, c, length):
     rng = np.random.default_rng(seed)

@@ -1,7 +1,9 @@
-"""Faults during a run: kill -9 and resume, a corrupted newest checkpoint, NaN in the data, two runs on one workdir.
+"""Faults during a run: kill -9 and resume, SIGTERM/SIGINT, a corrupted newest checkpoint, a full disk, NaN in the
+data, two runs on one workdir.
 
-Every run here is the tiny run of tests/conftest.py, 12 steps long with a checkpoint every 2. The subprocesses share
-the suite's persistent XLA compilation cache, so only the first one pays for compilation.
+Every run here is the tiny run of tests/conftest.py, 12 steps long with a checkpoint every 2 (the preemption tests:
+long enough to be interrupted, with no periodic checkpoint before the end). The subprocesses share the suite's
+persistent XLA compilation cache, so only the first one pays for compilation.
 """
 
 import glob
@@ -21,7 +23,9 @@ import pytest
 from conftest import REPO, main_cli, params_equal, tiny_config
 
 from fno_jax import checkpoint
+from fno_jax import train as train_lib
 from fno_jax.data import batch_indices, generate, nested_subset
+from fno_jax.preemption import Preempted
 from fno_jax.train import NonFiniteError, train_and_evaluate
 from fno_jax.workdir import Workdir, WorkdirLockedError
 
@@ -37,10 +41,9 @@ def cli(workdir, **overrides) -> list[str]:
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
-    """An uninterrupted 12-step run through the CLI."""
+    """An uninterrupted 12-step run, in this process (the CLI runs the same config: `cli` below)."""
     workdir = tmp_path_factory.mktemp("baseline")
-    done = subprocess.run(cli(workdir), cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    train_and_evaluate(tiny_config(**LONGER), str(workdir))
     return str(workdir)
 
 
@@ -63,7 +66,7 @@ def metric_lines(workdir) -> list[dict]:
     return records
 
 
-def test_kill9_after_first_checkpoint_then_resume_is_bitwise_exact(tmp_path, baseline):
+def test_kill9_after_first_checkpoint_then_resume_is_bitwise_exact(tmp_path, baseline, caplog):
     workdir = str(tmp_path / "run")
     proc = subprocess.Popen(cli(workdir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -82,10 +85,11 @@ def test_kill9_after_first_checkpoint_then_resume_is_bitwise_exact(tmp_path, bas
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
     assert checkpoint_steps(workdir)[-1] < 12
 
-    # Same command again: resumes (the dead run's lock is gone with it) and ends where the uninterrupted run did.
-    done = subprocess.run(cli(workdir), cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "resuming" in done.stderr
+    # The same run again (here in this process; the CLI runs the same config): resumes (the dead run's lock is gone
+    # with it) and ends where the uninterrupted run did.
+    with caplog.at_level(logging.INFO):
+        train_and_evaluate(tiny_config(**LONGER), workdir)
+    assert f"resuming {workdir} from step" in caplog.text
     assert_params_equal(baseline, workdir, 12)
     assert metric_lines(baseline) == metric_lines(workdir)
     with open(os.path.join(baseline, "summary.json")) as f, open(os.path.join(workdir, "summary.json")) as g:
@@ -108,15 +112,12 @@ def test_second_run_on_a_busy_workdir_is_refused_naming_the_first(tmp_path, base
         while not (os.path.exists(lock_file) and os.path.getsize(lock_file) > 0):
             assert first.poll() is None and time.monotonic() < deadline, "first run never took the lock"
             time.sleep(0.05)
-        second = subprocess.run(cli(workdir), cwd=REPO, capture_output=True, text=True, timeout=120)
+        with pytest.raises(WorkdirLockedError, match=rf'is in use by another run \(\{{"pid": {first.pid}, '):
+            train_and_evaluate(tiny_config(**LONGER), workdir)  # a second run (in this process)
         assert first.poll() is None, "the first run must still be running"
     finally:
         first.kill()
         first.wait()
-    assert second.returncode != 0
-    assert "WorkdirLockedError" in second.stderr
-    assert "is in use by another run" in second.stderr
-    assert f'"pid": {first.pid}' in second.stderr
     assert not checkpoint_steps(workdir)  # the refused run wrote nothing
 
 
@@ -193,3 +194,114 @@ def test_nan_in_a_batch_stops_the_run_naming_step_and_batch(tmp_path, monkeypatc
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
     with Workdir(workdir, config):  # the lock is free
         pass
+
+
+# ---- SIGTERM / SIGINT -------------------------------------------------------------------------------------------
+
+# Long enough to be signalled mid-way; no checkpoint or evaluation is due before the last step.
+UNTIL_THE_END = {
+    "train.num_steps": 1200,
+    "train.checkpoint_every": 100_000,
+    "train.eval_every": 100_000,
+    "train.log_every": 50,
+}
+
+
+def test_sigterm_saves_the_step_reached_exits_143_and_the_same_command_resumes_bitwise(tmp_path):
+    workdir = str(tmp_path / "run")
+    command = cli(workdir, **UNTIL_THE_END)
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        metrics = os.path.join(workdir, "metrics.jsonl")
+        deadline = time.monotonic() + 240
+        while not (os.path.exists(metrics) and os.path.getsize(metrics) > 0):  # training is under way
+            assert proc.poll() is None, f"run ended before training: {proc.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.01)
+        assert checkpoint_steps(workdir) == []
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        stopped_s = time.monotonic() - signalled
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 143, stderr[-3000:]
+    assert stopped_s < 60
+    steps = checkpoint_steps(workdir)
+    assert len(steps) == 1 and 50 <= steps[0] < 1200, steps  # the step reached: none was due
+    assert f"preempted at step {steps[0]}; run the same command to resume" in stderr
+    assert not os.path.exists(os.path.join(workdir, "summary.json"))
+
+    # Same command again: resumes from the saved step and ends with the uninterrupted run's params.
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming {workdir} from step {steps[0]}" in done.stderr
+    baseline = str(tmp_path / "baseline")
+    summary = train_and_evaluate(tiny_config(**{**LONGER, **UNTIL_THE_END}), baseline)
+    assert_params_equal(baseline, workdir, 1200)
+    with open(os.path.join(workdir, "summary.json")) as f:
+        assert json.load(f)["test_rel_l2"] == summary["test_rel_l2"]
+
+
+def test_sigint_raises_preempted_carrying_the_signal_after_saving_the_step(tmp_path, monkeypatch):
+    workdir = str(tmp_path / "run")
+    config = tiny_config(**{**LONGER, **UNTIL_THE_END, "train.num_steps": 100})
+
+    class CtrlCAtStep7(train_lib.Progress):
+        def update(self, step, **kwargs):
+            if step == 7:
+                os.kill(os.getpid(), signal.SIGINT)  # handled before the loop asks whether to stop
+            super().update(step, **kwargs)
+
+    monkeypatch.setattr(train_lib, "Progress", CtrlCAtStep7)
+    original = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Preempted) as info:
+        train_and_evaluate(config, workdir)
+    stop = info.value
+    assert (stop.signum, stop.step, stop.exit_code) == (signal.SIGINT, 7, 130)
+    assert checkpoint_steps(workdir) == [7]
+    assert "preempted at step 7; run the same command to resume" in str(stop)
+    assert not isinstance(stop, Exception)  # `except Exception` (a sweep's keep_going) never swallows it
+    assert signal.getsignal(signal.SIGINT) is original  # the handlers are restored
+    # The steps since the last record are logged; resuming starts after step 7.
+    assert [r["step"] for r in metric_lines(workdir)] == [7]
+    monkeypatch.undo()
+    train_and_evaluate(config, workdir)
+    assert [r["step"] for r in metric_lines(workdir)] == [7, 50, 100]
+
+
+# ---- a full disk --------------------------------------------------------------------------------------------------
+
+
+def test_full_disk_during_a_checkpoint_names_the_path_and_the_previous_one_resumes(tmp_path, monkeypatch, baseline):
+    """From step 6 on every checkpoint write fails with ENOSPC (injected into orbax's JSON writer, which runs in the
+    background save thread like the array writes); the run stops naming the directory, step 4 stays usable, and once
+    there is space the same run resumes from it to the uninterrupted params."""
+    import errno
+    import re
+
+    import orbax.checkpoint as ocp
+
+    write_json = ocp.JsonCheckpointHandler._save_fn
+
+    async def disk_full_from_step_6(self, x, directory):
+        if int(re.search(r"checkpoints/(\d+)\.", str(directory))[1]) >= 6:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+        return await write_json(self, x, directory)
+
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", disk_full_from_step_6)
+    workdir = str(tmp_path / "full")
+    config = tiny_config(**LONGER)
+    with pytest.raises(checkpoint.CheckpointWriteError) as info:
+        train_and_evaluate(config, workdir)
+    message = str(info.value)
+    assert f"cannot write a checkpoint in {workdir}/checkpoints" in message and "No space left on device" in message
+    assert "the newest complete checkpoint, step 4, is intact" in message
+    assert checkpoint_steps(workdir) == [2, 4]
+    assert checkpoint.load_params(workdir) is not None  # readable
+    assert not os.path.exists(os.path.join(workdir, "summary.json"))
+
+    monkeypatch.undo()  # space again
+    train_and_evaluate(config, workdir)
+    assert_params_equal(baseline, workdir, 12)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import solvers
-from solvers.coefficients import rotated_diffusion
+from solvers import rotated_diffusion
 
 # Low modes (my, mx) with amplitudes and phases: none reaches the Nyquist mode for n >= 8.
 MODES = [((1, 0), 0.7, 0.3), ((0, 2), -0.4, 1.1), ((2, -1), 0.5, -0.6), ((3, 3), 0.2, 2.0)]
@@ -167,6 +167,11 @@ def _good():
     return jnp.zeros((8, 8)), jnp.asarray(K)
 
 
+def _rank_one(dtype):
+    """K = 0.01 R(-t) diag(1, 0) R(t): singular before rounding (e = 0), rounded to `dtype`."""
+    return np.asarray(rotated_diffusion(0.0, 0.7), dtype)
+
+
 @pytest.mark.parametrize(
     "call,match",
     [
@@ -176,17 +181,36 @@ def _good():
         (lambda: solvers.poisson(jnp.zeros((2, 2)), K), "even resolution"),
         (lambda: solvers.poisson(jnp.zeros((8, 8), jnp.complex64), K), "real-valued"),
         (lambda: solvers.poisson(_good()[0], jnp.ones(3)), r"diffusion must have shape \[\.\.\., 2, 2\]"),
-        (lambda: solvers.poisson(jnp.zeros((3, 8, 8)), jnp.stack([K, K])), "jax.vmap"),
+        # Strict batching: a coefficient has the source's batch shape or none.
+        (lambda: solvers.poisson(jnp.zeros((3, 8, 8)), jnp.stack([K, K])), r"batch shape \(3,\).*jax.vmap"),
+        (lambda: solvers.poisson(jnp.zeros((8, 8)), jnp.stack([K, K])), "broadcast the source"),
+        (lambda: solvers.poisson(jnp.zeros((2, 3, 8, 8)), jnp.stack([K] * 3)), r"batch shape \(2, 3\)"),
+        (lambda: solvers.poisson(jnp.zeros((5, 8, 8)), np.stack([K] * 5, -1)), r"batch axes come first.*moveaxis"),
+        (lambda: solvers.helmholtz(jnp.zeros((4, 8, 8)), jnp.ones((4, 1))), r"reshape it.*omega.reshape\(\(4,\)\)"),
+        (lambda: solvers.helmholtz(jnp.zeros((4, 8, 8)), 1.0, diffusivity=jnp.ones((2, 2))), "diffusivity must have"),
+        (lambda: solvers.helmholtz(jnp.zeros((3, 8, 8)), jnp.ones((2,))), "jax.vmap"),
+        (lambda: solvers.advection_diffusion(jnp.zeros((3, 8, 8)), K, jnp.ones((5, 2))), "jax.vmap"),
+        (lambda: solvers.poisson(jnp.zeros((8, 8, 8)), K), "3-D field"),
+        (lambda: solvers.helmholtz(jnp.zeros((8, 8, 8)), 2.0), "3-D field"),
+        # Values.
         (lambda: solvers.poisson(_good()[0], np.array([[1.0, 0.5], [0.0, 1.0]])), "symmetric"),
         (lambda: solvers.poisson(_good()[0], np.array([[1.0, 2.0], [2.0, 1.0]])), "positive definite"),
         (lambda: solvers.poisson(_good()[0], -K), "positive definite"),
+        (lambda: solvers.poisson(_good()[0], _rank_one(np.float32)), "positive definite"),
         (lambda: solvers.poisson(_good()[0], K * np.nan), "NaN"),
         (lambda: solvers.poisson(*_good(), length=-1.0), "length must be a positive"),
+        (lambda: solvers.poisson(*_good(), length=jnp.ones(2)), "length must be a scalar"),
         (lambda: solvers.advection_diffusion(*_good(), jnp.ones(3)), "velocity must have shape"),
-        (lambda: solvers.advection_diffusion(jnp.zeros((3, 8, 8)), K, jnp.ones((5, 2))), "jax.vmap"),
-        (lambda: solvers.helmholtz(_good()[0], jnp.ones((2,)), diffusivity=-1.0), "diffusivity"),
-        (lambda: solvers.helmholtz(jnp.zeros((3, 8, 8)), jnp.ones((2,))), "jax.vmap"),
+        (lambda: solvers.advection_diffusion(*_good(), jnp.array([0.0, np.inf])), "velocity contains NaN"),
+        (lambda: solvers.helmholtz(_good()[0], 2.0, diffusivity=-1.0), "diffusivity must be > 0"),
+        (lambda: solvers.helmholtz(_good()[0], 2.0, resonance="ignore"), "resonance must be"),
+        # Residuals: the same checks.
         (lambda: solvers.poisson_residual(jnp.zeros((8, 8)), jnp.zeros((16, 16)), K), "share the grid"),
+        (lambda: solvers.poisson_residual(jnp.zeros((2, 8, 8)), jnp.zeros((8, 8)), K), "share the grid"),
+        (lambda: solvers.poisson_residual(*[jnp.zeros((3, 8, 8))] * 2, jnp.stack([K, K])), "jax.vmap"),
+        (lambda: solvers.poisson_residual(*[jnp.zeros((8, 8))] * 2, -K), "positive definite"),
+        (lambda: solvers.helmholtz_residual(*[jnp.zeros((4, 8, 8))] * 2, jnp.ones((4, 1))), "omega.reshape"),
+        (lambda: solvers.advection_diffusion_residual(*[jnp.zeros((8, 8))] * 2, K, jnp.ones((2, 2))), "broadcast"),
     ],
 )
 def test_bad_inputs_raise(call, match):
@@ -194,7 +218,36 @@ def test_bad_inputs_raise(call, match):
         call()
 
 
-def test_value_checks_skipped_under_jit():
-    # A non-PD K under jit cannot be checked; it must not raise a tracer error.
-    out = jax.jit(solvers.poisson)(jnp.zeros((8, 8)), jnp.asarray(K))
-    assert out.shape == (8, 8)
+def test_definiteness_is_relative_to_scale_and_dtype(x64):
+    # lambda_min / lambda_max is compared with 64 eps of K's dtype: tiny but well-conditioned tensors pass, a
+    # condition number of 1e6 passes in float64 (64 eps = 1.4e-14) and fails in float32 (64 eps = 7.6e-6).
+    f = jnp.zeros((8, 8))
+    for scale in (1e-12, 1.0, 1e12):
+        solvers.poisson(f, scale * np.asarray(K))
+    solvers.poisson(f, rotated_diffusion(1e-6, 0.3))
+    solvers.poisson(f.astype(jnp.float32), np.asarray(rotated_diffusion(1e-4, 0.3), np.float32))
+    with pytest.raises(ValueError, match=r"positive definite.*float32"):
+        solvers.poisson(f.astype(jnp.float32), np.asarray(rotated_diffusion(1e-6, 0.3), np.float32))
+    with pytest.raises(ValueError, match=r"positive definite.*float64"):
+        solvers.poisson(f, _rank_one(np.float64))
+
+
+def test_rotated_diffusion_convention(x64):
+    # K = 0.01 R(-t) diag(1, e) R(t): eigenvalue 0.01 e along (vx, vy) = (sin t, cos t), 0.01 along (cos t, -sin t).
+    e, t = 4.0, 0.3
+    k = np.asarray(solvers.rotated_diffusion(e, t))
+    strong, weak = np.array([np.sin(t), np.cos(t)]), np.array([np.cos(t), -np.sin(t)])
+    np.testing.assert_allclose(k @ strong, 0.01 * e * strong, atol=1e-16, rtol=0)
+    np.testing.assert_allclose(k @ weak, 0.01 * weak, atol=1e-16, rtol=0)
+    np.testing.assert_allclose(solvers.rotated_diffusion(e, 0.0), np.diag([0.01, 0.01 * e]), atol=1e-18, rtol=0)
+    # What the solver does with it: a plane wave cos(2 pi (mx x + my y)) along the strong axis (x = last array
+    # axis) decays with 0.01 e |k|^2, across it with 0.01 |k|^2.
+    n = 16
+    x = np.arange(n) / n
+    for (mx, my), rate in (((1, 0), 0.01), ((0, 1), 0.01 * e)):
+        wave = np.cos(2 * np.pi * (mx * x[None, :] + my * x[:, None]))
+        u = solvers.poisson(wave, solvers.rotated_diffusion(e, 0.0))
+        np.testing.assert_allclose(u, wave / (rate * (2 * np.pi) ** 2), atol=1e-12, rtol=0)
+    wave = np.cos(2 * np.pi * (x[None, :] + x[:, None]))  # along (1, 1) / sqrt 2 = the strong axis at t = pi / 4
+    u = solvers.poisson(wave, solvers.rotated_diffusion(e, np.pi / 4))
+    np.testing.assert_allclose(u, wave / (0.01 * e * 2 * (2 * np.pi) ** 2), atol=1e-12, rtol=0)

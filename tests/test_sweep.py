@@ -1,17 +1,24 @@
-"""Study expansion and the resumable sweep runner, with a fake run function (no training)."""
+"""Study expansion and the resumable sweep runner, with a fake run function (no training): resume after a crash or
+a kill, shards at once on one sweep directory, failures recorded; one real tiny sweep stopped by SIGTERM."""
 
 import importlib
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
+from conftest import REPO
 
 from experiments import study as study_lib
 from experiments.configs import base as base_config
 from experiments.configs.study_scale import NAMES as SCALE_NAMES
-from experiments.sweep import parse_shard, run_sweep
+from experiments.sweep import DependencyWait, parse_shard, run_sweep
 from fno_jax.config import flat_items
+from fno_jax.json_io import write_json_atomic
 
 STUDY_CONFIGS = ("quickstart", "rq1_data_size", "rq2_model_size", "rq3_ood_shift", "rq4_mixed")
 
@@ -21,15 +28,18 @@ def _quickstart(arg="runlocal"):
 
 
 class FakeRun:
-    """Writes summary.json like train_and_evaluate; optionally raises on the k-th call or for some names."""
+    """Writes summary.json like train_and_evaluate (atomically); optionally raises on the k-th call or for some names,
+    or takes `delay_s` seconds (to be killed mid-run)."""
 
-    def __init__(self, fail_on_call=None, fail_if=None):
+    def __init__(self, fail_on_call=None, fail_if=None, delay_s=0.0):
         self.calls = []
         self.fail_on_call = fail_on_call
         self.fail_if = fail_if
+        self.delay_s = delay_s
 
     def __call__(self, config, workdir):
         self.calls.append(os.path.basename(workdir))
+        time.sleep(self.delay_s)
         if self.fail_on_call == len(self.calls):
             raise RuntimeError("simulated crash")
         if self.fail_if and self.fail_if(os.path.basename(workdir)):
@@ -54,8 +64,7 @@ class FakeRun:
             "wall_s": 0.0,
         }
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f)
+        write_json_atomic(os.path.join(workdir, "summary.json"), summary)
         return summary
 
 
@@ -126,10 +135,10 @@ def test_shards_split_the_runs_and_wait_for_foreign_dependencies(tmp_path):
     assert "pretrain-poisson-s0" in names[0::2] and blocked >= 1
     early, first, second = FakeRun(), FakeRun(), FakeRun()
     with pytest.raises(TimeoutError, match="pretraining"):
-        run_sweep(study, str(tmp_path), run_fn=early, shard=(1, 2), dependency_timeout_s=0.0, poll_s=0.01)
+        run_sweep(study, str(tmp_path), run_fn=early, shard=(1, 2), wait=DependencyWait(timeout_s=0.0, poll_s=0.01))
     assert early.calls == [r.name for r in mine[:blocked]]
     run_sweep(study, str(tmp_path), run_fn=first, shard=(0, 2))
-    run_sweep(study, str(tmp_path), run_fn=second, shard=(1, 2), poll_s=0.01)
+    run_sweep(study, str(tmp_path), run_fn=second, shard=(1, 2), wait=DependencyWait(poll_s=0.01))
     assert first.calls == names[0::2]
     assert second.calls == [r.name for r in mine[blocked:]]
     assert sorted(early.calls + first.calls + second.calls) == sorted(names)
@@ -144,12 +153,107 @@ def test_only_selects_runs_and_their_dependencies(tmp_path):
         run_sweep(_quickstart(), str(tmp_path), run_fn=fake, only="no-such-run")
 
 
-def test_keep_going_skips_dependents_of_a_failed_run(tmp_path):
+def _failures(sweep_dir):
+    path = os.path.join(sweep_dir, "failures.jsonl")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {r["name"]: r for r in map(json.loads, f)}
+
+
+def test_keep_going_skips_dependents_of_a_failed_run_and_records_every_failure(tmp_path):
     fake = FakeRun(fail_if=lambda name: name.startswith("pretrain"))
-    with pytest.raises(RuntimeError, match="6 run\\(s\\) failed"):
+    with pytest.raises(RuntimeError, match="6 run\\(s\\) failed \\(recorded in .*failures.jsonl"):
         run_sweep(_quickstart(), str(tmp_path), run_fn=fake, keep_going=True)
     # The pretraining run failed; its 4 fine-tuning + 1 zero-shot runs were skipped, the 4 scratch runs ran.
     assert sorted(r["mode"] for r in _lines(tmp_path)) == ["scratch"] * 4
+    failures = _failures(tmp_path)
+    assert len(failures) == 6
+    assert failures["pretrain-poisson-s0"]["error"] == "RuntimeError: simulated failure"
+    assert failures["poisson_e5_10-zeroshot-from-poisson-s0"]["error"].startswith("skipped: depends on failed")
+    # Fixed and run again: every run finishes and the failures are gone.
+    run_sweep(_quickstart(), str(tmp_path), run_fn=FakeRun())
+    assert len(_lines(tmp_path)) == 10 and _failures(tmp_path) == {}
+
+
+def test_a_failure_in_another_shard_is_not_waited_for(tmp_path):
+    study = _quickstart()
+    fail_pretraining = FakeRun(fail_if=lambda name: name.startswith("pretrain"))
+    with pytest.raises(RuntimeError, match="failed"):
+        run_sweep(study, str(tmp_path), run_fn=fail_pretraining, shard=(0, 2), keep_going=True)
+    # Shard 1 would wait a week for the pretraining run; it sees the failure and skips its dependents at once.
+    other = FakeRun()
+    with pytest.raises(RuntimeError, match="failed"):
+        run_sweep(study, str(tmp_path), run_fn=other, shard=(1, 2), keep_going=True, wait=DependencyWait(poll_s=60))
+    assert all("scratch" in name for name in other.calls)
+    assert "which failed in another shard" in _failures(tmp_path)["poisson_e5_10-zeroshot-from-poisson-s0"]["error"]
+    # Without keep_going the shard stops there.
+    with pytest.raises(RuntimeError, match="which failed in another shard"):
+        run_sweep(study, str(tmp_path), run_fn=FakeRun(), shard=(1, 2), wait=DependencyWait(poll_s=60))
+
+
+# A sweep in its own process, with FakeRun: sys.argv = [sweep_dir, shard, delay_s].
+_SWEEP = r"""
+import sys
+sys.path.insert(0, "tests")
+from test_sweep import FakeRun, _quickstart
+from experiments.sweep import DependencyWait, parse_shard, run_sweep
+
+sweep_dir, shard, delay_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+run_sweep(_quickstart(), sweep_dir, run_fn=FakeRun(delay_s=delay_s), shard=parse_shard(shard),
+          wait=DependencyWait(poll_s=0.01))
+"""
+
+
+def _results_bytes(sweep_dir) -> bytes:
+    with open(os.path.join(sweep_dir, "results.jsonl"), "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The quickstart sweep (runlocal, FakeRun) in one process, uninterrupted."""
+    sweep_dir = tmp_path_factory.mktemp("uninterrupted")
+    run_sweep(_quickstart(), str(sweep_dir), run_fn=FakeRun())
+    return sweep_dir
+
+
+def test_killed_sweep_run_again_equals_an_uninterrupted_one(tmp_path, uninterrupted):
+    sweep_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", _SWEEP, str(sweep_dir), "", "0.3"], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list((sweep_dir / "runs").glob("*/summary.json"))) < 3:  # killed during its fourth run
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before it was killed"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(_lines(sweep_dir)) < 10
+    rerun = FakeRun()
+    run_sweep(_quickstart(), str(sweep_dir), run_fn=rerun)
+    assert 0 < len(rerun.calls) <= 7  # the finished runs were skipped
+    assert _results_bytes(sweep_dir) == _results_bytes(uninterrupted)
+
+
+def test_two_shards_at_once_on_one_sweep_dir_write_what_one_process_writes(tmp_path, uninterrupted):
+    sweep_dir = tmp_path / "sharded"
+    shards = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SWEEP, str(sweep_dir), f"{i}/2", "0.05"], cwd=REPO, stderr=subprocess.PIPE
+        )
+        for i in range(2)
+    ]
+    for proc in shards:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-3000:]
+    assert _results_bytes(sweep_dir) == _results_bytes(uninterrupted)
+    for name in ("plan.json", "study.json"):  # whole, the same but for the sweep's own path in init_from
+        here = (sweep_dir / name).read_text().replace(str(sweep_dir), "SWEEP_DIR")
+        assert here == (uninterrupted / name).read_text().replace(str(uninterrupted), "SWEEP_DIR")
+    assert not (sweep_dir / "failures.jsonl").exists()
+    assert not list(sweep_dir.glob(".*.tmp"))  # no temporary file left behind
 
 
 def test_parse_shard():
@@ -219,3 +323,78 @@ def test_num_params_formula_matches_the_model():
         shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, channels)))
         count = sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes))
         assert count == study_lib.fno_num_params(width, modes, depth, fc_dim, in_channels=channels)
+
+
+def test_results_are_rebuilt_under_the_sweep_lock(tmp_path):
+    """A rebuild of results.jsonl waits while another process holds SWEEP_DIR/.sweep.lock (flock)."""
+    import fcntl
+    import threading
+
+    from experiments.sweep import collect_results
+
+    runs = study_lib.expand_study(_quickstart(), str(tmp_path))
+    FakeRun()(runs[0].config, study_lib.run_workdir(str(tmp_path), runs[0].name))
+    with open(tmp_path / ".sweep.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another open file: conflicts like another process
+        rebuild = threading.Thread(target=collect_results, args=(runs, str(tmp_path)))
+        rebuild.start()
+        rebuild.join(timeout=0.5)
+        assert rebuild.is_alive() and not (tmp_path / "results.jsonl").exists()
+    rebuild.join(timeout=10)
+    assert [r["name"] for r in _lines(tmp_path)] == [runs[0].name]
+
+
+@pytest.mark.slow
+def test_real_sweep_stopped_by_sigterm_resumes_to_the_uninterrupted_results(tmp_path, monkeypatch):
+    """A real tiny run (the quickstart's pretraining run): SIGTERM during it stops the sweep with `Preempted` at a
+    checkpoint; the same sweep again resumes that run and ends with the uninterrupted results."""
+    from fno_jax import train as train_lib
+    from fno_jax.preemption import Preempted
+
+    only = "^pretrain"
+    run_sweep(_quickstart(), str(tmp_path / "uninterrupted"), only=only)
+
+    class SigtermAtStep5(train_lib.Progress):
+        def update(self, step, **kwargs):
+            if step == 5:
+                os.kill(os.getpid(), signal.SIGTERM)
+            super().update(step, **kwargs)
+
+    sweep_dir = tmp_path / "stopped"
+    monkeypatch.setattr(train_lib, "Progress", SigtermAtStep5)
+    with pytest.raises(Preempted) as info:
+        run_sweep(_quickstart(), str(sweep_dir), only=only, keep_going=True)  # keep_going does not swallow it
+    assert (info.value.step, info.value.exit_code) == (5, 143)
+    assert _lines(sweep_dir) == [] and not (sweep_dir / "failures.jsonl").exists()
+    monkeypatch.undo()
+    run_sweep(_quickstart(), str(sweep_dir), only=only)
+
+    def comparable(sweep):
+        records = _lines(sweep)
+        for r in records:
+            for key in ("wall_s", "compile_s"):  # wall-clock, not results
+                r.pop(key)
+        return json.loads(json.dumps(records).replace(str(sweep), "SWEEP_DIR"))
+
+    assert comparable(sweep_dir) == comparable(tmp_path / "uninterrupted")
+    assert [r["name"] for r in _lines(sweep_dir)] == ["pretrain-poisson-s0"]
+
+
+def test_runs_that_differ_only_in_seed_and_rate_are_packed(tmp_path):
+    # quickstart:runlocal: per (N, mode) its 2 seeds x 1 rate share a shape; pretraining and zero-shot run alone.
+    run, packs = FakeRun(), []
+
+    def pack(configs, workdirs):
+        packs.append(sorted(os.path.basename(w) for w in workdirs))
+        assert len({(c.data.num_train, bool(c.init_from)) for c in configs}) == 1
+        return [run(c, w) for c, w in zip(configs, workdirs, strict=True)]
+
+    records = run_sweep(_quickstart(), str(tmp_path), run_fn=run, pack_fn=pack)
+    assert len(records) == 10 and len(packs) == 4 and all(len(p) == 2 for p in packs)
+    singles = set(run.calls) - {name for p in packs for name in p}
+    assert singles == {"pretrain-poisson-s0", "poisson_e5_10-zeroshot-from-poisson-s0"}
+    # study.pack = False: one at a time, same results.
+    study = _quickstart()
+    study.pack = False
+    again = run_sweep(study, str(tmp_path / "unpacked"), run_fn=FakeRun(), pack_fn=pack)
+    assert len(packs) == 4 and [r["test_rel_l2"] for r in again] == [r["test_rel_l2"] for r in records]

@@ -14,18 +14,18 @@ from fno_jax.workdir import MetricsLog
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """One uninterrupted tiny run, shared by the tests that only read it."""
-    workdir = str(tmp_path_factory.mktemp("run"))
-    summary = train.train_and_evaluate(tiny_config(), workdir)
-    return workdir, summary
+def finished(tiny_run):
+    """One uninterrupted tiny run, shared by the tests that only read it (conftest's, shared with other files)."""
+    return tiny_run
 
 
 def test_cli_run_writes_every_workdir_file(tmp_path):
     workdir = tmp_path / "cli"
     run_python(main_cli(workdir, "--config.train.num_steps=4", "--config.train.checkpoint_every=2"))
     files = sorted(f for f in os.listdir(workdir) if not f.startswith("."))  # .lock: held while running
-    assert files == ["checkpoints", "config.json", "metrics.jsonl", "summary.json"]
+    events = [f for f in files if f.startswith("events.out.tfevents.")]  # TensorBoard's, beside metrics.jsonl
+    assert len(events) == 1
+    assert [f for f in files if f not in events] == ["checkpoints", "config.json", "metrics.jsonl", "summary.json"]
     assert sorted(int(s) for s in os.listdir(workdir / "checkpoints")) == [2, 4]
     summary = json.loads((workdir / "summary.json").read_text())
     for key in ("task", "mode", "num_train", "model", "test_rel_l2", "val_rel_l2", "best_step", "num_params"):

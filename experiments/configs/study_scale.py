@@ -27,6 +27,8 @@ from typing import Any
 
 import ml_collections
 
+from fno_jax.config import ConfigError
+
 __all__ = [
     "CPU",
     "GPU_MINUTES",
@@ -61,6 +63,8 @@ class Scale:
       learning_rates: the downstream LR grid; every downstream point runs all of them.
       epochs: downstream run length in epochs (steps = epochs x floor(N / min(N, batch_size))).
       batch_size: the downstream batch; a run at N uses min(N, batch_size).
+      min_steps: the fewest steps of a downstream run (0 = none, the paper's): a reduced scale's few epochs would
+        leave the smallest N a handful of steps.
       max_evals: bound on the evaluations of one run (evaluation is every epoch below it).
       checkpoint_every, log_every: steps between resume checkpoints / log lines (clipped to a run's length).
       seeds: seeds per downstream point (study.seeds).
@@ -83,6 +87,7 @@ class Scale:
     learning_rates: tuple[float, ...]
     epochs: int
     batch_size: int
+    min_steps: int
     max_evals: int
     checkpoint_every: int
     log_every: int
@@ -117,6 +122,7 @@ PAPER = Scale(
     learning_rates=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3),
     epochs=500,
     batch_size=128,
+    min_steps=0,
     max_evals=1000,
     checkpoint_every=1000,
     log_every=100,
@@ -216,13 +222,13 @@ def parse(
     options = {part.strip() for part in (arg or "").split(",") if part.strip()}
     unknown = options - choices - set(NAMES)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown study config argument(s) {sorted(unknown)} in {arg!r}; valid options are "
             f"{sorted(choices | set(NAMES))}, comma-separated (e.g. ':cpu'); no scale name = the paper's scale."
         )
     named = sorted(options & set(NAMES))
     if len(named) > 1:
-        raise ValueError(f"Choose at most one scale of {list(NAMES)} in {arg!r}, got {named}.")
+        raise ConfigError(f"Choose at most one scale of {list(NAMES)} in {arg!r}, got {named}.")
     scale = SCALES[named[0] if named else ""]
     scale = scale.replace(**(changes or {}).get(scale.name, {}))
     return scale, options - set(NAMES)
@@ -275,4 +281,5 @@ def downstream_sizes(scale: Scale) -> dict[str, Any]:
         "learning_rates": scale.learning_rates,
         "epochs": scale.epochs,
         "batch_size": scale.batch_size,
+        "min_steps": scale.min_steps,
     }

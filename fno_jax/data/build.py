@@ -36,7 +36,8 @@ from absl import logging
 from fno_jax.config import ConfigError
 from fno_jax.data.generate import generate_split
 from fno_jax.data.stats import input_stats
-from fno_jax.data.store import SPLITS, DatasetWriter, StoredDataset, open_dataset
+from fno_jax.data.store import SPLITS, DatasetWriteError, DatasetWriter, StoredDataset, open_dataset
+from fno_jax.json_io import write_json_atomic
 from fno_jax.progress import Progress
 from solvers.families import TASK_NAMES, make_task
 
@@ -184,8 +185,13 @@ def _check_generator(path: str, generator: dict[str, Any], writer: DatasetWriter
     else:
         file = os.path.join(path, GENERATOR_FILE)
         if not os.path.exists(file):
-            with open(file, "w") as f:
-                json.dump(generator, f, indent=2, sort_keys=True)
+            try:
+                write_json_atomic(file, generator)  # a write killed half-way never leaves half a file
+            except OSError as err:
+                raise DatasetWriteError(
+                    f"cannot write {file} ({err}); if the disk is full or the directory not writable, fix that and "
+                    "run the same command again."
+                ) from err
             return
         with open(file) as f:
             stored = json.load(f)
@@ -252,30 +258,35 @@ def generate_dataset(config: ml_collections.ConfigDict, path: str | os.PathLike[
     make_batch = _BlockSource(task, int(config.seed), int(d.resolution), int(d.generate_chunk), writer)
     try:
         for split in SPLITS:
-            starts = writer.chunk_starts(split)
-            todo = [s for s in starts if not writer.done(split, s)]
-            if not todo:
-                continue
-            logging.info(
-                "[%s] %d/%d chunks stored; writing %d samples to %s on %d devices",
-                split, len(starts) - len(todo), len(starts), sum(min(writer.chunk, counts[split] - s) for s in todo),
-                path, jax.local_device_count(),
-            )  # fmt: skip
-            bar = Progress(len(starts), label=f"[{split}]", start=len(starts) - len(todo))
-            t0, samples = time.perf_counter(), 0
-            for start, count in _spans(todo, writer.chunk, counts[split], max(1, make_batch.block // writer.chunk)):
-                writer.write_chunks(split, start, make_batch(split, start, count))
-                samples += count
-                last = start + count >= todo[-1] + 1
-                bar.update(-(-(start + count) // writer.chunk), force=last, samples_per_s=samples / _since(t0))
-            bar.close()
-            logging.info("[%s] %d/%d chunks, %.1f samples/s", split, len(starts), len(starts), samples / _since(t0))
+            _write_split(writer, make_batch, split)
     finally:
         make_batch.close()
     stats = _train_stats(writer, config.task, float(d.length))
     writer.finalize(stats, {"generator": generator, "layout": config.task})
     logging.info("dataset %s complete: %s", path, counts)
     return open_dataset(path)
+
+
+def _write_split(writer: DatasetWriter, make_batch: _BlockSource, split: str) -> None:
+    """The chunks of `split` not yet stored, made and written in spans of whole blocks, with a progress bar."""
+    starts, total = writer.chunk_starts(split), writer.counts[split]
+    todo = [s for s in starts if not writer.done(split, s)]
+    if not todo:
+        return
+    logging.info(
+        "[%s] %d/%d chunks stored; writing %d samples to %s on %d devices",
+        split, len(starts) - len(todo), len(starts), sum(min(writer.chunk, total - s) for s in todo),
+        writer.path, jax.local_device_count(),
+    )  # fmt: skip
+    bar = Progress(len(starts), label=f"[{split}]", start=len(starts) - len(todo))
+    t0, samples = time.perf_counter(), 0
+    for start, count in _spans(todo, writer.chunk, total, max(1, make_batch.block // writer.chunk)):
+        writer.write_chunks(split, start, make_batch(split, start, count))
+        samples += count
+        last = start + count >= todo[-1] + 1
+        bar.update(-(-(start + count) // writer.chunk), force=last, samples_per_s=samples / _since(t0))
+    bar.close()
+    logging.info("[%s] %d/%d chunks, %.1f samples/s", split, len(starts), len(starts), samples / _since(t0))
 
 
 def _spans(todo: list[int], chunk: int, total: int, most: int) -> list[tuple[int, int]]:

@@ -4,15 +4,19 @@ Layout of a dataset directory ``DIR``::
 
     DIR/<split>/<array>      zarr v3 array per split (train, val, test) and batch-dict key
     DIR/progress.json        written first, rewritten after every chunk: parameters + chunks done
-    DIR/metadata.json        written LAST, atomically; its presence marks the dataset complete
+    DIR/metadata.json        written LAST, atomically; its presence marks the dataset complete; sealed with a
+                             checksum of its content (`fno_jax.integrity`)
 
 Arrays (leading dimension N = samples in the split, n = resolution, arrays indexed [..., y, x]):
 
     source [N, n, n], solution [N, n, n], diffusion [N, 2, 2], velocity [N, 2], omega [N],
     volume_fraction [N] (float dtype of the dataset) and pde [N] (int32).
 
-Every array is chunked by samples (``chunk`` samples per chunk, whole trailing dimensions) and
-zstd-compressed. Writing happens chunk by chunk; ``progress.json`` records the chunks done so an
+Every array is chunked by samples (``chunk`` samples per chunk, whole trailing dimensions),
+zstd-compressed and given a crc32c checksum per chunk (datasets written before checksums have
+none and still read). Opening checks metadata.json's checksum and fields, and each array's shape,
+dtype and codecs against it: a damaged byte anywhere is an error, never different data. Writing
+happens chunk by chunk; ``progress.json`` records the chunks done so an
 interrupted write resumes by running the same command again. Reading is JSON + tensorstore only:
 opening a dataset never executes code stored with it.
 """
@@ -28,6 +32,7 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
+from fno_jax.integrity import ChecksumError, seal, verify
 from fno_jax.json_io import to_json, write_json_atomic
 
 FORMAT_NAME = "fno-jax-dataset"
@@ -69,6 +74,11 @@ class CorruptDatasetError(ValueError):
 
 class IncompatibleDatasetError(ValueError):
     """The dataset does not fit the model (resolution or input channels)."""
+
+
+class DatasetWriteError(OSError):
+    """A dataset could not be written (a full disk, an unwritable directory); the chunks stored so far are kept and
+    the same write, run again, resumes after them."""
 
 
 def package_version() -> str:
@@ -123,6 +133,7 @@ def _array_spec(
             "codecs": [
                 {"name": "bytes", "configuration": {"endian": "little"}},
                 {"name": "zstd", "configuration": {"level": 3}},
+                {"name": "crc32c"},
             ],
         }
     return spec
@@ -234,17 +245,32 @@ class DatasetWriter:
                 f"{METADATA_FILE}); choose a new path for the dataset"
             )
         else:
-            os.makedirs(self.path, exist_ok=True)
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except OSError as err:
+                raise self._write_error(err, "the directory") from err
             self._save_progress()
-        # open=True, create=True: creates the arrays, or reopens them after an interruption.
         for split in SPLITS:
             for name in ARRAYS:
-                shape = _array_shape(name, self.counts[split], self.resolution)
-                self._arrays[split, name] = ts.open(
-                    _array_spec(self.path, split, name, shape, _array_dtype(name, dtype), self.chunk),
-                    create=True,
-                    open=True,
-                ).result()
+                self._arrays[split, name] = self._open_array(split, name)
+
+    def _open_array(self, split: str, name: str) -> ts.TensorStore:
+        """Creates an array, or reopens it as stored when an interrupted write made it (with the codecs of the
+        fno-jax that started the write), checking its shape and dtype."""
+        shape = _array_shape(name, self.counts[split], self.resolution)
+        dtype = _array_dtype(name, self.dtype)
+        exists = os.path.exists(os.path.join(self.path, split, name, "zarr.json"))
+        try:
+            spec = _array_spec(self.path, split, name, None if exists else shape, dtype, self.chunk)
+            array = ts.open(spec, create=not exists, open=exists).result()
+        except (OSError, ValueError) as err:
+            raise self._write_error(err, f"array {name!r} of split {split!r}") from err
+        if tuple(array.shape) != shape or array.dtype.name != dtype:
+            raise ValueError(
+                f"{self.path}/{split}/{name} holds shape {tuple(array.shape)} {array.dtype.name}, not {shape} {dtype}; "
+                f"the unfinished dataset is damaged: write to a new path (or delete {self.path} yourself)."
+            )
+        return array
 
     def _check_same(self, existing: Mapping[str, Any], what: str) -> None:
         field = _first_difference(existing, self.parameters)
@@ -256,10 +282,13 @@ class DatasetWriter:
             )
 
     def _save_progress(self) -> None:
-        write_json_atomic(
-            os.path.join(self.path, PROGRESS_FILE),
-            {"parameters": self.parameters, "done": self._done},
-        )
+        try:
+            write_json_atomic(
+                os.path.join(self.path, PROGRESS_FILE),
+                {"parameters": self.parameters, "done": self._done},
+            )
+        except OSError as err:
+            raise self._write_error(err, PROGRESS_FILE) from err
 
     def chunk_starts(self, split: str) -> list[int]:
         """First sample index of every chunk of a split."""
@@ -322,12 +351,24 @@ class DatasetWriter:
                     f"chunk at {start} of split {split!r} (resolution {self.resolution})"
                 )
             host[name] = value
-        futures = [self._arrays[split, name][start : start + count].write(host[name]) for name in ARRAYS]
-        for future in futures:
-            future.result()
+        try:
+            futures = [self._arrays[split, name][start : start + count].write(host[name]) for name in ARRAYS]
+            for future in futures:
+                future.result()
+        except (OSError, ValueError) as err:  # tensorstore reports I/O failures as ValueError
+            raise self._write_error(err, f"samples [{start}, {start + count}) of split {split!r}") from err
         # Recorded only after every array is stored: a crash before this line rewrites the chunks.
         self._done[split] = sorted({*self._done[split], *range(start, start + count, self.chunk)})
         self._save_progress()
+
+    def _write_error(self, err: Exception, what: str) -> DatasetWriteError:
+        stored = sum(len(v) for v in self._done.values())
+        total = sum(len(self.chunk_starts(s)) for s in SPLITS)
+        return DatasetWriteError(
+            f"cannot write {what} of dataset {self.path} ({type(err).__name__}: {str(err)[:300]}); {stored} of "
+            f"{total} chunks are stored and kept. If the disk is full or the directory not writable, fix that and "
+            "run the same command again: the write resumes after the stored chunks."
+        )
 
     def read(self, split: str, index: slice | Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """Reads back stored samples before the dataset is complete (e.g. to compute statistics)."""
@@ -371,7 +412,11 @@ class DatasetWriter:
             "normalization": to_json(dict(norm_stats or {})),
             "extra": to_json(dict(extra or {})),
         }
-        write_json_atomic(metadata_path, metadata)
+        metadata = seal(to_json(metadata))
+        try:
+            write_json_atomic(metadata_path, metadata)
+        except OSError as err:
+            raise self._write_error(err, METADATA_FILE) from err
         self.complete = True
         return metadata
 
@@ -463,13 +508,15 @@ class StoredDataset:
             try:
                 spec = _array_spec(self.path, split, name, None, None, 1)
                 spec["recheck_cached_data"] = "open"
-                self._arrays[split, name] = ts.open(spec, open=True, context=self._context).result()
+                array = ts.open(spec, open=True, context=self._context).result()
             except ValueError as e:
                 raise CorruptDatasetError(
                     f"cannot open array {name!r} of split {split!r} in dataset {self.path} ({e}). "
                     f"Regenerate the dataset (delete {self.path} and re-run the command that "
                     "wrote it)."
                 ) from e
+            _check_array(self.path, split, name, array, self.metadata)
+            self._arrays[split, name] = array
         return self._arrays[split, name]
 
     @property
@@ -582,4 +629,63 @@ def open_dataset(path: str | os.PathLike[str]) -> StoredDataset:
             f"({package_version()}) reads version {FORMAT_VERSION}; use the fno-jax version that "
             "wrote it or regenerate the dataset"
         )
+    _check_metadata(metadata_path, metadata)
     return StoredDataset(path, metadata)
+
+
+_METADATA_KEYS = frozenset(
+    ("format", "version", *_PARAMETER_FIELDS, "arrays", "complete", "package_version", "normalization", "extra")
+)
+
+
+def _check_metadata(metadata_path: str, metadata: dict[str, Any]) -> None:
+    """Raises DatasetFormatError unless metadata.json matches its checksum and holds fields of the right types."""
+    try:
+        verify(metadata, metadata_path)
+    except ChecksumError as e:
+        raise DatasetFormatError(f"{e} Regenerate the dataset, or restore the file from a copy.") from e
+    unknown = sorted(set(metadata) - _METADATA_KEYS - {"checksum"})
+    if unknown:
+        raise DatasetFormatError(f"{metadata_path} has unknown fields {unknown}; it was not written by fno-jax.")
+
+    def natural(value: Any, minimum: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+    counts = metadata.get("counts")
+    problems = {
+        "task": isinstance(metadata.get("task"), dict) and isinstance(metadata["task"].get("name"), str),
+        "resolution": natural(metadata.get("resolution"), 1),
+        "length": isinstance(metadata.get("length"), int | float) and metadata["length"] > 0,
+        "seed": isinstance(metadata.get("seed"), int),
+        "counts": isinstance(counts, dict) and all(natural(counts.get(s), 0) for s in SPLITS),
+        "chunk": natural(metadata.get("chunk"), 1),
+        "dtype": metadata.get("dtype") in _FLOAT_DTYPES,
+        "normalization": isinstance(metadata.get("normalization", {}), dict),
+        "extra": isinstance(metadata.get("extra", {}), dict),
+    }
+    bad = [name for name, ok in problems.items() if not ok]
+    if bad:
+        raise DatasetFormatError(
+            f"{metadata_path} has missing or invalid fields {bad} (e.g. {bad[0]}={metadata.get(bad[0])!r}); "
+            "regenerate the dataset."
+        )
+
+
+def _check_array(path: str, split: str, name: str, array: ts.TensorStore, metadata: dict[str, Any]) -> None:
+    """Raises CorruptDatasetError unless an array's own metadata (zarr.json) is what metadata.json implies."""
+    expected_shape = _array_shape(name, int(metadata["counts"][split]), int(metadata["resolution"]))
+    expected_dtype = _array_dtype(name, metadata["dtype"])
+    stored = array.spec().to_json().get("metadata", {})
+    codecs = [c.get("name") for c in stored.get("codecs", [])]
+    endian = next(
+        (c.get("configuration", {}).get("endian") for c in stored.get("codecs", []) if c["name"] == "bytes"), None
+    )
+    chunk_shape = list(array.chunk_layout.read_chunk.shape or ())
+    found = (tuple(array.shape), array.dtype.name, codecs, endian, chunk_shape)
+    expected = (expected_shape, expected_dtype, codecs, "little", [int(metadata["chunk"]), *expected_shape[1:]])
+    if found != expected or codecs not in (["bytes", "zstd", "crc32c"], ["bytes", "zstd"]):
+        raise CorruptDatasetError(
+            f"array {name!r} of split {split!r} in dataset {path} has shape, dtype, codecs or chunks {found} but its "
+            f"metadata.json implies {expected}: its zarr.json is damaged. Regenerate the dataset (delete {path} and "
+            "re-run the command that wrote it)."
+        )

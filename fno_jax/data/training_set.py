@@ -2,7 +2,9 @@
 normalization statistics of its inputs, from generated data, a stored dataset or a stream.
 
 The statistics are those of the whole pool's inputs (the paper's: computed once per dataset over its training
-split, inputs only), so runs that train on different subsets N of one pool normalize alike.
+split, inputs only), so runs that train on different subsets N of one pool normalize alike. A stored dataset
+carries them in its metadata; otherwise process 0 alone computes them and hands them to the other processes bit
+for bit (`fno_jax.distributed.from_main_process`), so no other host reads the training inputs for them.
 
 Training arrays are `{"source": [B, n, n], "coeffs": [B, C-1], "solution": [B, n, n]}` (the coefficients of the
 run's channel layout, `fno_jax.channels.coefficients`); the model inputs are assembled from them on the device.
@@ -13,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -24,6 +26,7 @@ from fno_jax.data import generate
 from fno_jax.data.stats import input_stats
 from fno_jax.data.store import StoredDataset, open_dataset
 from fno_jax.data.subsets import nested_subset
+from fno_jax.distributed import from_main_process
 from fno_jax.normalization import NormStats
 
 TRAIN_KEYS = ("source", "coeffs", "solution")
@@ -142,10 +145,10 @@ def _generated_splits(config: ml_collections.ConfigDict, task, layout: str, seed
     val = training_arrays(make("val", d.num_val), layout)
     test = training_arrays(make("test", d.num_test), layout)
     if d.source == "stream":
-        stats = input_stats([make("train", STREAM_STATS_SAMPLES)], layout, d.length)
+        stats = shared_stats(lambda: input_stats([make("train", STREAM_STATS_SAMPLES)], layout, d.length), layout)
         return [Splits(None, val, test, stats) for _ in seeds]
     pool = make("train", d.num_train_pool or d.num_train)
-    stats = input_stats([pool], layout, d.length)
+    stats = shared_stats(lambda: input_stats([pool], layout, d.length), layout)
     out = []
     for seed in seeds:
         indices = nested_subset(pool["volume_fraction"], min(d.num_train, len(pool["source"])), seed)
@@ -173,14 +176,31 @@ def _stored_splits(
     return out
 
 
+def shared_stats(compute: Callable[[], NormStats], layout: str) -> NormStats:
+    """`compute()` run by process 0 alone, the same `NormStats` (bitwise) returned on every process."""
+    size = channels.num_channels(layout)  # the source scale, then one scale per coefficient channel
+
+    def as_vector():
+        stats = compute()
+        return np.array([stats.source_scale, *stats.coeff_scale], np.float64)
+
+    values = from_main_process(as_vector, size)
+    return NormStats(source_scale=float(values[0]), coeff_scale=tuple(float(v) for v in values[1:]))
+
+
 def _stored_stats(dataset: StoredDataset, layout: str, length: float) -> NormStats:
     """The statistics of the whole stored train split's inputs: those stored with the dataset when they are of this
-    layout (computed once, when it was written), else read chunk by chunk."""
+    layout (computed once, when it was written; every process reads them from metadata.json), else read chunk by
+    chunk by process 0 and shared."""
     if dataset.metadata.get("extra", {}).get("layout") == layout and dataset.normalization:
         return NormStats.from_dict(dataset.normalization)
-    total = dataset.num("train")
-    chunks = (
-        dataset.read("train", slice(s, min(s + _STATS_CHUNK, total)), arrays=_STORED_INPUTS)
-        for s in range(0, total, _STATS_CHUNK)
-    )
-    return input_stats(chunks, layout, length)
+
+    def compute() -> NormStats:
+        total = dataset.num("train")
+        chunks = (
+            dataset.read("train", slice(s, min(s + _STATS_CHUNK, total)), arrays=_STORED_INPUTS)
+            for s in range(0, total, _STATS_CHUNK)
+        )
+        return input_stats(chunks, layout, length)
+
+    return shared_stats(compute, layout)

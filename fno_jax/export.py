@@ -1,0 +1,109 @@
+"""Export a run's checkpoint as a pretrained bundle (`fno_jax.pretrained`): weights, card.json and a model card.
+
+    python -m fno_jax.export --workdir runs/pretrain_poisson --out bundles/poisson [--step best|latest|N]
+
+`--step best` (the default) exports the checkpoint the run selected by validation, whose test metrics are in the
+run's summary.json and go into the card; another step is exported without test metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from absl import logging
+
+from fno_jax import channels, checkpoint, pretrained
+from fno_jax.cli_errors import exit_on_expected_errors
+from fno_jax.workdir import SUMMARY_FILE, RunMeta
+
+__all__ = ["export_bundle", "main"]
+
+_TEST_KEYS = ("test_rel_l2", "test_rel_h1", "test_rel_linf", "test_rel_residual", "test_rel_l2_bands", "test_loss")
+
+
+def _read_summary(workdir: str) -> dict[str, Any]:
+    path = os.path.join(workdir, SUMMARY_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _card(meta: RunMeta, step: int, summary: dict[str, Any], workdir: str) -> dict[str, Any]:
+    """The card fields of a run's checkpoint at `step` (see `fno_jax.pretrained`)."""
+    config = meta.config
+    data, train = config.get("data", {}), config.get("train", {})
+    tested = summary.get("best_step") == step
+    return {
+        "model": {**meta.model, "out_dim": 1},
+        "layout": meta.layout,
+        "channels": list(channels.LAYOUTS[meta.layout]),
+        "norm_stats": meta.norm_stats.to_dict(),
+        "length": meta.task_spec.get("length", data.get("length", 1.0)),
+        "task": config.get("task"),
+        "task_spec": meta.task_spec,
+        "task_ranges": config.get("task_ranges"),
+        "training_data": {
+            "source": data.get("source"),
+            "seed": config.get("seed"),
+            "data_seed": config.get("seed") if data.get("seed", -1) == -1 else data.get("seed"),
+            **{key: data.get(key) for key in ("num_train", "num_train_pool", "num_val", "num_test", "resolution")},
+            "length": data.get("length"),
+        },
+        "training": {
+            "mode": summary.get("mode"),
+            "steps": summary.get("steps"),
+            "step": step,
+            "best_step": summary.get("best_step"),
+            **{key: train.get(key) for key in ("batch_size", "learning_rate", "select_by")},
+            "init_from": config.get("init_from") or None,
+        },
+        "test_metrics": {key: summary[key] for key in _TEST_KEYS if key in summary} if tested else {},
+        "fno_jax_version": meta.provenance.get("package_version"),
+        "provenance": {**meta.provenance, "workdir": os.path.abspath(workdir), "step": step},
+        "run_config": config,
+    }
+
+
+def export_bundle(workdir: str | os.PathLike, out: str | os.PathLike, step: int | str = "best") -> dict[str, Any]:
+    """Write the checkpoint `step` ("best", "latest" or a step number) of the run in `workdir` as a bundle in the
+    new directory `out`; returns its card. A CheckpointError or BundleError says what is missing."""
+    workdir = os.fspath(workdir)
+    if not os.path.isdir(workdir):
+        raise checkpoint.CheckpointError(f"--workdir {workdir} is not a directory; give the workdir of a run.")
+    resolved, meta = checkpoint.load_meta(workdir, None if step == "latest" else step)
+    params = checkpoint.load_params(workdir, resolved)
+    return pretrained.write_bundle(out, params, _card(meta, resolved, _read_summary(workdir), workdir))
+
+
+def _step(value: str) -> int | str:
+    if value in ("best", "latest"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--step must be 'best', 'latest' or a step number, got {value!r}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fno_jax.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", required=True, help="the run's workdir")
+    parser.add_argument("--out", required=True, help="the bundle directory to create")
+    parser.add_argument("--step", type=_step, default="best", help="best (default), latest, or a step number")
+    args = parser.parse_args(argv)
+    # Orbax warns that it opens the checkpoints read-only, which is the point here.
+    logging.set_verbosity(logging.ERROR)
+    with exit_on_expected_errors(parser.prog):
+        card = export_bundle(args.workdir, args.out, args.step)
+    metric = card["test_metrics"].get("test_rel_l2")
+    tested = f", test rel L2 {metric:.4g}" if metric is not None else ""
+    print(f"wrote {os.path.abspath(args.out)} (step {card['training']['step']}, {card['num_params']:,} params{tested})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,222 @@
+"""Pretrained bundles: a trained FNO as a self-contained directory that loads in one line, with its model card.
+
+    BUNDLE/params.safetensors   the params, one tensor per leaf, named by its '/'-joined path in the param tree
+                                ("lift/kernel", "spectral_0/weights1", ...; `fno_jax.optim.param_path`)
+    BUNDLE/card.json            what the model is and how it was made (below)
+    BUNDLE/README.md            the model card in words (`fno_jax.model_card`)
+
+    model, params, card = fno_jax.pretrained.load("BUNDLE")      # checks the weights' sha256 against the card
+    u = fno_jax.steps.predict(params, {"source": f, "coeffs": c}, model=model,
+                              norm=fno_jax.pretrained.norm_stats(card), length=card["length"])
+
+card.json: `format`, `format_version`; `model` (width, modes, depth, fc_dim, out_dim); `layout` and `channels` (the
+input channels in order); `norm_stats` (`NormStats.to_dict`); `length` (the side L of the periodic domain [0, L)^2,
+which the input normalization depends on); `task`, `task_spec`, `task_ranges`; `training_data`
+(source, seed, data_seed, num_train, num_train_pool, num_val, num_test, resolution, length); `training` (mode, steps,
+step, best_step, batch_size, learning_rate, select_by, init_from); `test_metrics` (`test_rel_l2`, the paper's metric,
+and the others of `fno_jax.metrics`; empty when the exported step was not the one tested); `num_params`;
+`fno_jax_version`; `provenance`; `run_config`; `weights` (file, sha256, dtype); `checksum` (over the card itself,
+`fno_jax.integrity`). Fields a bundle cannot know (a
+bundle made from a PyTorch state_dict has no training data) are null.
+
+Bundles come from a workdir (`python -m fno_jax.export`, `fno_jax.export.export_bundle`) or from the paper's PyTorch
+state_dict (`fno_jax.interop.bundle_from_state_dict`); `config.init_from` accepts one in place of a workdir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fno_jax import channels, integrity
+from fno_jax.model import FNO
+from fno_jax.normalization import NormStats
+from fno_jax.optim import param_path
+
+__all__ = ["BundleError", "flatten_params", "is_bundle", "load", "norm_stats", "read_card", "write_bundle"]
+
+FORMAT = "fno-jax-bundle"
+FORMAT_VERSION = 1
+PARAMS_FILE = "params.safetensors"
+CARD_FILE = "card.json"
+README_FILE = "README.md"
+MODEL_KEYS = ("width", "modes", "depth", "fc_dim", "out_dim")
+# What every card must say for the model to be usable at all; the rest may be null.
+REQUIRED = ("model", "layout", "norm_stats", "length")
+
+
+class BundleError(ValueError):
+    """A directory that is not a loadable bundle (missing files, wrong format, weights that fail their hash)."""
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    """Whether `path` is a bundle directory (it holds card.json), as opposed to a workdir."""
+    return os.path.isfile(os.path.join(os.fspath(path), CARD_FILE))
+
+
+def _by_path(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """{"spectral_0/weights1": leaf, ...}: the leaves of a param tree by '/'-joined path."""
+    return {param_path(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def flatten_params(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The leaves of a param tree as contiguous numpy arrays by '/'-joined path (the names in params.safetensors)."""
+    return {name: np.ascontiguousarray(np.asarray(leaf)) for name, leaf in _by_path(params).items()}
+
+
+def unflatten_params(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Inverse of `flatten_params`: a nested dict of numpy arrays."""
+    tree: dict[str, Any] = {}
+    for name, value in flat.items():
+        *parents, leaf = name.split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_bundle(out: str | os.PathLike, params: Mapping[str, Any], card: Mapping[str, Any]) -> dict[str, Any]:
+    """Write a bundle of `params` described by `card` (the fields of the module docstring; `model`, `layout` and
+    `norm_stats` required) to the new directory `out`; returns the complete card (with `weights`, `num_params`).
+
+    The directory is written next to `out` and renamed into place, so a bundle is never seen half-written.
+    """
+    from safetensors.numpy import save
+
+    from fno_jax.model_card import model_card
+
+    out = os.path.abspath(os.fspath(out))
+    missing = [key for key in REQUIRED if card.get(key) is None]
+    if missing:
+        raise BundleError(f"a bundle's card needs {list(REQUIRED)}; {missing} missing.")
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise BundleError(f"{out} already exists; choose another output directory or remove it first.")
+    flat = flatten_params(params)
+    data = save(flat, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    dtypes = sorted({str(v.dtype) for v in flat.values()})
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, **card}
+    full["num_params"] = int(sum(v.size for v in flat.values()))
+    full["weights"] = {"file": PARAMS_FILE, "sha256": _sha256(data), "dtype": ",".join(dtypes)}
+    # Sealed: a changed byte that still parses (a digit of a statistic) is an error, not another model.
+    full = integrity.seal(json.loads(json.dumps(full)))
+    parent = os.path.dirname(out)
+    # Written beside `out` (same file system) and renamed into place; os.mkdir applies the umask, so the bundle
+    # gets ordinary permissions for sharing.
+    staging = os.path.join(parent, f".{os.path.basename(out)}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        os.mkdir(staging)
+    except OSError as err:
+        raise BundleError(f"cannot create {out} ({err.strerror}); choose a directory you can write to.") from err
+    try:
+        with open(os.path.join(staging, PARAMS_FILE), "wb") as f:
+            f.write(data)
+        with open(os.path.join(staging, CARD_FILE), "w") as f:
+            json.dump(full, f, indent=2)
+            f.write("\n")
+        with open(os.path.join(staging, README_FILE), "w") as f:
+            f.write(model_card(full))
+        if os.path.isdir(out):
+            os.rmdir(out)  # empty (checked above)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return full
+
+
+def read_card(path: str | os.PathLike) -> dict[str, Any]:
+    """The card.json of the bundle `path`, checked for its format; a BundleError says what is wrong."""
+    path = os.fspath(path)
+    card_path = os.path.join(path, CARD_FILE)
+    if not os.path.isfile(card_path):
+        raise BundleError(
+            f"{path} is not a pretrained bundle (no {CARD_FILE}); make one with "
+            "`python -m fno_jax.export --workdir=WORKDIR --out=BUNDLE`."
+        )
+    try:
+        with open(card_path, encoding="utf-8") as f:
+            card = json.load(f)
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
+        raise BundleError(f"{card_path} cannot be read as JSON ({err}); export the bundle again.") from err
+    if not isinstance(card, dict):
+        raise BundleError(f"{card_path} holds {type(card).__name__}, not a card; export the bundle again.")
+    try:
+        sealed = integrity.verify(card, card_path)
+    except integrity.ChecksumError as err:
+        raise BundleError(f"{err} Export the bundle again.") from err
+    if not sealed:
+        raise BundleError(f"{card_path} has no checksum (it was changed or damaged); export the bundle again.")
+    if card.get("format") != FORMAT or card.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{card_path} is format {card.get('format')!r} version {card.get('format_version')!r}; this fno-jax "
+            f"reads {FORMAT!r} version {FORMAT_VERSION}. Export the bundle with this version."
+        )
+    missing = [key for key in (*REQUIRED, "weights") if card.get(key) is None]
+    if missing:
+        raise BundleError(f"{card_path} lacks {missing}; export the bundle again.")
+    return card
+
+
+def model_from_card(card: Mapping[str, Any]) -> FNO:
+    """The float32 FNO a card describes."""
+    return FNO(**{key: int(card["model"][key]) for key in MODEL_KEYS})
+
+
+def _check_tree(params: Mapping[str, Any], model: FNO, layout: str, where: str) -> None:
+    """The params must be exactly the model's tree (names and shapes) for the layout's channel count."""
+    dummy = jnp.zeros((1, 2 * model.modes, 2 * model.modes, channels.num_channels(layout)), jnp.float32)
+    expected = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), dummy)["params"])
+    want = {name: tuple(v.shape) for name, v in _by_path(expected).items()}
+    have = {name: tuple(np.shape(v)) for name, v in _by_path(params).items()}
+    if want != have:
+        diff = sorted(n for n in set(want) | set(have) if want.get(n) != have.get(n))
+        detail = "; ".join(f"{n}: file {have.get(n)} vs card {want.get(n)}" for n in diff[:6])
+        raise BundleError(f"the weights in {where} do not fit the model its card describes ({detail}).")
+
+
+def load(path: str | os.PathLike) -> tuple[FNO, dict[str, Any], dict[str, Any]]:
+    """(model, params, card) of the bundle `path`: an `FNO` (float32), its params (a nested dict of numpy arrays,
+    used as `model.apply({"params": params}, x)`), and card.json as a dict.
+
+    The weights' sha256 must match the card's, and their names and shapes the card's model: a modified or truncated
+    bundle is refused with a BundleError.
+    """
+    from safetensors.numpy import load as load_safetensors
+
+    path = os.fspath(path)
+    card = read_card(path)
+    weights = os.path.join(path, card["weights"].get("file", PARAMS_FILE))
+    try:
+        with open(weights, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise BundleError(f"the weights of bundle {path} cannot be read ({err}); export the bundle again.") from err
+    if _sha256(data) != card["weights"].get("sha256"):
+        raise BundleError(
+            f"{weights} does not match the sha256 in {CARD_FILE} (the file was changed, truncated or replaced); "
+            "export the bundle again or restore the original file."
+        )
+    params = unflatten_params(load_safetensors(data))
+    model = model_from_card(card)
+    _check_tree(params, model, card["layout"], path)
+    return model, params, card
+
+
+def norm_stats(card: Mapping[str, Any]) -> NormStats:
+    """The normalization statistics a bundle's model expects its inputs scaled with."""
+    return NormStats.from_dict(card["norm_stats"], num_coefficients=channels.num_channels(card["layout"]) - 1)
