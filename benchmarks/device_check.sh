@@ -89,6 +89,8 @@ EOF
 # dft is the default spectral path; remat (recompute each Fourier layer in the backward) trades compute for memory.
 run_case train_f32_dft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype float32
 run_case train_f32_dft_remat "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --remat
+# The CPU's default form (channels-first layers with a hand-written gradient; keeps one field per layer), untiled head.
+run_case train_f32_fused "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype float32 --layer-impl fused --head-tile 0
 run_case train_bf16_dft "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype bfloat16
 run_case train_bf16_dft_remat "$T_TRAIN" train "${MODEL[@]}" "${STEPS[@]}" --dtype bfloat16 --remat
 if [ -n "${BASELINE:-}" ]; then

@@ -10,6 +10,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from fno_jax.head import default_head_tile
+from fno_jax.model import LAYER_IMPLS, default_layer_impl
 from fno_jax.spectral_conv import SPECTRAL_IMPLS
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -32,10 +34,25 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, per: str) -> None:
     add_flag(parser, "--channels", type=int, default=4, help="input channels (4 = poisson)")
     add_flag(parser, "--dtype", choices=sorted(DTYPES), default="float32", help="compute dtype")
     add_flag(parser, "--spectral-impl", choices=SPECTRAL_IMPLS, default="dft", help="spectral conv algorithm")
+    add_flag(
+        parser,
+        "--layer-impl",
+        choices=("auto", *LAYER_IMPLS),
+        default="auto",
+        help="Fourier layers: fused (channels-first, hand-written gradient) or autodiff; auto: the model's default",
+    )
+    add_flag(parser, "--head-tile", type=int, default=-1, help="grid points per head tile (0: untiled; -1: auto)")
     add_flag(parser, "--steps", type=int, default=20, help=f"timed repetitions (one {per} each)")
     add_flag(parser, "--warmup", type=int, default=2, help="untimed repetitions after compiling")
     add_flag(parser, "--seed", type=int, default=0)
     add_flag(parser, "--json", action="store_true", help="print one JSON line at the end")
+
+
+def model_impl(args: argparse.Namespace) -> dict[str, Any]:
+    """``layer_impl`` and ``head_tile`` for the FNO from the flags, resolved the way the model resolves them."""
+    layer_impl = default_layer_impl(args.spectral_impl) if args.layer_impl == "auto" else args.layer_impl
+    head_tile = default_head_tile() if args.head_tile < 0 else args.head_tile
+    return {"layer_impl": layer_impl, "head_tile": head_tile}
 
 
 def time_calls(fn: Callable[[], Any], steps: int, warmup: int, cpu_times: list[float] | None = None) -> list[float]:

@@ -1,4 +1,4 @@
-"""Inference throughput of the FNO forward pass (and, optionally, of the PyTorch reference).
+"""Inference throughput of the FNO forward pass (and, optionally, of the paper's PyTorch model in its own process).
 
     python -m benchmarks.model_throughput --resolution 128 --batch 32 --width 16 --modes 8 \
         [--depth 4] [--fc-dim 128] [--channels 4] [--dtype float32|bfloat16] [--steps 20] \
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.model_flags import DTYPES, add_model_arguments, peak_bytes, run_main, time_calls
+from benchmarks.model_flags import DTYPES, add_model_arguments, model_impl, peak_bytes, run_main, time_calls
 from fno_jax.model import FNO
 
 __all__ = ["add_arguments", "run"]
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fc_dim=args.fc_dim,
         dtype=dtype,
         spectral_impl=args.spectral_impl,
+        **model_impl(args),
     )
     rng = np.random.default_rng(args.seed)
     x_host = rng.normal(size=(args.batch, args.resolution, args.resolution, args.channels))
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "fc_dim": args.fc_dim,
         "channels": args.channels,
         "dtype": args.dtype,
+        "spectral_impl": args.spectral_impl,
+        **model_impl(args),
         "num_params": int(num_params),
         "steps": args.steps,
         "compile_s": compile_s,

@@ -1,8 +1,9 @@
-"""Training throughput of the real FNO train step (and, optionally, of the PyTorch reference).
+"""Training throughput of the real FNO train step (and, optionally, of the paper's PyTorch model in its own process).
 
     python -m benchmarks.train_throughput --resolution 128 --batch 32 --width 16 --modes 8 \
         [--depth 4] [--fc-dim 128] [--channels 4] [--dtype float32|bfloat16] [--spectral-impl dft|fft] \
-        [--remat] [--steps 20] [--compile-only] [--baseline REPO --baseline-python PY] [--json]
+        [--remat] [--layer-impl auto|fused|autodiff] [--head-tile N] [--steps 20] [--compile-only] \
+        [--baseline REPO --baseline-python PY] [--json]
 
 (also reached as ``python -m benchmarks.throughput train ...``). The step timed is
 `fno_jax.steps.train_step` (normalization, channel assembly, forward, sum-of-squares loss, backward,
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.model_flags import DTYPES, add_flag, add_model_arguments, peak_bytes, run_main, time_calls
+from benchmarks.model_flags import DTYPES, add_flag, add_model_arguments, model_impl, peak_bytes, run_main, time_calls
 from fno_jax import steps
 from fno_jax.model import FNO
 from fno_jax.normalization import NormStats
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fc_dim=args.fc_dim,
         dtype=dtype,
         spectral_impl=args.spectral_impl,
+        **model_impl(args),
         remat=args.remat,
     )
     norm = NormStats(source_scale=1.0, coeff_scale=(1.0,) * (args.channels - 1))
@@ -127,6 +129,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **{name: getattr(args, name) for name in _SIZES},
         "dtype": args.dtype,
         "spectral_impl": args.spectral_impl,
+        **model_impl(args),
         "remat": args.remat,
         "device": f"{device.platform}:{device.device_kind}",
         "num_devices": jax.device_count(),

@@ -32,7 +32,7 @@ from jax import lax
 from jaxtyping import Array, Float
 
 from fno_jax.head import gelu, gelu_and_derivative
-from fno_jax.spectral_conv import _real_mixing_matrix, dft_matrices
+from fno_jax.spectral_conv import dft_matrices, real_mixing_matrix
 
 __all__ = ["WEIGHT_GRAD_TILE", "fourier_layer"]
 
@@ -124,7 +124,7 @@ def _fourier_layer_fwd(z_prev, spectral_weights, kernel, bias, activate):
     fx, fy, gy, gx = _matrices(spectral_weights.shape[3], ny, nx, spectral_dtype)
     h = _input(z_prev, activate)
     spectrum = _forward_dft(h.astype(spectral_dtype), fx, fy)
-    mixed = jnp.einsum("zkbj,zkjl->zkbl", spectrum, _real_mixing_matrix(spectral_weights))
+    mixed = jnp.einsum("zkbj,zkjl->zkbl", spectrum, real_mixing_matrix(spectral_weights))
     spectral = _inverse_dft(mixed, gy, gx).astype(z_prev.dtype)
     z = spectral + jnp.einsum("io,ibyx->obyx", kernel, h) + bias[:, None, None, None]
     return z, (z_prev, spectrum, spectral_weights, kernel)
@@ -137,7 +137,7 @@ def _fourier_layer_bwd(activate, residuals, dz):
     fx, fy, gy, gx = _matrices(spectral_weights.shape[3], ny, nx, spectral_dtype)
     # Spectral branch: z_s = G(S M), S = F(h); its adjoints are plain einsums with the same matrices.
     d_mixed = _inverse_dft_adjoint(dz.astype(spectral_dtype), gy, gx)
-    mixing, mixing_vjp = jax.vjp(_real_mixing_matrix, spectral_weights)
+    mixing, mixing_vjp = jax.vjp(real_mixing_matrix, spectral_weights)
     (d_weights,) = mixing_vjp(jnp.einsum("zkbj,zkbl->zkjl", spectrum, d_mixed))
     d_spectrum = jnp.einsum("zkbl,zkjl->zkbj", d_mixed, mixing)
     dh = _forward_dft_adjoint(d_spectrum, fx, fy).astype(z_prev.dtype) + jnp.einsum("io,obyx->ibyx", kernel, dz)

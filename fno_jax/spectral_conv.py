@@ -46,6 +46,7 @@ __all__ = [
     "fft_dtype",
     "mode_mixing",
     "pad_modes",
+    "real_mixing_matrix",
     "spectral_conv",
     "spectral_init",
     "truncate_modes",
@@ -139,7 +140,7 @@ def dft_matrices(modes: int, ny: int, nx: int, dtype: Any) -> tuple[np.ndarray, 
     return tuple(np.asarray(a, dtype) for a in (fx, fy, gy, gx))
 
 
-def _real_mixing_matrix(weights: Float[Array, "i o two_m m 2"]) -> Float[Array, "two_m m two_i two_o"]:
+def real_mixing_matrix(weights: Float[Array, "i o two_m m 2"]) -> Float[Array, "two_m m two_i two_o"]:
     """Complex ``[i, o]`` per mode as the real ``[2i, 2o]`` block ``[[Wr, Wi], [-Wi, Wr]]``.
 
     Row block = input (real, imag), column block = output (real, imag), so ``[xr, xi] @ M`` is
@@ -170,7 +171,7 @@ def _dft_conv(x: Float[Array, "b ny nx i"], weights: Float[Array, "i o two_m m 2
     batch, ny, nx, channels_in = x.shape
     modes = weights.shape[3]
     fx, fy, gy, gx = (jnp.asarray(a) for a in dft_matrices(modes, ny, nx, x.dtype))
-    mixing = _real_mixing_matrix(weights.astype(x.dtype))
+    mixing = real_mixing_matrix(weights.astype(x.dtype))
     a = jnp.einsum("byxc,xpk->bypkc", x, fx)  # [b, ny, 2, m, i]
     a = jnp.einsum("bypkc,qzpy->bzkqc", a, fy).reshape(batch, 2 * modes, modes, 2 * channels_in)
     a = jnp.einsum("bzkj,zkjl->bzkl", a, mixing).reshape(batch, 2 * modes, modes, 2, -1)

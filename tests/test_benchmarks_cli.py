@@ -34,6 +34,13 @@ def test_train_tiny(capsys, impl):
     assert result["samples_per_s"] == pytest.approx(2e3 / result["step_ms_median"], rel=1e-9)
 
 
+def test_train_autodiff_layers_and_untiled_head(capsys):
+    argv = ["train", "--resolution", "8", "--batch", "2", "--width", "4", "--modes", "2", "--depth", "2"]
+    argv += ["--fc-dim", "8", "--steps", "1", "--layer-impl", "autodiff", "--head-tile", "0", "--json"]
+    result = _last_json(capsys, argv)
+    assert result["layer_impl"] == "autodiff" and result["head_tile"] == 0
+
+
 def test_train_remat_compile_only_reports_memory(capsys):
     # Compile-only: XLA's memory analysis of the remat step, no timing (the CPU backend reports it).
     argv = ["train", "--resolution", "8", "--batch", "2", "--width", "4", "--modes", "2", "--depth", "2"]

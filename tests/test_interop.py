@@ -1,5 +1,8 @@
 """Reference state_dict interop: same forward pass as an independent numpy implementation."""
 
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,3 +151,34 @@ def test_matches_torch_reference():
     # And the export is loadable by the torch module (same keys and shapes).
     state = {k: torch.from_numpy(v) for k, v in export_reference_state_dict(params).items()}
     reference.float().load_state_dict(state)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("FNO_BASELINE_REPO"), reason="set FNO_BASELINE_REPO to a checkout of the paper's code"
+)
+def test_matches_the_papers_own_model():
+    # The paper's released FNN2d (models/fno.py), built as its fno(params) builds it, loaded through interop.
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, os.environ["FNO_BASELINE_REPO"])
+    try:
+        from models.fno import FNN2d
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    paper = FNN2d(
+        [MODES] * DEPTH,
+        [MODES] * DEPTH,
+        width=WIDTH,
+        fc_dim=FC,
+        layers=[WIDTH] * (DEPTH + 1),
+        in_dim=IN,
+        out_dim=OUT,
+        activation="gelu",
+    )
+    model, params = load_reference_state_dict(paper.state_dict())
+    x = np.random.default_rng(5).normal(size=(2, 8, 10, IN)).astype(np.float32)
+    with torch.no_grad():
+        want = paper(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    got = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(x)))
+    # Both float32 (the paper's spectral layer casts to float32 itself): a few float32 ulps per layer.
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
