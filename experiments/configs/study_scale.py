@@ -154,8 +154,8 @@ GPU_MINUTES = PAPER.replace(
     models=((16, 4), (16, 8), (32, 8), (32, 16)),
 )
 
-# Provisional CPU scale (2 cores), sized with the dry run's estimate (python -m experiments.sweep ... --dry_run
-# --samples_per_s=S) at a throughput measured on that machine, to be tuned once runs of one shape train packed.
+# CPU scale (2 cores): each RQ's sweep, runs of one shape packed, in at most 20 minutes there (wall times measured
+# in docs/STUDY.md; tests/test_protocol.py holds the sizes to that budget with throughputs fitted to those runs).
 # Reduced against PAPER: 32 x 32 grid; width 16 / 8 modes; pretraining 2,048 samples for 20 epochs at batch 32;
 # validation 64 and test 256 samples; N = 2, 8, 32, 128 for 80 epochs at batch min(N, 32), at least 200 steps (80
 # epochs of N <= 32 are 80 steps, too few for a model trained from scratch to learn); the LR grid {1e-4, 1e-3}
