@@ -1,4 +1,4 @@
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+#!/usr/bin/env bash
 # Accelerator check of the throughput targets, one short script (<= 200 s of commands), run from the repo root:
 #
 #     bash benchmarks/device_check.sh              # paper config on the accelerator
@@ -13,6 +13,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 set -u
 
 PY=${PYTHON:-python3}
+# A machine without ml_collections (an accelerator image with no network) installs it from the wheels in .whl/.
+if ! "$PY" -c "import ml_collections" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
 OUT=${OUT:-/tmp/device_check}
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"

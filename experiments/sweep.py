@@ -80,6 +80,7 @@ __all__ = [
     "dry_run",
     "parse_shard",
     "run_sweep",
+    "work_units",
 ]
 
 RunFn = Callable[[ml_collections.ConfigDict, str], dict]
@@ -245,7 +246,7 @@ class _DependencyFailed(RuntimeError):
     """A run this one depends on failed (in this shard or another)."""
 
 
-def _units(runs: list[RunSpec], pack: bool) -> list[list[RunSpec]]:
+def work_units(runs: list[RunSpec], pack: bool) -> list[list[RunSpec]]:
     """The runs as units of work, in order: groups of runs that train as one program (`fno_jax.packed.pack_key`:
     they differ only in seed and learning rate, hence also share their dependencies), the rest one per unit."""
     if not pack:
@@ -287,7 +288,7 @@ class _Sweep:
 
     def run_all(self, mine: list[RunSpec]) -> None:
         start, done = time.monotonic(), 0
-        for unit in _units(mine, self.pack_fn is not None):
+        for unit in work_units(mine, self.pack_fn is not None):
             first, done = done + 1, done + len(unit)
             label = unit[0].name if len(unit) == 1 else _group_label(unit)
             prefix = f"[{first}/{len(mine)}] {label}" if len(unit) == 1 else f"[{first}-{done}/{len(mine)}] {label}"

@@ -15,7 +15,7 @@ Two implementations of the same linear map, selected by ``impl`` (``SpectralConv
 
 ``"fft"``
     ``rfft`` along x, keep the ``m`` columns, ``fft`` along y of those columns only, keep the two
-    row blocks, mix, and the mirror image back (`truncate_modes`, `mode_mixing`, `pad_modes` are
+    row blocks, mix, and the mirror image back (`truncate_modes` and `mode_mixing` are two of
     the pieces). Transforming y only on the kept columns skips ``(nx//2 + 1 - m) / (nx//2 + 1)`` of
     the second FFT and of the zero padding of the full-spectrum path.
 ``"dft"`` (default)
@@ -45,7 +45,6 @@ __all__ = [
     "dft_matrices",
     "fft_dtype",
     "mode_mixing",
-    "pad_modes",
     "real_mixing_matrix",
     "spectral_conv",
     "spectral_init",
@@ -96,15 +95,6 @@ def mode_mixing(
 ) -> Complex[Array, "b two_m m o"]:
     """Per-mode channel mixing: ``out[b, y, x, o] = sum_i block[b, y, x, i] w[i, o, y, x]``."""
     return jnp.einsum("byxi,ioyx->byxo", block, weights)
-
-
-def pad_modes(block: Complex[Array, "b two_m m c"], ny: int, nx: int) -> Complex[Array, "b ny kx c"]:
-    """Inverse of `truncate_modes`: corner blocks into a zero ``[b, ny, nx // 2 + 1, c]``."""
-    modes = block.shape[2]
-    batch, channels = block.shape[0], block.shape[-1]
-    gap = jnp.zeros((batch, ny - 2 * modes, modes, channels), block.dtype)
-    rows = jnp.concatenate([block[:, :modes], gap, block[:, modes:]], axis=1)
-    return jnp.pad(rows, ((0, 0), (0, 0), (0, nx // 2 + 1 - modes), (0, 0)))
 
 
 def _rows(modes: int, ny: int) -> np.ndarray:
