@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -262,6 +263,12 @@ def equivalent_scratch_size(
     if fit is None or fit["b"] <= 0 or target <= 0:
         return None, True
     return float((fit["a"] / target) ** (1.0 / fit["b"])), True
+
+
+def natural_key(value: Any) -> tuple:
+    """Sort key that orders the numbers inside labels by value: e1-2.5 < e5-10 < e10-20, w8m4 < w16m8."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", str(value))
+    return tuple((1, float(x), "") if i % 2 else (0, 0.0, x) for i, x in enumerate(parts))
 
 
 def curves(points: Sequence[dict]) -> dict[tuple, list[dict]]:

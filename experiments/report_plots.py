@@ -136,11 +136,11 @@ def _error_vs_model_size(plot_dir: str, points: Sequence[dict]) -> list[str]:
 def _zeroshot(plot_dir: str, points: Sequence[dict], multi_model: bool) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from experiments.report import model_key, model_label
+    from experiments.report import model_key, model_label, natural_key
 
     zeroshot = sorted(
         (p for p in points if p["mode"] == "zeroshot"),
-        key=lambda p: (p["task"], p["shift"], p["pretrain"], model_key(p["model"])),
+        key=lambda p: tuple(natural_key(x) for x in (p["task"], p["shift"], p["pretrain"], model_key(p["model"]))),
     )
     if not zeroshot:
         return []

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from experiments.report import BANDS, HEADLINE, METRICS, model_key, model_label
+from experiments.report import BANDS, HEADLINE, METRICS, model_key, model_label, natural_key
 
 __all__ = ["main_tables", "markdown"]
 
@@ -48,7 +48,7 @@ def _panels(points: Sequence[dict]) -> dict[tuple, list[dict]]:
     by_panel: dict[tuple, list[dict]] = defaultdict(list)
     for p in points:
         by_panel[(p["task"], p["shift"], model_key(p["model"]))].append(p)
-    return dict(sorted(by_panel.items()))
+    return dict(sorted(by_panel.items(), key=lambda item: tuple(natural_key(k) for k in item[0])))
 
 
 def _metric_cell(p: dict | None, metric: str) -> str:

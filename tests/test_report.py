@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments.report import bootstrap_ci, build_report, equivalent_scratch_size, fit_power_law
+from experiments.report import bootstrap_ci, build_report, equivalent_scratch_size, fit_power_law, natural_key
 
 MODEL = {"width": 16, "modes": 8, "depth": 4, "fc_dim": 64}
 SIZES = [2**k for k in range(1, 11)]
@@ -244,6 +244,11 @@ def test_savings_beyond_the_extrapolation_limit_are_a_lower_bound(tmp_path):
     # Inside the limit nothing is held: the exact power law of the first test keeps its bounds empty.
     _write(tmp_path, _power_law_records())
     assert {p["savings_bound"] for p in build_report(str(tmp_path), plots=False)["data_savings"][0]["points"]} == {""}
+
+
+def test_shifts_and_models_are_ordered_by_their_numbers():
+    assert sorted(["e5-10", "e10-20", "e1-2.5"], key=natural_key) == ["e1-2.5", "e5-10", "e10-20"]
+    assert sorted(["w16m8", "w8m8", "w8m4"], key=natural_key) == ["w8m4", "w8m8", "w16m8"]
 
 
 def test_bootstrap_interval():
