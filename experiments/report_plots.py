@@ -26,9 +26,16 @@ def _save(fig, plot_dir: str, name: str) -> str:
     return os.path.join("plots", name)
 
 
-def _log_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+def _log_axes(ax, xlabel: str, ylabel: str, title: str, xticks: Sequence[float] = ()) -> None:
+    """Log-log axes; `xticks` (the N or parameter counts plotted) labelled as plain numbers, no minor labels."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if len(xticks):
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(xticks))))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -62,7 +69,9 @@ def _error_vs_n(plot_dir: str, curve_map: dict, fits: list[dict], multi_model: b
                 grid = np.geomspace(min(n), max(n), 50)
                 ax.plot(grid, fit["a"] * grid ** -fit["b"], "--", color=color, alpha=0.5, linewidth=1)
         suffix = model_label(model) if multi_model else ""
-        _log_axes(ax, "downstream training examples N", "test relative L2 error", f"{task} {shift} {suffix}".strip())
+        sizes = [p["num_train"] for key in keys if key[3] != "zeroshot" for p in curve_map[key]]
+        title = f"{task} {shift} {suffix}".strip()
+        _log_axes(ax, "downstream training examples N", "test relative L2 error", title, xticks=sizes)
         ax.legend(fontsize=8)
         written.append(_save(fig, plot_dir, f"error_vs_n_{_slug(task, shift, suffix)}.png"))
     return written
@@ -79,11 +88,15 @@ def _examples_saved(plot_dir: str, savings: list[dict], multi_model: bool) -> li
         panels[(s["task"], s["shift"], model_label(s["model"]) if multi_model else "")].append(s)
     written = []
     for (task, shift, label), entries in sorted(panels.items()):
+        if not any(p["savings"] is not None for s in entries for p in s["points"]):
+            continue  # no fine-tuned error the scratch curve reaches or extrapolates to: the table says "-"
         fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        sizes = []
         for i, s in enumerate(entries):
             pts = [p for p in s["points"] if p["savings"] is not None]
             if not pts:
                 continue
+            sizes += [p["num_train"] for p in pts]
             n = np.array([p["num_train"] for p in pts], dtype=float)
             mid = np.array([p["savings"] for p in pts])
             low = np.array([p["savings_ci_low"] if p["savings_ci_low"] is not None else p["savings"] for p in pts])
@@ -96,7 +109,8 @@ def _examples_saved(plot_dir: str, savings: list[dict], multi_model: bool) -> li
                 held = np.array([p.get("savings_bound") == bound for p in pts], dtype=bool)
                 ax.plot(n[held], mid[held], marker, mfc="white", color=f"C{i}", markersize=8, zorder=3)
         ax.axhline(1.0, color="k", linewidth=0.8)
-        _log_axes(ax, "downstream training examples N", "examples saved (N_scratch / N)", f"{task} {shift} {label}")
+        title = f"{task} {shift} {label}".strip()
+        _log_axes(ax, "downstream training examples N", "examples saved (N_scratch / N)", title, xticks=sizes)
         ax.legend(fontsize=8, title="open: extrapolated; ^: at least (limit)", title_fontsize=7)
         written.append(_save(fig, plot_dir, f"examples_saved_{_slug(task, shift, label)}.png"))
     return written
@@ -127,7 +141,8 @@ def _error_vs_model_size(plot_dir: str, points: Sequence[dict]) -> list[str]:
             mid = np.array([p["test_rel_l2"] for p in pts])
             yerr = np.clip(np.stack([mid - [p["ci_low"] for p in pts], [p["ci_high"] for p in pts] - mid]), 0, None)
             ax.errorbar(x, mid, yerr=yerr, fmt=style, color=color, capsize=2, label=label)
-        _log_axes(ax, "parameters", "test relative L2 error", f"{task} {shift}: error vs model size")
+        counts = [p["num_params"] for pts in lines.values() for p in pts]
+        _log_axes(ax, "parameters", "test relative L2 error", f"{task} {shift}: error vs model size", xticks=counts)
         ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
         written.append(_save(fig, plot_dir, f"error_vs_model_size_{_slug(task, shift)}.png"))
     return written
