@@ -64,6 +64,19 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _quiet_libraries() -> None:
+    """The project's logging set-up (libraries' chatter hidden) without absl's app: runs inside a benchmark log
+    like runs of `experiments.main`."""
+    from absl import flags, logging
+
+    from fno_jax.log_setup import configure_logging
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # absl's defaults; this command line is argparse's
+    logging.use_absl_handler()
+    configure_logging()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
@@ -75,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     parser = build_parser(command)
     args = parser.parse_args(rest)
+    _quiet_libraries()
     if args.baseline:
         result = baseline.compare(command, args, baseline.strip_baseline_flags(rest))
     else:
