@@ -18,6 +18,10 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
+# The suite's programs are small and run a few steps: XLA's CPU backend optimizations cost more compile time than
+# they save. Every test process and subprocess compiles the same way, so bitwise comparisons are unaffected.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -79,7 +83,7 @@ def run_python(args: list[str], *, devices: int | None = None, timeout: float = 
     """`python ARGS` in the repository root (optionally with `devices` forced host devices); returns the result."""
     env = dict(os.environ, **kwargs.pop("env", {}))
     if devices is not None:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
     result = subprocess.run(
         [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, **kwargs
     )

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, relative_difference, tiny_config
+from conftest import FAST_COMPILE, REPO, relative_difference, tiny_config
 from multihost_worker import CHAIN, RACE_RUNS, corrupt_step, race_template
 from test_train import crash_after
 
@@ -138,7 +138,7 @@ def _start_workers(root) -> list[subprocess.Popen]:
         env = dict(
             os.environ,
             JAX_PLATFORMS="cpu",
-            XLA_FLAGS="--xla_force_host_platform_device_count=2",
+            XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {FAST_COMPILE}",
             FNO_JAX_COORDINATOR=f"127.0.0.1:{port}",
             FNO_JAX_NUM_PROCESSES="2",
             FNO_JAX_PROCESS_ID=str(pid),

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import FAST_COMPILE, REPO
 from test_distributed import _free_port
 
 from fno_jax.preemption import Preempted, PreemptionGuard, exit_on_preemption
@@ -92,7 +92,7 @@ def test_processes_agree_on_the_stop_step(tmp_path):
             FNO_JAX_NUM_PROCESSES="2",
             FNO_JAX_PROCESS_ID=str(pid),
         )
-        env.pop("XLA_FLAGS", None)
+        env["XLA_FLAGS"] = FAST_COMPILE  # one device per process
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-c", _WORKER],
