@@ -231,9 +231,9 @@ def test_dry_run_plan_of_rq1_poisson_at_the_paper_scale(tmp_path):
     assert f"({expected:,.0f} s) at 3,167 training and 7,601 evaluated samples/s" in text
 
 
-# Seconds of wall time per training sample and per evaluated sample on the project's 2-core CPU at 32 x 32, as
-# samples/s: (training, evaluation) per model (width, modes) for a run alone ("single") and for a packed group of
-# runs ("packed", samples of all its runs). Least-squares fits, wall(unit) = train samples / T + evaluated samples / E,
+# Wall-clock throughput on the project's 2-core CPU at 32 x 32, (training, evaluated) samples/s per model (width,
+# modes), for a run alone ("single") and for a packed group of runs ("packed", counting the samples of all its runs).
+# Least-squares fits, wall(unit) = train samples / T + evaluated samples / E,
 # to the wall times of every unit of the cpu-scale study of 2026-11-30 (docs/STUDY.md; jax 0.10.2, the study alone
 # on the machine, load ~2). They include each unit's start-up (compilation, data, checkpoints, the final test), so
 # the sums below are whole sweeps; they came to 1-4% under the measured ones (rq1 497 s vs 504 s, rq3 786 vs 797,
