@@ -131,3 +131,17 @@ def make_optimizer(
         )
     frozen = optax.multi_transform({"trainable": base, "frozen": optax.set_to_zero()}, labels)
     return optax.apply_if_finite(frozen, max_consecutive_errors=_NEVER)
+
+
+def optimizer_from_config(config, params, *, num_steps: int, steps_per_decay: int) -> optax.GradientTransformation:
+    """The run's optimizer: `make_optimizer` with `config.train`'s rate, warmup and weight decay, `finetune.freeze`
+    (labelled on `params`), decaying over `num_steps` (at least 1) in stairs of `steps_per_decay`."""
+    return make_optimizer(
+        config.train.learning_rate,
+        max(num_steps, 1),
+        warmup_steps=config.train.warmup_steps,
+        weight_decay=config.train.weight_decay,
+        freeze=tuple(config.finetune.freeze),
+        params=params,
+        steps_per_decay=steps_per_decay,
+    )

@@ -43,7 +43,7 @@ from fno_jax.evaluate import Evaluator
 from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
 from fno_jax.metric_writer import MetricWriter, image_cadence, log_evaluation, open_writer, scalar_tags, split_record
 from fno_jax.model import num_params
-from fno_jax.optim import make_optimizer
+from fno_jax.optim import optimizer_from_config
 from fno_jax.parallel import DataParallel, abstract_arrays, make_parallel
 from fno_jax.preemption import PreemptionGuard
 from fno_jax.progress import Progress
@@ -185,14 +185,8 @@ def _initial_state(group: _Group, task, layout: str, pretrained: Pretrained | No
     runs = [jax.tree_util.tree_map(jnp.asarray, p) for p in runs]
     opt_states = []
     for c, p in zip(group.configs, runs, strict=True):
-        optimizer = make_optimizer(
-            c.train.learning_rate,
-            max(group.cadence.num_steps, 1),
-            warmup_steps=c.train.warmup_steps,
-            weight_decay=c.train.weight_decay,
-            freeze=tuple(c.finetune.freeze),
-            params=p,
-            steps_per_decay=group.cadence.steps_per_decay(c),
+        optimizer = optimizer_from_config(
+            c, p, num_steps=group.cadence.num_steps, steps_per_decay=group.cadence.steps_per_decay(c)
         )
         opt_states.append(optimizer.init(p))
     # The runs' optimizers differ only in the rate each puts in its state: one update function serves them all.
@@ -483,7 +477,7 @@ def packed_step_bytes(config: ml_collections.ConfigDict) -> int:
     model = model_from_config(config)
     dummy = jax.ShapeDtypeStruct((1, n, n, c), jnp.float32)
     params = jax.eval_shape(lambda k: model.init(k, jnp.zeros(dummy.shape, dummy.dtype))["params"], jax.random.key(0))
-    optimizer = make_optimizer(config.train.learning_rate, 1, freeze=tuple(config.finetune.freeze), params=params)
+    optimizer = optimizer_from_config(config, params, num_steps=1, steps_per_decay=1)  # its state, not its schedule
     state = {"params": params, "opt_state": jax.eval_shape(optimizer.init, params), "step": jnp.int32(0)}
     state = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((1, *np.shape(x)), jnp.result_type(x)), state)
     b, num = config.train.batch_size, config.data.num_train

@@ -30,7 +30,7 @@ from fno_jax.evaluate import Evaluator
 from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
 from fno_jax.metric_writer import MetricWriter, image_cadence, log_evaluation, open_writer, scalar_tags, split_record
 from fno_jax.model import FNO, num_params
-from fno_jax.optim import make_optimizer
+from fno_jax.optim import optimizer_from_config
 from fno_jax.parallel import DataParallel, make_parallel
 from fno_jax.preemption import Preempted, PreemptionGuard
 from fno_jax.progress import Progress
@@ -132,14 +132,8 @@ def _initial_state(run: _Run, task, layout: str, pretrained: Pretrained | None) 
         if c.finetune.norm_stats == "pretrained":
             stats = transfer_stats(pretrained.meta.norm_stats, stats, pretrained.meta.layout, layout)
     params = jax.tree_util.tree_map(jnp.asarray, params)
-    run.optimizer = make_optimizer(
-        c.train.learning_rate,
-        max(run.cadence.num_steps, 1),
-        warmup_steps=c.train.warmup_steps,
-        weight_decay=c.train.weight_decay,
-        freeze=tuple(c.finetune.freeze),
-        params=params,
-        steps_per_decay=run.cadence.steps_per_decay(c),
+    run.optimizer = optimizer_from_config(
+        c, params, num_steps=run.cadence.num_steps, steps_per_decay=run.cadence.steps_per_decay(c)
     )
     state = {"params": params, "opt_state": run.optimizer.init(params), "step": jnp.int32(0)}
     meta = RunMeta(

@@ -80,14 +80,18 @@ def test_summary_and_validation_records_carry_every_metric(tiny_run):
         assert all(np.isfinite(record[f"val_{m}"]) for m in ("rel_h1", "rel_linf", "rel_residual"))
 
 
+def _random_split(num: int, seed: int):
+    """A random float32 Poisson split of `num` samples at 16 x 16, its statistics, and a small FNO."""
+    rng = np.random.default_rng(seed)
+    split = {"source": rng.normal(size=(num, 16, 16)), "coeffs": rng.uniform(0.01, 0.05, size=(num, 3)),
+             "solution": rng.normal(size=(num, 16, 16))}  # fmt: skip
+    split = {key: value.astype(np.float32) for key, value in split.items()}
+    return split, compute_stats(split["source"], split["coeffs"]), FNO(width=8, modes=4, depth=2, fc_dim=16)
+
+
 def test_evaluator_averages_per_sample_metrics_over_a_ragged_split():
     # 10 samples in batches of 4: the last batch is masked past the split's end and must not count twice.
-    rng = np.random.default_rng(0)
-    split = {"source": rng.normal(size=(10, 16, 16)), "coeffs": rng.uniform(0.01, 0.05, size=(10, 3)),
-             "solution": rng.normal(size=(10, 16, 16))}  # fmt: skip
-    split = {key: value.astype(np.float32) for key, value in split.items()}
-    stats = compute_stats(split["source"], split["coeffs"])
-    model = FNO(width=8, modes=4, depth=2, fc_dim=16)
+    split, stats, model = _random_split(10, seed=0)
     params = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 16, 16, 4)))["params"]
     evaluator = Evaluator(model, stats, layout="poisson", length=1.0, parallel=make_parallel(), batch_size=4)
     data = evaluator.put(split)
@@ -109,12 +113,7 @@ def test_evaluator_averages_per_sample_metrics_over_a_ragged_split():
 
 
 def test_evaluator_of_packed_runs_equals_one_evaluator_per_run():
-    rng = np.random.default_rng(2)
-    split = {"source": rng.normal(size=(6, 16, 16)), "coeffs": rng.uniform(0.01, 0.05, size=(6, 3)),
-             "solution": rng.normal(size=(6, 16, 16))}  # fmt: skip
-    split = {key: value.astype(np.float32) for key, value in split.items()}
-    stats = compute_stats(split["source"], split["coeffs"])
-    model = FNO(width=8, modes=4, depth=2, fc_dim=16)
+    split, stats, model = _random_split(6, seed=2)
     runs = [model.init(jax.random.PRNGKey(k), jnp.zeros((1, 16, 16, 4)))["params"] for k in (3, 4)]
     stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *runs)
     common = dict(layout="poisson", length=1.0, parallel=make_parallel(), batch_size=4)
