@@ -141,15 +141,26 @@ def tensorstore_kvstore(path: str | os.PathLike) -> dict[str, Any]:
 # ---- clients --------------------------------------------------------------------------------------------------
 
 
+def _require_gcs_packages() -> None:
+    """ImportError saying what to install when a gs:// path is used without the `gcs` extra."""
+    import importlib.util
+
+    missing = [name for name in ("gcsfs", "google.cloud.storage") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"gs:// paths need {missing}: pip install 'fno-jax[gcs]'")
+
+
 def _epath(path: str):
     from etils import epath
 
+    _require_gcs_packages()
     return epath.Path(path)
 
 
 def _gcsfs():
     import fsspec
 
+    _require_gcs_packages()
     return fsspec.filesystem("gcs")
 
 
@@ -157,6 +168,7 @@ def _gcsfs():
 def _storage_client(emulator: str | None):
     """A google-cloud-storage client; one per emulator address, since the client reads it when made."""
     del emulator  # the cache key only
+    _require_gcs_packages()
     from google.cloud import storage
 
     return storage.Client()
