@@ -56,7 +56,15 @@ from collections.abc import Iterator
 
 import pytest
 
-__all__ = ["Emulator", "EmulatorUnavailable", "emulator_env", "gcs_emulator", "gcs_root", "start_emulator"]
+__all__ = [
+    "Emulator",
+    "EmulatorUnavailable",
+    "emulator_env",
+    "gcs_emulator",
+    "gcs_root",
+    "requires_preconditions",
+    "start_emulator",
+]
 
 BUCKET = "fno-test"
 EMULATORS = ("fake-gcs-server", "gcp-storage-emulator")
