@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments.study import RunSpec, num_steps_of
-from fno_jax.json_io import to_json, write_json_atomic
+from fno_jax.storage.json_io import to_json, write_json_atomic
 
 __all__ = [
     "DEFAULT_SAMPLES_PER_S",

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from fno_jax.config import MODEL_SIZE_KEYS
-from fno_jax.json_io import write_json_atomic
+from fno_jax.storage.json_io import write_json_atomic
 
 __all__ = [
     "aggregate_points",

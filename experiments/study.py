@@ -25,7 +25,7 @@ A *study* is an `ml_collections.ConfigDict` with
                     everything each single-family model saw; "equal_total": data.num_train samples in total, the
                     same budget as one single-family run.
     pack            True (default): runs that differ only in seed and learning rate train as one program
-                    (`fno_jax.packed`); False runs them one at a time.
+                    (`fno_jax.training.packed`); False runs them one at a time.
     pretrain.<name> task (str) and overrides (partial run config, e.g. {"task_ranges": {...}, "train": {...}}).
     downstream.<group>
                     task, shift (label of the downstream ranges, e.g. "e5-10"), task_ranges (partial),
@@ -68,9 +68,9 @@ import ml_collections
 
 from experiments.configs import base as base_config
 from experiments.configs.study_scale import HEAD_FACTOR
-from fno_jax.cadence import Cadence
-from fno_jax.channels import num_channels
 from fno_jax.config import ConfigError, flat_items, layout_of, model_size
+from fno_jax.model.channels import num_channels
+from fno_jax.training.cadence import Cadence
 from solvers.families import FAMILIES, MIXED, TASK_NAMES
 
 __all__ = [
@@ -164,7 +164,8 @@ def new_study(name: str) -> ml_collections.ConfigDict:
     study.pretrain_per_seed = False
     study.data_seed = ml_collections.ConfigDict({"pretrain": 0, "downstream": 1})
     study.mixture = "full"
-    # Runs that differ only in seed and learning rate train as one program (fno_jax.packed); False: one at a time.
+    # Runs that differ only in seed and learning rate train as one program (fno_jax.training.packed); False: one at a
+    # time.
     study.pack = True
     study.pretrain = ml_collections.ConfigDict()
     study.downstream = ml_collections.ConfigDict()
@@ -473,7 +474,8 @@ def _downstream_run(
         config.model = copy.deepcopy(pre_config.model)
         layout = layout_of(pre_config)
         # A mixed-layout model keeps its layout; otherwise the downstream task's own layout, whose channels
-        # fno_jax.finetune.channel_map maps from the pretrained ones (a narrower layout would drop coefficients).
+        # fno_jax.training.finetune.channel_map maps from the pretrained ones (a narrower layout would drop
+        # coefficients).
         config.data.layout = MIXED if layout == MIXED else ""
     config.seed = seed
     config.data.num_train = n
@@ -513,7 +515,7 @@ def _clip_intervals(config: ml_collections.ConfigDict, num_steps: int) -> None:
 
 def num_steps_of(config: ml_collections.ConfigDict) -> int:
     """The run's length in steps: train.num_steps, or derived from train.num_epochs when it is -1 (as the trainer
-    resolves it, `fno_jax.cadence.Cadence`)."""
+    resolves it, `fno_jax.training.cadence.Cadence`)."""
     return Cadence.from_config(config).num_steps
 
 

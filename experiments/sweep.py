@@ -28,15 +28,15 @@ Layout of SWEEP_DIR:
 
 Shards write one SWEEP_DIR at the same time safely: every run writes only its own folder, and results.jsonl and
 failures.jsonl are rebuilt from all run folders under an exclusive `flock` on .sweep.lock, then replaced
-atomically (`fno_jax.json_io`). Every shard rebuilds them after each of its runs, so the last rebuild, whichever
+atomically (`fno_jax.storage.json_io`). Every shard rebuilds them after each of its runs, so the last rebuild, whichever
 shard makes it, sees every run that had finished before it took the lock: the files never lose a run or show
 half of one. plan.json and study.json hold the same content from every shard and are replaced atomically.
 
 Resuming: a run whose workdir has summary.json is skipped (its summary re-read); an unfinished run is started
 again and `train_and_evaluate` resumes it from its latest checkpoint, so a sweep killed at any moment and run
 again ends with the results of an uninterrupted one. SIGTERM or SIGINT stops the run in flight at a checkpoint
-(`fno_jax.preemption`) and the sweep with status 143 or 130. A changed run config for an existing run folder is an
-error (start a new SWEEP_DIR or delete that folder).
+(`fno_jax.runtime.preemption`) and the sweep with status 143 or 130. A changed run config for an existing run folder is
+an error (start a new SWEEP_DIR or delete that folder).
 """
 
 from __future__ import annotations
@@ -60,12 +60,12 @@ from ml_collections import config_flags
 from experiments import plan as plan_lib
 from experiments.study import RunSpec, expand_study, run_workdir
 from fno_jax.config import ConfigError
-from fno_jax.distributed import maybe_initialize, on_main_process
-from fno_jax.json_io import to_json
-from fno_jax.json_io import write_json_atomic as _write_json_atomic
-from fno_jax.json_io import write_jsonl_atomic as _write_jsonl_atomic
-from fno_jax.log_setup import configure_logging
-from fno_jax.preemption import exit_on_preemption
+from fno_jax.runtime.distributed import maybe_initialize, on_main_process
+from fno_jax.runtime.log_setup import configure_logging
+from fno_jax.runtime.preemption import exit_on_preemption
+from fno_jax.storage.json_io import to_json
+from fno_jax.storage.json_io import write_json_atomic as _write_json_atomic
+from fno_jax.storage.json_io import write_jsonl_atomic as _write_jsonl_atomic
 
 # In a multi-host sweep every process runs every run; process 0 alone writes the sweep's own files.
 write_json_atomic = on_main_process(_write_json_atomic)
@@ -247,11 +247,12 @@ class _DependencyFailed(RuntimeError):
 
 
 def work_units(runs: list[RunSpec], pack: bool) -> list[list[RunSpec]]:
-    """The runs as units of work, in order: groups of runs that train as one program (`fno_jax.packed.pack_key`:
+    """The runs as units of work, in order: groups of runs that train as one program
+    (`fno_jax.training.packed.pack_key`:
     they differ only in seed and learning rate, hence also share their dependencies), the rest one per unit."""
     if not pack:
         return [[r] for r in runs]
-    from fno_jax.packed import pack_key  # heavy: import only when packing
+    from fno_jax.training.packed import pack_key  # heavy: import only when packing
 
     units: dict[str, list[RunSpec]] = {}
     for spec in runs:
@@ -273,7 +274,7 @@ def _group_label(unit: list[RunSpec]) -> str:
 class _Sweep:
     """One shard's pass over its runs: skip the finished, wait for other shards' dependencies, record failures.
 
-    Runs that can train as one program (`fno_jax.packed`) run together when `pack_fn` is given."""
+    Runs that can train as one program (`fno_jax.training.packed`) run together when `pack_fn` is given."""
 
     runs: list[RunSpec]
     sweep_dir: str
@@ -380,9 +381,9 @@ def run_sweep(
       sweep_dir: the sweep's folder; created if missing.
       run_fn: `run_fn(config, workdir) -> summary dict`, writing `workdir/summary.json`; default
         `fno_jax.train.train_and_evaluate`.
-      pack_fn: `pack_fn(configs, workdirs) -> summaries` for runs that train as one program (`fno_jax.packed`);
-        default `fno_jax.packed.train_and_evaluate_packed` when the study packs (`study.pack`) and `run_fn` is the
-        default; with a `run_fn` of your own, runs are packed only through a `pack_fn` of your own.
+      pack_fn: `pack_fn(configs, workdirs) -> summaries` for runs that train as one program (`fno_jax.training.packed`);
+        default `fno_jax.training.packed.train_and_evaluate_packed` when the study packs (`study.pack`) and `run_fn`
+        is the default; with a `run_fn` of your own, runs are packed only through a `pack_fn` of your own.
       only: regex (or list of regexes) over run names; their dependencies are included.
       shard: (i, k): run only runs i, i+k, ... of the (selected, ordered) list.
       keep_going: on a failing run, record it (failures.jsonl) and continue with the runs that do not depend on
@@ -396,7 +397,7 @@ def run_sweep(
         from fno_jax.train import train_and_evaluate as run_fn  # heavy: import only when needed
 
         if pack_fn is None and study_config.get("pack", True):
-            from fno_jax.packed import train_and_evaluate_packed as pack_fn
+            from fno_jax.training.packed import train_and_evaluate_packed as pack_fn
         _use_compilation_cache(sweep_dir)
     if not study_config.get("pack", True):
         pack_fn = None
@@ -513,7 +514,7 @@ def _cli() -> None:
             )
         print(f"Done. Report: {sys.executable} -m experiments.report --sweep {workdir.value}")
 
-    from fno_jax.cli_errors import run_absl_main
+    from fno_jax.runtime.cli_errors import run_absl_main
 
     run_absl_main(main, "experiments.sweep")
 

@@ -21,7 +21,7 @@ When checkpoints exist but none can be read, the run stops too (`CheckpointError
 step 0 over them.
 
 Across processes, every process reads, the processes agree on each step's outcome before acting on it, and process
-0 alone moves a broken step while the others wait (`fno_jax.distributed.barrier`).
+0 alone moves a broken step while the others wait (`fno_jax.runtime.distributed.barrier`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
 from fno_jax.config import ConfigError
-from fno_jax.distributed import barrier, each_process, is_main_process
-from fno_jax.integrity import seal
-from fno_jax.workdir import RunMeta
+from fno_jax.runtime.distributed import barrier, each_process, is_main_process
+from fno_jax.storage.integrity import seal
+from fno_jax.storage.workdir import RunMeta
 
 __all__ = [
     "CheckpointError",
@@ -98,8 +98,8 @@ def _require_shardings(abstract, what: str) -> None:
     if missing:
         raise ValueError(
             f"the restore target for {what} has {len(missing)} array(s) without a sharding; build it with "
-            "DataParallel.abstract_state (or fno_jax.parallel.abstract_arrays) so the checkpoint loads onto this "
-            "run's devices whatever topology wrote it."
+            "DataParallel.abstract_state (or fno_jax.runtime.parallel.abstract_arrays) so the checkpoint loads "
+            "onto this run's devices whatever topology wrote it."
         )
 
 
@@ -390,7 +390,7 @@ def load_params(workdir: str | os.PathLike, step: int | None | str = None):
 def load_meta(workdir: str | os.PathLike, step: int | None | str = None) -> tuple[int, RunMeta]:
     """(step, meta) of a checkpoint in `workdir` (latest by default; "best" or -1: best validation).
 
-    `meta.norm_stats` is the `NormStats` the model's inputs are normalized with; see `fno_jax.workdir.RunMeta`.
+    `meta.norm_stats` is the `NormStats` the model's inputs are normalized with; see `fno_jax.storage.workdir.RunMeta`.
     """
     ckpt = Checkpointer(workdir, read_only=True)
     try:

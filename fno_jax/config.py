@@ -13,9 +13,9 @@ from typing import Any
 
 import ml_collections
 
-from fno_jax import channels
 from fno_jax.model import INITS as MODEL_INITS
-from fno_jax.parallel import PARALLEL_MODES
+from fno_jax.model import channels
+from fno_jax.runtime.parallel import PARALLEL_MODES
 from solvers.families import TASK_NAMES
 
 DTYPES = ("float32", "bfloat16")
@@ -119,7 +119,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.finetune.freeze = ()  # regexes over param paths ("lift", "spectral_.*") whose leaves stay fixed
     config.finetune.norm_stats = "downstream"  # downstream | pretrained
 
-    # What a run shows besides metrics.jsonl and summary.json (`fno_jax.metric_writer`; written by process 0).
+    # What a run shows besides metrics.jsonl and summary.json (`fno_jax.storage.metric_writer`; written by process 0).
     config.logging = ml_collections.ConfigDict()
     # TensorBoard event files in the workdir: training loss, gradient norm, learning rate, steps/s, validation and
     # test metrics (`tensorboard --logdir WORKDIR`).

@@ -17,9 +17,10 @@ from typing import Any
 
 from absl import logging
 
-from fno_jax import channels, checkpoint, pretrained
-from fno_jax.cli_errors import exit_on_expected_errors
-from fno_jax.workdir import SUMMARY_FILE, RunMeta
+from fno_jax import checkpoint, pretrained
+from fno_jax.model import channels
+from fno_jax.runtime.cli_errors import exit_on_expected_errors
+from fno_jax.storage.workdir import SUMMARY_FILE, RunMeta
 
 __all__ = ["export_bundle", "main"]
 

@@ -1,12 +1,12 @@
 """Pretrained bundles: a trained FNO as a self-contained directory that loads in one line, with its model card.
 
     BUNDLE/params.safetensors   the params, one tensor per leaf, named by its '/'-joined path in the param tree
-                                ("lift/kernel", "spectral_0/weights1", ...; `fno_jax.optim.param_path`)
+                                ("lift/kernel", "spectral_0/weights1", ...; `fno_jax.training.optim.param_path`)
     BUNDLE/card.json            what the model is and how it was made (below)
-    BUNDLE/README.md            the model card in words (`fno_jax.model_card`)
+    BUNDLE/README.md            the model card in words (`fno_jax.storage.model_card`)
 
     model, params, card = fno_jax.pretrained.load("BUNDLE")      # checks the weights' sha256 against the card
-    u = fno_jax.steps.predict(params, {"source": f, "coeffs": c}, model=model,
+    u = fno_jax.training.steps.predict(params, {"source": f, "coeffs": c}, model=model,
                               norm=fno_jax.pretrained.norm_stats(card), length=card["length"])
 
 card.json: `format`, `format_version`; `model` (width, modes, depth, fc_dim, out_dim); `layout` and `channels` (the
@@ -14,9 +14,9 @@ input channels in order); `norm_stats` (`NormStats.to_dict`); `length` (the side
 which the input normalization depends on); `task`, `task_spec`, `task_ranges`; `training_data`
 (source, seed, data_seed, num_train, num_train_pool, num_val, num_test, resolution, length); `training` (mode, steps,
 step, best_step, batch_size, learning_rate, select_by, init_from); `test_metrics` (`test_rel_l2`, the paper's metric,
-and the others of `fno_jax.metrics`; empty when the exported step was not the one tested); `num_params`;
+and the others of `fno_jax.training.metrics`; empty when the exported step was not the one tested); `num_params`;
 `fno_jax_version`; `provenance`; `run_config`; `weights` (file, sha256, dtype); `checksum` (over the card itself,
-`fno_jax.integrity`). Fields a bundle cannot know (a
+`fno_jax.storage.integrity`). Fields a bundle cannot know (a
 bundle made from a PyTorch state_dict has no training data) are null.
 
 Bundles come from a workdir (`python -m fno_jax.export`, `fno_jax.export.export_bundle`) or from the paper's PyTorch
@@ -37,10 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fno_jax import channels, integrity
-from fno_jax.model import FNO
-from fno_jax.normalization import NormStats
-from fno_jax.optim import param_path
+from fno_jax.model import FNO, channels
+from fno_jax.model.normalization import NormStats
+from fno_jax.storage import integrity
+from fno_jax.training.optim import param_path
 
 __all__ = ["BundleError", "flatten_params", "is_bundle", "load", "norm_stats", "read_card", "write_bundle"]
 
@@ -97,7 +97,7 @@ def write_bundle(out: str | os.PathLike, params: Mapping[str, Any], card: Mappin
     """
     from safetensors.numpy import save
 
-    from fno_jax.model_card import model_card
+    from fno_jax.storage.model_card import model_card
 
     out = os.path.abspath(os.fspath(out))
     missing = [key for key in REQUIRED if card.get(key) is None]

@@ -3,7 +3,7 @@
 `train_and_evaluate(config, workdir)` is the whole job; `experiments/main.py` is a thin CLI around it. Everything a
 step depends on (batch order, stream samples, init) is a function of (seed, step), so rerunning the same command on
 the same workdir resumes from the newest good checkpoint and ends with the same parameters as an uninterrupted run.
-The workdir's files are described in `fno_jax.workdir`, its checkpoints in `fno_jax.checkpoint`.
+The workdir's files are described in `fno_jax.storage.workdir`, its checkpoints in `fno_jax.checkpoint`.
 """
 
 from __future__ import annotations
@@ -20,21 +20,28 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from fno_jax import channels, steps
-from fno_jax.cadence import Cadence
 from fno_jax.checkpoint import Checkpointer
 from fno_jax.config import MODEL_SIZE_KEYS, layout_of, matmul_precision, model_size, validate_config
 from fno_jax.data import Splits, batch_indices, load_splits, make_feed, open_checked_dataset
 from fno_jax.data.generate import task_from_config
-from fno_jax.evaluate import Evaluator
-from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
-from fno_jax.metric_writer import MetricWriter, image_cadence, log_evaluation, open_writer, scalar_tags, split_record
-from fno_jax.model import FNO, num_params
-from fno_jax.optim import optimizer_from_config
-from fno_jax.parallel import DataParallel, make_parallel
-from fno_jax.preemption import Preempted, PreemptionGuard
-from fno_jax.progress import Progress
-from fno_jax.workdir import RunMeta, Workdir, provenance
+from fno_jax.model import FNO, channels, num_params
+from fno_jax.runtime.parallel import DataParallel, make_parallel
+from fno_jax.runtime.preemption import Preempted, PreemptionGuard
+from fno_jax.runtime.progress import Progress
+from fno_jax.storage.metric_writer import (
+    MetricWriter,
+    image_cadence,
+    log_evaluation,
+    open_writer,
+    scalar_tags,
+    split_record,
+)
+from fno_jax.storage.workdir import RunMeta, Workdir, provenance
+from fno_jax.training import steps
+from fno_jax.training.cadence import Cadence
+from fno_jax.training.evaluate import Evaluator
+from fno_jax.training.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
+from fno_jax.training.optim import optimizer_from_config
 
 __all__ = ["NonFiniteError", "Preempted", "model_from_config", "train_and_evaluate"]
 
@@ -55,7 +62,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Train (or, with num_steps=0 and init_from, only evaluate) one run in `workdir`; returns the summary.
 
     On SIGTERM or SIGINT during training the run finishes its step, saves a checkpoint of it and raises
-    `Preempted` (`fno_jax.preemption`; its `exit_code` is 143 or 130); the same call again resumes from there.
+    `Preempted` (`fno_jax.runtime.preemption`; its `exit_code` is 143 or 130); the same call again resumes from there.
     """
     validate_config(config)
     with matmul_precision(config):
@@ -309,7 +316,7 @@ def _final_evaluation(run: _Run, meta: RunMeta, state: dict) -> dict[str, Any]:
         "num_train": 0 if run.mode == "zeroshot" else int(seen),
         "model": meta.model,
         "num_params": num_params(params),
-        **split_record("test", test),  # test_rel_l2 (the paper's metric), test_loss, test_rel_h1, ... (fno_jax.metrics)
+        **split_record("test", test),  # test_rel_l2 (the paper's metric), test_loss, ... (training.metrics)
         "val_rel_l2": val["rel_l2"],
         "val_loss": val["loss"],
         "select_by": c.train.select_by,

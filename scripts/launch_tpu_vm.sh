@@ -14,7 +14,7 @@
 # default: the local HEAD, which must be pushed to REPO_URL) installed with `pip install -e .`. Every worker ends
 # on the same commit and the same jax, or setup fails.
 # run, on every worker: the same command, started with nohup/setsid so that it outlives the ssh session; its
-# output goes to LOG_DIR/<workdir name>.log on each worker (per-host logs), its pid to LOG_DIR/<workdir name>.pid. fno_jax.distributed recognizes the TPU
+# output goes to LOG_DIR/<workdir name>.log on each worker (per-host logs), its pid to LOG_DIR/<workdir name>.pid. fno_jax.runtime.distributed recognizes the TPU
 # VM (its TPU chips) and jax.distributed.initialize() reads the slice's workers from the TPU metadata server, so
 # nothing needs to be set in the ssh session; FNO_JAX_DISTRIBUTED=1 is passed anyway.
 # WORKDIR must be one directory that every worker sees with POSIX renames (e.g. Filestore/NFS); a gcsfuse-mounted

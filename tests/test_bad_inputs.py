@@ -17,7 +17,7 @@ import tensorstore as ts
 from conftest import main_cli, run_python, tiny_config
 
 from experiments.configs.finetune import get_config as finetune_config
-from fno_jax import channels, checkpoint
+from fno_jax import checkpoint
 from fno_jax.config import ConfigError, model_size, validate_config
 from fno_jax.data import (
     DatasetFormatError,
@@ -26,11 +26,11 @@ from fno_jax.data import (
     IncompleteDatasetError,
     write_dataset,
 )
-from fno_jax.finetune import TransferError
-from fno_jax.model import FNO
-from fno_jax.normalization import NormStats
+from fno_jax.model import FNO, channels
+from fno_jax.model.normalization import NormStats
+from fno_jax.storage.workdir import RunMeta
 from fno_jax.train import train_and_evaluate
-from fno_jax.workdir import RunMeta
+from fno_jax.training.finetune import TransferError
 from solvers.families import make_task
 
 

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from conftest import params_equal, run_python, tiny_config
 
-from fno_jax import checkpoint, export, integrity, interop, pretrained, train
+from fno_jax import checkpoint, export, interop, pretrained, train
 from fno_jax.config import layout_of
 from fno_jax.data import load_splits
 from fno_jax.data.generate import task_from_config
-from fno_jax.evaluate import Evaluator
-from fno_jax.finetune import TransferError, load_pretrained
-from fno_jax.parallel import make_parallel
+from fno_jax.runtime.parallel import make_parallel
+from fno_jax.storage import integrity
+from fno_jax.training.evaluate import Evaluator
+from fno_jax.training.finetune import TransferError, load_pretrained
 
 
 @pytest.fixture(scope="module")

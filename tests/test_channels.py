@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fno_jax import channels
+from fno_jax.model import channels
 
 
 def _batch():

@@ -22,7 +22,7 @@ from multihost_worker import CHAIN, RACE_RUNS, corrupt_step, race_template
 from test_train import crash_after
 
 from experiments.sweep import check_shard
-from fno_jax.distributed import launch_spec, on_cloud_tpu_vm
+from fno_jax.runtime.distributed import launch_spec, on_cloud_tpu_vm
 
 RTOL = 1e-5  # float32 reduction order, see tests/test_four_devices.py
 

@@ -127,8 +127,8 @@ def checkpointed(tmp_path_factory):
     import jax.numpy as jnp
 
     from fno_jax.checkpoint import Checkpointer, load_meta
-    from fno_jax.normalization import NormStats
-    from fno_jax.workdir import RunMeta
+    from fno_jax.model.normalization import NormStats
+    from fno_jax.storage.workdir import RunMeta
 
     workdir = str(tmp_path_factory.mktemp("fuzz_ckpt"))
     meta = RunMeta(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fno_jax.model import FNO
-from fno_jax.spectral_conv import SpectralConv2d
+from fno_jax.model.spectral_conv import SpectralConv2d
 
 
 def _random_variables(model, x, seed=0):
@@ -199,7 +199,7 @@ def _tree_allclose(got, want, rtol):
 
 @pytest.mark.parametrize("activate", [False, True])
 def test_fused_layer_gradient_is_autodiffs(x64, monkeypatch, activate):
-    from fno_jax import fourier_layer as fl
+    from fno_jax.model import fourier_layer as fl
 
     # 17 full tiles of 7 points and a rest of 1 (2 x 6 x 10 = 120 points) in the pointwise weight gradient.
     monkeypatch.setattr(fl, "WEIGHT_GRAD_TILE", 7)
@@ -217,7 +217,7 @@ def test_fused_layer_gradient_is_autodiffs(x64, monkeypatch, activate):
 
 
 def test_tiled_head_is_the_plain_head(x64):
-    from fno_jax.head import projection_head
+    from fno_jax.model.head import projection_head
 
     rng = np.random.default_rng(1)
     v = jnp.asarray(rng.normal(size=(5, 30)))  # 30 points: 4 tiles of 8, the last one padded
@@ -267,7 +267,7 @@ def test_fused_bfloat16_keeps_float32_params_and_spectral_path():
 def test_gelu_is_the_exact_erf_form(x64):
     from scipy.special import erf
 
-    from fno_jax.head import gelu, gelu_and_derivative
+    from fno_jax.model.head import gelu, gelu_and_derivative
 
     x = np.linspace(-9.0, 9.0, 1001)
     np.testing.assert_allclose(

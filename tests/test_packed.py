@@ -1,5 +1,5 @@
-"""Packed runs (`fno_jax.packed`): K runs as one program equal K runs one at a time, resume bitwise after a kill,
-and a group too big for the memory limit is trained in parts.
+"""Packed runs (`fno_jax.training.packed`): K runs as one program equal K runs one at a time, resume bitwise after a
+kill, and a group too big for the memory limit is trained in parts.
 
 Tolerance: a vmapped matmul may sum in another order than the unbatched one, ~1e-7 relative per step; Adam turns a
 rounding-level change of a near-zero gradient component into up to one learning rate per step, so after 10 steps of
@@ -17,7 +17,13 @@ from test_train import crash_after
 
 from fno_jax import checkpoint, train
 from fno_jax.config import ConfigError
-from fno_jax.packed import group_by_pack_key, pack_key, packed_step_bytes, plan_parts, train_and_evaluate_packed
+from fno_jax.training.packed import (
+    group_by_pack_key,
+    pack_key,
+    packed_step_bytes,
+    plan_parts,
+    train_and_evaluate_packed,
+)
 
 RTOL = 1e-4
 RATES = (1e-3, 2e-3)

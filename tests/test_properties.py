@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import solvers
 from fno_jax.config import ConfigError, validate_config
-from fno_jax.normalization import NormStats, normalize
+from fno_jax.model.normalization import NormStats, normalize
 
 N = 16
 SETTINGS = settings(

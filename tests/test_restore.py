@@ -1,7 +1,7 @@
 """What a failed restore means: only unreadable steps are moved aside; anything else stops the run, nothing moved.
 
 A tiny state saved by orbax on one process (no training), restored through `Checkpointer.restore_latest` onto a
-target with shardings (`fno_jax.parallel.abstract_arrays`), as `fno_jax.train` and the multi-host job do.
+target with shardings (`fno_jax.runtime.parallel.abstract_arrays`), as `fno_jax.train` and the multi-host job do.
 """
 
 import os
@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 from multihost_worker import corrupt_step, race_template
 
 from fno_jax.checkpoint import Checkpointer, CheckpointError, CheckpointMismatchError
-from fno_jax.parallel import abstract_arrays, make_parallel
+from fno_jax.runtime.parallel import abstract_arrays, make_parallel
 
 STATE = {"params": {"w": np.zeros((2, 3), np.float32)}, "opt_state": {"mu": np.zeros(3, np.float32)}}
 

@@ -11,13 +11,13 @@ import pytest
 from conftest import tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fno_jax import channels, metrics, steps
 from fno_jax.config import ConfigError, validate_config
-from fno_jax.evaluate import Evaluator
-from fno_jax.metric_writer import field_images, open_writer, scalar_tags
-from fno_jax.model import FNO
-from fno_jax.normalization import compute_stats
-from fno_jax.parallel import make_parallel
+from fno_jax.model import FNO, channels
+from fno_jax.model.normalization import compute_stats
+from fno_jax.runtime.parallel import make_parallel
+from fno_jax.storage.metric_writer import field_images, open_writer, scalar_tags
+from fno_jax.training import metrics, steps
+from fno_jax.training.evaluate import Evaluator
 
 
 def read_events(workdir) -> EventAccumulator:
@@ -143,8 +143,8 @@ def test_a_resumed_run_replaces_what_the_interrupted_one_logged_after_its_checkp
 
 
 def test_images_are_drawn_at_a_bounded_number_of_evaluations():
-    from fno_jax.cadence import Cadence
-    from fno_jax.metric_writer import image_cadence
+    from fno_jax.storage.metric_writer import image_cadence
+    from fno_jax.training.cadence import Cadence
 
     # 1,000 steps evaluated every 30: images every 4th evaluation (120 steps), 8 times, and at the last step.
     cadence = Cadence.from_config(tiny_config(**{"train.num_steps": 1000, "train.eval_every": 30}))

@@ -18,7 +18,7 @@ from experiments.configs import base as base_config
 from experiments.configs.study_scale import NAMES as SCALE_NAMES
 from experiments.sweep import DependencyWait, parse_shard, run_sweep
 from fno_jax.config import flat_items
-from fno_jax.json_io import write_json_atomic
+from fno_jax.storage.json_io import write_json_atomic
 
 STUDY_CONFIGS = ("quickstart", "rq1_data_size", "rq2_model_size", "rq3_ood_shift", "rq4_mixed")
 
@@ -349,7 +349,7 @@ def test_real_sweep_stopped_by_sigterm_resumes_to_the_uninterrupted_results(tmp_
     """A real tiny run (the quickstart's pretraining run): SIGTERM during it stops the sweep with `Preempted` at a
     checkpoint; the same sweep again resumes that run and ends with the uninterrupted results."""
     from fno_jax import train as train_lib
-    from fno_jax.preemption import Preempted
+    from fno_jax.runtime.preemption import Preempted
 
     only = "^pretrain"
     run_sweep(_quickstart(), str(tmp_path / "uninterrupted"), only=only)

@@ -10,7 +10,7 @@ from conftest import main_cli, params_equal, run_python, tiny_config
 
 from fno_jax import checkpoint, train
 from fno_jax.config import ConfigError
-from fno_jax.workdir import MetricsLog
+from fno_jax.storage.workdir import MetricsLog
 
 
 @pytest.fixture(scope="module")

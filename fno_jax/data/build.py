@@ -37,8 +37,8 @@ from fno_jax.config import ConfigError
 from fno_jax.data.generate import generate_split
 from fno_jax.data.stats import input_stats
 from fno_jax.data.store import SPLITS, DatasetWriteError, DatasetWriter, StoredDataset, open_dataset
-from fno_jax.json_io import write_json_atomic
-from fno_jax.progress import Progress
+from fno_jax.runtime.progress import Progress
+from fno_jax.storage.json_io import write_json_atomic
 from solvers.families import TASK_NAMES, make_task
 
 # Stored chunk size when the config has no `dataset.chunk`: 64 samples = 4 MiB per field at 128 x 128 float32.

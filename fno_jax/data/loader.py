@@ -17,12 +17,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from fno_jax import channels
 from fno_jax.config import layout_of
 from fno_jax.data import generate
 from fno_jax.data.order import batch_indices, epoch_order
 from fno_jax.data.prefetch import Prefetcher
 from fno_jax.data.training_set import TRAIN_KEYS, Splits, TrainingSet
+from fno_jax.model import channels
 
 # data.loader="auto": training sets up to this size live on the devices; larger ones are fed from the host.
 DEVICE_RESIDENT_MAX_BYTES = 4 * 2**30
@@ -137,7 +137,7 @@ class _PackedStreamFeed(Feed):
 
 
 def make_packed_feed(config: ml_collections.ConfigDict, splits: list[Splits], task, parallel, seeds: list[int]) -> Feed:
-    """The feed of K runs trained as one program (`fno_jax.packed`): batches [K, B, ...], run k's from its own
+    """The feed of K runs trained as one program (`fno_jax.training.packed`): batches [K, B, ...], run k's from its own
     training subset in its own order; device-resident or streamed (packed runs are small by construction)."""
     t, d = config.train, config.data
     if d.source == "stream":

@@ -4,15 +4,15 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from fno_jax import channels
-from fno_jax.normalization import NormStats, source_norms, stats_from_norms
+from fno_jax.model import channels
+from fno_jax.model.normalization import NormStats, source_norms, stats_from_norms
 
 
 def input_stats(chunks: Iterable[Mapping[str, np.ndarray]], layout: str, length: float) -> NormStats:
     """`NormStats` of the inputs of a split given as raw batch chunks (source, diffusion, velocity, omega, pde).
 
     Only the inputs are read (no solutions); each coefficient's median is over the samples whose family has it
-    (`fno_jax.channels.presence`). Chunks keep memory bounded: a chunk is reduced to its [B] source norms and
+    (`fno_jax.model.channels.presence`). Chunks keep memory bounded: a chunk is reduced to its [B] source norms and
     [B, C-1] coefficients before the next is read. The norms are summed in float64 on the host, sample by sample,
     so the statistics do not depend on how the split is chunked (a stored dataset's and the in-memory pool's agree
     bit for bit).

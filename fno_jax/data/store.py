@@ -5,7 +5,7 @@ Layout of a dataset directory ``DIR``::
     DIR/<split>/<array>      zarr v3 array per split (train, val, test) and batch-dict key
     DIR/progress.json        written first, rewritten after every chunk: parameters + chunks done
     DIR/metadata.json        written LAST, atomically; its presence marks the dataset complete; sealed with a
-                             checksum of its content (`fno_jax.integrity`)
+                             checksum of its content (`fno_jax.storage.integrity`)
 
 Arrays (leading dimension N = samples in the split, n = resolution, arrays indexed [..., y, x]):
 
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
-from fno_jax.integrity import ChecksumError, seal, verify
-from fno_jax.json_io import to_json, write_json_atomic
+from fno_jax.storage.integrity import ChecksumError, seal, verify
+from fno_jax.storage.json_io import to_json, write_json_atomic
 
 FORMAT_NAME = "fno-jax-dataset"
 FORMAT_VERSION = 1
@@ -578,7 +578,7 @@ class StoredDataset:
                 f"{resolution}; generate a dataset at resolution {resolution} or set "
                 f"data.resolution={self.resolution}"
             )
-        from fno_jax.channels import LAYOUTS
+        from fno_jax.model.channels import LAYOUTS
 
         name = self.task.get("name")
         if layout is not None:

@@ -4,10 +4,10 @@ normalization statistics of its inputs, from generated data, a stored dataset or
 The statistics are those of the whole pool's inputs (the paper's: computed once per dataset over its training
 split, inputs only), so runs that train on different subsets N of one pool normalize alike. A stored dataset
 carries them in its metadata; otherwise process 0 alone computes them and hands them to the other processes bit
-for bit (`fno_jax.distributed.from_main_process`), so no other host reads the training inputs for them.
+for bit (`fno_jax.runtime.distributed.from_main_process`), so no other host reads the training inputs for them.
 
 Training arrays are `{"source": [B, n, n], "coeffs": [B, C-1], "solution": [B, n, n]}` (the coefficients of the
-run's channel layout, `fno_jax.channels.coefficients`); the model inputs are assembled from them on the device.
+run's channel layout, `fno_jax.model.channels.coefficients`); the model inputs are assembled from them on the device.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from collections.abc import Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
-from fno_jax import channels
 from fno_jax.config import ConfigError
 from fno_jax.data import generate
 from fno_jax.data.stats import input_stats
 from fno_jax.data.store import StoredDataset, open_dataset
 from fno_jax.data.subsets import nested_subset
-from fno_jax.distributed import from_main_process
-from fno_jax.normalization import NormStats
+from fno_jax.model import channels
+from fno_jax.model.normalization import NormStats
+from fno_jax.runtime.distributed import from_main_process
 
 TRAIN_KEYS = ("source", "coeffs", "solution")
 # What a stored dataset must supply for training arrays and for input statistics.

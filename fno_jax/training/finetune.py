@@ -21,11 +21,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from fno_jax import channels, checkpoint, pretrained
+from fno_jax import checkpoint, pretrained
 from fno_jax.config import MODEL_SIZE_KEYS
-from fno_jax.normalization import NormStats
-from fno_jax.optim import param_path
-from fno_jax.workdir import RunMeta
+from fno_jax.model import channels
+from fno_jax.model.normalization import NormStats
+from fno_jax.storage.workdir import RunMeta
+from fno_jax.training.optim import param_path
 
 
 class TransferError(ValueError):

@@ -117,7 +117,7 @@ def _check_coeffs(coeffs: Any, batch: int) -> Array:
     if coeffs.ndim != 2 or coeffs.shape[0] != batch:
         raise ValueError(
             f"coeffs must have shape [B, C-1] with B = {batch}, got {coeffs.shape}; build it with "
-            "fno_jax.channels.coefficients(batch, layout)."
+            "fno_jax.model.channels.coefficients(batch, layout)."
         )
     return coeffs
 
@@ -144,7 +144,7 @@ def stats_from_norms(
     """Statistics from precomputed `source_norms` ``[B]`` and coefficients ``[B, C-1]``.
 
     `present` ``[B, C-1]`` (bool, default all true) marks the samples that have each coefficient
-    (`fno_jax.channels.presence`): a coefficient's median is taken over those samples only, so in a
+    (`fno_jax.model.channels.presence`): a coefficient's median is taken over those samples only, so in a
     mixture of PDEs the zeros of the families without it do not pull its scale to 0.
     Use this to accumulate a large split chunk by chunk (both inputs are small per instance).
     """

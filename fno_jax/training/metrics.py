@@ -1,4 +1,5 @@
-"""Per-sample error metrics of a predicted solution, beside the paper's relative L2 (`fno_jax.losses.relative_l2`).
+"""Per-sample error metrics of a predicted solution, beside the paper's relative L2
+(`fno_jax.training.losses.relative_l2`).
 
 Fields are ``[B, n, n]`` on the periodic square ``[0, L)^2``; every metric returns one value per sample, and a
 split's metric is the mean over its samples (as for the paper's metric). With ``e = u_pred - u``, ``f`` the source
@@ -37,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Complex, Float
 
-from fno_jax.losses import relative_l2
+from fno_jax.training.losses import relative_l2
 from solvers.grid import Domain, rfft_weights, wavenumbers
 from solvers.symbols import RESONANCE_RTOL, advection_diffusion_symbol
 
@@ -137,7 +138,7 @@ def relative_residual(
     length: float = 1.0,
 ) -> Float[Array, " b"]:
     """||A u_pred - P f|| / ||P f|| per sample (module docstring); the coefficients as returned by
-    `fno_jax.channels.physical_coefficients`.
+    `fno_jax.model.channels.physical_coefficients`.
 
     A mode is in the null space of A when |symbol| <= RESONANCE_RTOL (|diffusion term| + |advection term| +
     |omega|): the solvers' own resonance rule (`solvers.symbols`), the same in float32 and float64, and exact for
@@ -166,7 +167,8 @@ def per_sample_metrics(
 ) -> dict[str, jax.Array]:
     """Every metric per sample: rel_l2, rel_h1, rel_linf, rel_residual [B] and rel_l2_bands [B, 3].
 
-    `coefficients` is (diffusion [B, 2, 2], velocity [B, 2], omega [B]) (`fno_jax.channels.physical_coefficients`);
+    `coefficients` is (diffusion [B, 2, 2], velocity [B, 2], omega [B])
+    (`fno_jax.model.channels.physical_coefficients`);
     None leaves out the residual.
     """
     out = {

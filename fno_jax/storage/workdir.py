@@ -3,14 +3,14 @@
     WORKDIR/config.json       the run config; a workdir holding another run's identity (task, data, model, ...) is
                               refused, so two different runs never mix checkpoints
     WORKDIR/metrics.jsonl     one JSON record per logging step (training loss, gradient norm, validation metrics)
-    WORKDIR/events.out.tfevents.*  the same, and images, for TensorBoard (`fno_jax.metric_writer`)
+    WORKDIR/events.out.tfevents.*  the same, and images, for TensorBoard (`fno_jax.storage.metric_writer`)
     WORKDIR/checkpoints/      orbax checkpoints (`fno_jax.checkpoint`), each with a `RunMeta`
     WORKDIR/summary.json      test metrics, written at the end
     WORKDIR/.lock             held while a run is writing (`fcntl.flock`: released by the kernel when the process
                               dies, even by SIGKILL, so a crashed run never leaves a stale lock)
 
 Across processes, process 0 alone writes, truncates or removes these files and holds the lock (checkpoints are
-saved collectively by orbax); the other processes wait at a barrier (`fno_jax.distributed.barrier`) after each
+saved collectively by orbax); the other processes wait at a barrier (`fno_jax.runtime.distributed.barrier`) after each
 such write, so none of them reads a file before process 0 has finished with it, and every process learns whether
 process 0 got the lock.
 """
@@ -30,10 +30,10 @@ import jax
 import ml_collections
 
 from fno_jax.config import ConfigError
-from fno_jax.distributed import all_processes, barrier, is_main_process
-from fno_jax.integrity import verify
-from fno_jax.json_io import write_json_atomic, write_text_atomic
-from fno_jax.normalization import NormStats
+from fno_jax.model.normalization import NormStats
+from fno_jax.runtime.distributed import all_processes, barrier, is_main_process
+from fno_jax.storage.integrity import verify
+from fno_jax.storage.json_io import write_json_atomic, write_text_atomic
 
 # Config sections that define what a workdir's checkpoints are; changing them on a resume is an error.
 IDENTITY_KEYS = ("seed", "task", "task_ranges", "data", "model", "init_from", "init_step")
@@ -52,7 +52,7 @@ class RunMeta:
 
     Properties:
       model: the architecture keys (`fno_jax.config.MODEL_SIZE_KEYS`) and their values.
-      layout: the input-channel layout (`fno_jax.channels.LAYOUTS`).
+      layout: the input-channel layout (`fno_jax.model.channels.LAYOUTS`).
       norm_stats: the normalization statistics the model's inputs are scaled with.
       task_spec: the solvers task the run trained on (`task.spec()`).
       config: the complete run config.
@@ -73,7 +73,8 @@ class RunMeta:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunMeta:
-        """Inverse of `to_json` (a checksum, when present, must match: `fno_jax.integrity`); ValueError otherwise."""
+        """Inverse of `to_json` (a checksum, when present, must match: `fno_jax.storage.integrity`); ValueError
+        otherwise."""
         if not isinstance(data, dict):
             raise ValueError(f"checkpoint metadata must be a JSON object, got {type(data).__name__}.")
         verify(data, "checkpoint metadata")

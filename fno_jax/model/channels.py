@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 # Helmholtz's scalar D is its diffusion tensor D * identity: in a layout with the tensor entries it is K11 = K22
-# (and K12 = 0); a model that saw K11 and K22 sees D through the sum of their lift rows (`fno_jax.finetune`).
+# (and K12 = 0); a model that saw K11 and K22 sees D through the sum of their lift rows (`fno_jax.training.finetune`).
 TENSOR_FORM = {"D": ("K11", "K22")}
 
 
@@ -196,7 +196,7 @@ def assemble_inputs(source: Float[Array, "b ny nx"], coeffs: Float[Array, "b c"]
     if coeffs.ndim != 2 or coeffs.shape[0] != source.shape[0]:
         raise ValueError(
             f"coeffs must have shape [B, C-1] with B = {source.shape[0]} (the source's batch), "
-            f"got {coeffs.shape}; build it with fno_jax.channels.coefficients(batch, layout)."
+            f"got {coeffs.shape}; build it with fno_jax.model.channels.coefficients(batch, layout)."
         )
     dtype = jnp.result_type(source, coeffs)
     batch, ny, nx = source.shape

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from fno_jax.metrics import BANDS
+from fno_jax.training.metrics import BANDS
 from solvers.families import FAMILIES
 
 __all__ = ["model_card"]
@@ -75,7 +75,7 @@ def _how_well(card: Mapping[str, Any]) -> list[str]:
     for band in (b for b in BANDS if b in bands):
         words = f"relative L2 error in the {band} frequency band ({_BAND_WORDS[band]}), over ||u||"
         out.append(f"| {_cell(words)} | {bands[band]:.4g} |")
-    return [*out, "", "Definitions: `fno_jax/metrics.py`.", ""]
+    return [*out, "", "Definitions: `fno_jax/training/metrics.py`.", ""]
 
 
 def _use_and_limits(card: Mapping[str, Any]) -> list[str]:
@@ -86,7 +86,7 @@ def _use_and_limits(card: Mapping[str, Any]) -> list[str]:
         "",
         f"- Input: the source f and the PDE's coefficients as constant channels, in the order {names} "
         f"(layout `{card['layout']}`), normalized per instance with the card's `norm_stats` "
-        "(`fno_jax.steps.predict` does it); output: the solution u on the same grid.",
+        "(`fno_jax.training.steps.predict` does it); output: the solution u on the same grid.",
         "- Intended for research on operator learning and transfer: a starting point for fine-tuning on a related "
         "PDE (`--config.init_from=BUNDLE`), or a fast approximate solver inside the ranges above.",
         "- Accuracy is measured only inside the coefficient ranges above"
@@ -103,10 +103,10 @@ def _how_to_load(card: Mapping[str, Any]) -> list[str]:
         "## How to load",
         "",
         "```python",
-        "import fno_jax.pretrained, fno_jax.steps",
+        "import fno_jax.pretrained, fno_jax.training.steps",
         'model, params, card = fno_jax.pretrained.load("BUNDLE")  # checks the sha256 below',
-        "# source [B, n, n]; coeffs [B, C-1] = fno_jax.channels.coefficients(task_batch, card['layout'])",
-        'u = fno_jax.steps.predict(params, {"source": source, "coeffs": coeffs}, model=model,',
+        "# source [B, n, n]; coeffs [B, C-1] = fno_jax.model.channels.coefficients(task_batch, card['layout'])",
+        'u = fno_jax.training.steps.predict(params, {"source": source, "coeffs": coeffs}, model=model,',
         '                          norm=fno_jax.pretrained.norm_stats(card), length=card["length"])',
         "```",
         "",

@@ -4,7 +4,7 @@
     z = G(M(F(h))) + W^T h + b
 
 F is the truncated, ortho-normalised forward DFT (x stage, then y stage), M the per-mode complex channel mixing,
-G the truncated inverse DFT (y stage, then x stage): the ``"dft"`` algorithm of `fno_jax.spectral_conv`, with the
+G the truncated inverse DFT (y stage, then x stage): the ``"dft"`` algorithm of `fno_jax.model.spectral_conv`, with the
 same matrices (`dft_matrices`) and the same params. W, b are the pointwise branch (a Dense layer).
 
 Why a second form of the same layer: on CPUs the step is bound by memory traffic and layout changes, not by
@@ -18,7 +18,7 @@ tile so that no transposed field is formed. Same function; gradients equal autod
 (tested in float64 against `jax.vjp` of the forward pass).
 
 Dtypes: ``z_prev``, ``kernel`` and ``bias`` carry the compute dtype; the spectral weights and the transforms use
-``spectral_dtype`` (`fno_jax.spectral_conv.fft_dtype` of the compute dtype, float32 for bfloat16 models).
+``spectral_dtype`` (`fno_jax.model.spectral_conv.fft_dtype` of the compute dtype, float32 for bfloat16 models).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
-from fno_jax.head import gelu, gelu_and_derivative
-from fno_jax.spectral_conv import dft_matrices, real_mixing_matrix
+from fno_jax.model.head import gelu, gelu_and_derivative
+from fno_jax.model.spectral_conv import dft_matrices, real_mixing_matrix
 
 __all__ = ["WEIGHT_GRAD_TILE", "fourier_layer"]
 

@@ -8,8 +8,9 @@
 
 `Evaluator(..., runs=K)` evaluates the params of K packed runs ([K, ...] leaves) in one program.
 
-Every metric is the mean over the split's samples of a per-sample value (`fno_jax.metrics`; `rel_l2` is the paper's
-test metric, `loss` the training loss). The split is evaluated in batches of `batch_size` by one compiled program
+Every metric is the mean over the split's samples of a per-sample value (`fno_jax.training.metrics`; `rel_l2` is the
+paper's test metric, `loss` the training loss). The split is evaluated in batches of `batch_size` by one compiled
+program
 (`steps.eval_step` under `DataParallel.compile_eval`), the last batch masked past the split's end, and the batch sums
 are added on the host in float64. Every process of a multi-process job must make the same calls (they are
 collective); the results are the same on every process.
@@ -26,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fno_jax import steps
-from fno_jax.metrics import BANDS
-from fno_jax.normalization import NormStats
-from fno_jax.parallel import DataParallel
+from fno_jax.model.normalization import NormStats
+from fno_jax.runtime.parallel import DataParallel
+from fno_jax.training import steps
+from fno_jax.training.metrics import BANDS
 
 __all__ = ["Evaluator"]
 
@@ -37,7 +38,7 @@ __all__ = ["Evaluator"]
 class Evaluator:
     """Mean per-sample metrics of params over a split (see the module docstring).
 
-    With `runs=K` the params carry a leading run axis ([K, ...], packed runs: `fno_jax.packed`): one program
+    With `runs=K` the params carry a leading run axis ([K, ...], packed runs: `fno_jax.training.packed`): one program
     evaluates all K, `__call__` returns a list of K metric dicts and `examples` a list of K example dicts.
     """
 

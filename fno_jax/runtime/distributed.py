@@ -1,9 +1,9 @@
 """Multi-process start-up, and the few cross-process agreements a run needs (barriers, decisions, shared values).
 
 Every process runs the same program; `jax.devices()` then lists the devices of all of them and the data-parallel
-steps (`fno_jax.parallel`) span them all. Orbax checkpoints are saved and restored collectively (every process calls
-save/restore); every other shared file has one writer, process 0 (`is_main_process`), and the others wait for it
-at a `barrier`. `fno_jax.log_setup.configure_logging` shows the other processes' warnings and errors only.
+steps (`fno_jax.runtime.parallel`) span them all. Orbax checkpoints are saved and restored collectively (every process
+calls save/restore); every other shared file has one writer, process 0 (`is_main_process`), and the others wait for it
+at a `barrier`. `fno_jax.runtime.log_setup.configure_logging` shows the other processes' warnings and errors only.
 
 How the job is found (`launch_spec`, a pure function of the environment), in order:
 1. explicit arguments or FNO_JAX_COORDINATOR=host:port (or JAX_COORDINATOR_ADDRESS) with FNO_JAX_NUM_PROCESSES and

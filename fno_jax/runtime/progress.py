@@ -3,7 +3,7 @@
 import sys
 import time
 
-from fno_jax.distributed import is_main_process
+from fno_jax.runtime.distributed import is_main_process
 
 
 class Progress:

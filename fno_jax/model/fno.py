@@ -6,21 +6,21 @@
     u       = fc2(gelu(fc1(v_depth)))                            Dense(fc_dim), Dense(out_dim)
 
 Inputs and outputs are channels-last ``[batch, y, x, channels]``; GELU is the exact (erf) form
-(`fno_jax.head.gelu`). The parameter count equals the reference PyTorch model's for the same sizes
+(`fno_jax.model.head.gelu`). The parameter count equals the reference PyTorch model's for the same sizes
 (67,134,273 at width 64, 32 modes, 4 layers, fc 128, 4 input channels): see `fno_jax.interop` for
 the one-to-one mapping.
 
 Two implementations of the same function and params (``layer_impl``):
 
 ``"autodiff"``
-    Channels-last fields, each Fourier layer `fno_jax.spectral_conv.spectral_conv` plus a Dense,
+    Channels-last fields, each Fourier layer `fno_jax.model.spectral_conv.spectral_conv` plus a Dense,
     differentiated by JAX; ``remat`` applies here. The default off the CPU.
 ``"fused"``
-    Channels-first fields ``[channels, batch, y, x]`` and `fno_jax.fourier_layer.fourier_layer`, a
+    Channels-first fields ``[channels, batch, y, x]`` and `fno_jax.model.fourier_layer.fourier_layer`, a
     Fourier layer with a hand-written gradient that keeps one field per layer for the backward pass.
     Needs ``spectral_impl="dft"``. The default on the CPU, where it is the faster (BENCHMARKS.md).
 
-Either way the projection head is `fno_jax.head.projection_head` (tiled on the CPU by default, see
+Either way the projection head is `fno_jax.model.head.projection_head` (tiled on the CPU by default, see
 ``head_tile``). Equality of the two, and with an independent numpy forward pass of the reference
 layout, is tested in float64.
 
@@ -28,11 +28,11 @@ Initialisation (``param_init``; ``init`` is Flax's init method): ``"torch"`` (de
 paper's, PyTorch's default for its Linear and Conv1d(k=1) layers: kernels and biases
 U(-1/sqrt(fan_in), 1/sqrt(fan_in)), variance 1 / (3 fan_in). ``"flax"`` is Flax's Dense default:
 LeCun-normal kernels (variance 1 / fan_in), zero biases. Spectral weights use
-`fno_jax.spectral_conv.spectral_init` (U[0, 1) / (in * out) for real and imaginary parts) under both.
+`fno_jax.model.spectral_conv.spectral_init` (U[0, 1) / (in * out) for real and imaginary parts) under both.
 
 Precision: ``dtype`` is the compute dtype (activations, Dense matmuls); ``param_dtype`` the stored
 parameter dtype. With ``dtype=jnp.bfloat16`` the transforms and the spectral mixing still run in
-float32 (see `fno_jax.spectral_conv.fft_dtype`); the output is returned in ``dtype``.
+float32 (see `fno_jax.model.spectral_conv.fft_dtype`); the output is returned in ``dtype``.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from fno_jax.fourier_layer import fourier_layer
-from fno_jax.head import default_head_tile, gelu, projection_head
-from fno_jax.spectral_conv import SPECTRAL_IMPLS, check_modes, fft_dtype, spectral_conv, spectral_init
+from fno_jax.model.fourier_layer import fourier_layer
+from fno_jax.model.head import default_head_tile, gelu, projection_head
+from fno_jax.model.spectral_conv import SPECTRAL_IMPLS, check_modes, fft_dtype, spectral_conv, spectral_init
 
 __all__ = ["FNO", "INITS", "LAYER_IMPLS", "default_layer_impl", "num_params"]
 
@@ -131,7 +131,7 @@ class FNO(nn.Module):
         param_dtype: parameter dtype.
         spectral_impl: algorithm of the spectral convolutions, ``"dft"`` (default: truncated DFTs
             as matmuls, faster on GPU and CPU, see BENCHMARKS.md) or ``"fft"``; same function and
-            params, see `fno_jax.spectral_conv`.
+            params, see `fno_jax.model.spectral_conv`.
         remat: recompute each Fourier layer in the backward pass instead of storing its
             intermediates (``layer_impl="autodiff"``): only the input of each layer, one
             ``[batch, y, x, width]`` field, is kept for the gradient. Same function, params and
@@ -141,10 +141,10 @@ class FNO(nn.Module):
             or ``"flax"``; see the module docstring.
         layer_impl: ``"fused"`` or ``"autodiff"`` (see the module docstring); ``None`` (default)
             picks `default_layer_impl` when traced.
-        head_tile: grid points per tile of the projection head (`fno_jax.head.projection_head`):
+        head_tile: grid points per tile of the projection head (`fno_jax.model.head.projection_head`):
             ``> 0`` computes fc1 -> GELU -> fc2 tile by tile and recomputes fc1 in the backward
             pass instead of storing the ``fc_dim``-wide activations; ``0`` is the plain form;
-            ``None`` (default) picks `fno_jax.head.default_head_tile()` when traced (tiled on
+            ``None`` (default) picks `fno_jax.model.head.default_head_tile()` when traced (tiled on
             the CPU, plain elsewhere).
 
     Input ``[batch, y, x, in_channels]`` -> output ``[batch, y, x, out_dim]``. Param tree:

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 import ml_collections
 import numpy as np
 
-from fno_jax.cadence import Cadence, Every
-from fno_jax.distributed import is_main_process
+from fno_jax.runtime.distributed import is_main_process
+from fno_jax.training.cadence import Cadence, Every
 
 __all__ = [
     "MetricWriter",
@@ -167,7 +167,7 @@ def log_evaluation(
     writer: MetricWriter, step: int, split: str, metrics: Mapping[str, Any], examples: Mapping | None = None
 ) -> None:
     """An evaluation of `split` ("val", "test") in a writer: its metrics as scalars and, when given, its `examples`
-    (`fno_jax.evaluate.Evaluator.examples`) as images."""
+    (`fno_jax.training.evaluate.Evaluator.examples`) as images."""
     writer.scalars(step, scalar_tags(split_record(split, metrics)))
     if examples is not None:
         writer.images(step, field_images(examples, split))

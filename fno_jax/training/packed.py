@@ -3,8 +3,9 @@
 K runs whose configs agree on everything but `seed` and `train.learning_rate` (`pack_key`) share one pool, one
 validation and test split, their normalization statistics and one compiled step: params and optimizer states carry a
 leading run axis and the train step is `jax.vmap`ped over it (each run's rate is a leaf of its optimizer state, see
-`fno_jax.optim`). Each run keeps its own init (from its seed), its own nested training subset and data order, its own
-best-validation checkpoint and its own workdir, written as `fno_jax.train.train_and_evaluate` writes it (config.json,
+`fno_jax.training.optim`). Each run keeps its own init (from its seed), its own nested training subset and data order,
+its own best-validation checkpoint and its own workdir, written as `fno_jax.train.train_and_evaluate` writes it
+(config.json,
 metrics.jsonl, TensorBoard event files, checkpoints/, summary.json); a killed group, run again with the same runs,
 resumes bitwise.
 
@@ -32,23 +33,30 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from fno_jax import channels, steps
-from fno_jax.cadence import Cadence
 from fno_jax.checkpoint import Checkpointer
 from fno_jax.config import ConfigError, layout_of, matmul_precision, model_size, validate_config
 from fno_jax.data import load_splits_for_seeds, make_packed_feed, open_checked_dataset
 from fno_jax.data.generate import task_from_config
 from fno_jax.data.loader import DEVICE_RESIDENT_MAX_BYTES
-from fno_jax.evaluate import Evaluator
-from fno_jax.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
-from fno_jax.metric_writer import MetricWriter, image_cadence, log_evaluation, open_writer, scalar_tags, split_record
-from fno_jax.model import num_params
-from fno_jax.optim import optimizer_from_config
-from fno_jax.parallel import DataParallel, abstract_arrays, make_parallel
-from fno_jax.preemption import PreemptionGuard
-from fno_jax.progress import Progress
+from fno_jax.model import channels, num_params
+from fno_jax.runtime.parallel import DataParallel, abstract_arrays, make_parallel
+from fno_jax.runtime.preemption import PreemptionGuard
+from fno_jax.runtime.progress import Progress
+from fno_jax.storage.metric_writer import (
+    MetricWriter,
+    image_cadence,
+    log_evaluation,
+    open_writer,
+    scalar_tags,
+    split_record,
+)
+from fno_jax.storage.workdir import RunMeta, Workdir, provenance
 from fno_jax.train import NonFiniteError, model_from_config
-from fno_jax.workdir import RunMeta, Workdir, provenance
+from fno_jax.training import steps
+from fno_jax.training.cadence import Cadence
+from fno_jax.training.evaluate import Evaluator
+from fno_jax.training.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
+from fno_jax.training.optim import optimizer_from_config
 
 __all__ = ["group_by_pack_key", "pack_key", "packed_step_bytes", "plan_parts", "train_and_evaluate_packed"]
 
@@ -96,7 +104,7 @@ def train_and_evaluate_packed(
     if len(keys) > 1:
         raise ConfigError(
             "packed runs must differ only in seed and train.learning_rate (and share their data: data.seed >= 0); "
-            "group them with fno_jax.packed.group_by_pack_key."
+            "group them with fno_jax.training.packed.group_by_pack_key."
         )
     if configs[0].train.num_steps == 0:
         raise ConfigError("zero-shot runs (train.num_steps=0) train nothing; evaluate them with train_and_evaluate.")
@@ -424,7 +432,7 @@ def _final_evaluation(group: _Group, state: dict) -> list[dict[str, Any]]:
                 "num_train": int(c.data.num_train),
                 "model": group.metas[k].model,
                 "num_params": count,
-                **split_record("test", test[k]),  # test_rel_l2 (the paper's metric), test_loss, ... (fno_jax.metrics)
+                **split_record("test", test[k]),  # test_rel_l2, test_loss, ... (training.metrics)
                 "val_rel_l2": best.get("val_rel_l2"),
                 "val_loss": best.get("val_loss"),
                 "select_by": c.train.select_by,
@@ -495,6 +503,6 @@ def packed_step_bytes(config: ml_collections.ConfigDict) -> int:
 
 
 def _unit_stats(num_channels: int):
-    from fno_jax.normalization import NormStats
+    from fno_jax.model.normalization import NormStats
 
     return NormStats(source_scale=1.0, coeff_scale=(1.0,) * (num_channels - 1))

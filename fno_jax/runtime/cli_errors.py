@@ -52,11 +52,11 @@ def expected_error_types() -> tuple[type[BaseException], ...]:
         IncompatibleDatasetError,
         IncompleteDatasetError,
     )
-    from fno_jax.finetune import TransferError
-    from fno_jax.integrity import ChecksumError
     from fno_jax.pretrained import BundleError
+    from fno_jax.storage.integrity import ChecksumError
+    from fno_jax.storage.workdir import WorkdirLockedError
     from fno_jax.train import NonFiniteError
-    from fno_jax.workdir import WorkdirLockedError
+    from fno_jax.training.finetune import TransferError
 
     return (
         ConfigError,

@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fno_jax import channels, metrics, normalization
-from fno_jax.losses import sum_squared_error
-from fno_jax.optim import current_learning_rate
+from fno_jax.model import channels, normalization
+from fno_jax.training import metrics
+from fno_jax.training.losses import sum_squared_error
+from fno_jax.training.optim import current_learning_rate
 
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
@@ -44,7 +45,7 @@ def train_step(
 ) -> tuple[State, dict[str, jax.Array]]:
     """One optimizer step on the sum-of-squares loss.
 
-    `optimizer` is `fno_jax.optim.make_optimizer`'s, whose outermost `optax.apply_if_finite` leaves params and
+    `optimizer` is `fno_jax.training.optim.make_optimizer`'s, whose outermost `optax.apply_if_finite` leaves params and
     optimizer state unchanged after a non-finite gradient. Returns the new state and `{"loss", "grad_norm", "finite",
     "learning_rate"}` (loss and gradient averaged over `axis_name` when given); the outer loop stops at its next
     check on `finite` false.
@@ -85,10 +86,11 @@ def eval_step(
 ) -> dict[str, jax.Array]:
     """Sums over the samples where `mask` [B] is true of every per-sample metric, and their count.
 
-    Returns `{"<metric>_sum", "sse_sum", "count"}` for the metrics of `fno_jax.metrics.per_sample_metrics` (rel_l2,
-    rel_h1, rel_linf, rel_residual: scalars; rel_l2_bands: [3]) and the loss (sum of squared errors per sample);
+    Returns `{"<metric>_sum", "sse_sum", "count"}` for the metrics of `fno_jax.training.metrics.per_sample_metrics`
+    (rel_l2, rel_h1, rel_linf, rel_residual: scalars; rel_l2_bands: [3]) and the loss (sum of squared errors per
+    sample);
     a split's metric is the sum over its batches divided by the count. `layout` names the channels of
-    `batch["coeffs"]`, from which the residual's operator is rebuilt (`fno_jax.channels.physical_coefficients`);
+    `batch["coeffs"]`, from which the residual's operator is rebuilt (`fno_jax.model.channels.physical_coefficients`);
     without it there is no `rel_residual_sum`.
     """
     target = batch["solution"]
