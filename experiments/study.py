@@ -25,7 +25,7 @@ A *study* is an `ml_collections.ConfigDict` with
                     everything each single-family model saw; "equal_total": data.num_train samples in total, the
                     same budget as one single-family run.
     pack            True (default): runs that differ only in seed and learning rate train as one program
-                    (`fno_jax.training.packed`); False runs them one at a time.
+                    (`fno_jax.training.packing`); False runs them one at a time.
     pretrain.<name> task (str) and overrides (partial run config, e.g. {"task_ranges": {...}, "train": {...}}).
     downstream.<group>
                     task, shift (label of the downstream ranges, e.g. "e5-10"), task_ranges (partial),
@@ -164,7 +164,7 @@ def new_study(name: str) -> ml_collections.ConfigDict:
     study.pretrain_per_seed = False
     study.data_seed = ml_collections.ConfigDict({"pretrain": 0, "downstream": 1})
     study.mixture = "full"
-    # Runs that differ only in seed and learning rate train as one program (fno_jax.training.packed); False: one at a
+    # Runs that differ only in seed and learning rate train as one program (fno_jax.training.packing); False: one at a
     # time.
     study.pack = True
     study.pretrain = ml_collections.ConfigDict()

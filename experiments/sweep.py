@@ -248,11 +248,11 @@ class _DependencyFailed(RuntimeError):
 
 def work_units(runs: list[RunSpec], pack: bool) -> list[list[RunSpec]]:
     """The runs as units of work, in order: groups of runs that train as one program
-    (`fno_jax.training.packed.pack_key`:
+    (`fno_jax.training.packing.pack_key`:
     they differ only in seed and learning rate, hence also share their dependencies), the rest one per unit."""
     if not pack:
         return [[r] for r in runs]
-    from fno_jax.training.packed import pack_key  # heavy: import only when packing
+    from fno_jax.training.packing import pack_key  # heavy: import only when packing
 
     units: dict[str, list[RunSpec]] = {}
     for spec in runs:
@@ -274,7 +274,7 @@ def _group_label(unit: list[RunSpec]) -> str:
 class _Sweep:
     """One shard's pass over its runs: skip the finished, wait for other shards' dependencies, record failures.
 
-    Runs that can train as one program (`fno_jax.training.packed`) run together when `pack_fn` is given."""
+    Runs that can train as one program (`fno_jax.training.packing`) run together when `pack_fn` is given."""
 
     runs: list[RunSpec]
     sweep_dir: str
@@ -381,9 +381,10 @@ def run_sweep(
       sweep_dir: the sweep's folder; created if missing.
       run_fn: `run_fn(config, workdir) -> summary dict`, writing `workdir/summary.json`; default
         `fno_jax.train.train_and_evaluate`.
-      pack_fn: `pack_fn(configs, workdirs) -> summaries` for runs that train as one program (`fno_jax.training.packed`);
-        default `fno_jax.training.packed.train_and_evaluate_packed` when the study packs (`study.pack`) and `run_fn`
-        is the default; with a `run_fn` of your own, runs are packed only through a `pack_fn` of your own.
+      pack_fn: `pack_fn(configs, workdirs) -> summaries` for runs that train as one program
+        (`fno_jax.training.packing`); default `fno_jax.train.train_and_evaluate_packed` when the study packs
+        (`study.pack`) and `run_fn` is the default; with a `run_fn` of your own, runs are packed only through a
+        `pack_fn` of your own.
       only: regex (or list of regexes) over run names; their dependencies are included.
       shard: (i, k): run only runs i, i+k, ... of the (selected, ordered) list.
       keep_going: on a failing run, record it (failures.jsonl) and continue with the runs that do not depend on
@@ -397,7 +398,7 @@ def run_sweep(
         from fno_jax.train import train_and_evaluate as run_fn  # heavy: import only when needed
 
         if pack_fn is None and study_config.get("pack", True):
-            from fno_jax.training.packed import train_and_evaluate_packed as pack_fn
+            from fno_jax.train import train_and_evaluate_packed as pack_fn
         _use_compilation_cache(sweep_dir)
     if not study_config.get("pack", True):
         pack_fn = None

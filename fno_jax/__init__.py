@@ -24,7 +24,7 @@ _LAZY = {
     "finetune": ("fno_jax.training.finetune", None),
     "interop": ("fno_jax.interop", None),
     "pretrained": ("fno_jax.pretrained", None),
-    "train_and_evaluate_packed": ("fno_jax.training.packed", "train_and_evaluate_packed"),
+    "train_and_evaluate_packed": ("fno_jax.train", "train_and_evaluate_packed"),
 }
 
 __all__ = [

@@ -14,9 +14,11 @@ from typing import Any
 import ml_collections
 
 from fno_jax.model import INITS as MODEL_INITS
+from fno_jax.model import SIZE_KEYS as MODEL_SIZE_KEYS
 from fno_jax.model import channels
+from fno_jax.runtime.cli_errors import UserError
 from fno_jax.runtime.parallel import PARALLEL_MODES
-from solvers.families import TASK_NAMES
+from solvers.families import TASK_NAMES, make_task
 
 DTYPES = ("float32", "bfloat16")
 NORM_STATS = ("downstream", "pretrained")
@@ -25,8 +27,6 @@ SELECT_BY = ("val_loss", "val_rel_l2")
 LR_DECAYS = ("epoch", "step")
 MATMUL_PRECISIONS = ("default", "high", "highest")
 WANDB_MODES = ("", "online", "offline")
-# The keys that fix a model's architecture (and its parameter count, with the channel layout).
-MODEL_SIZE_KEYS = ("width", "modes", "depth", "fc_dim")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -139,7 +139,7 @@ def default_config() -> ml_collections.ConfigDict:
     return config
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config key or value that cannot work; the message says what to change."""
 
 
@@ -155,6 +155,11 @@ def matmul_precision(config: ml_collections.ConfigDict):
 
     precision = config.train.matmul_precision
     return jax.default_matmul_precision(None if precision == "default" else precision)
+
+
+def task_of(config: ml_collections.ConfigDict):
+    """The solvers task of a run config: `task`, `task_ranges` and `data.length` (ranges validated by the task)."""
+    return make_task(config.task, config.task_ranges, config.data.length)
 
 
 def layout_of(config: ml_collections.ConfigDict) -> str:

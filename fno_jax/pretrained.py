@@ -6,7 +6,7 @@
     BUNDLE/README.md            the model card in words (`fno_jax.storage.model_card`)
 
     model, params, card = fno_jax.pretrained.load("BUNDLE")      # checks the weights' sha256 against the card
-    u = fno_jax.training.steps.predict(params, {"source": f, "coeffs": c}, model=model,
+    u = fno_jax.model.predict(params, {"source": f, "coeffs": c}, model=model,
                               norm=fno_jax.pretrained.norm_stats(card), length=card["length"])
 
 card.json: `format`, `format_version`; `model` (width, modes, depth, fc_dim, out_dim); `layout` and `channels` (the
@@ -39,6 +39,7 @@ import numpy as np
 
 from fno_jax.model import FNO, channels
 from fno_jax.model.normalization import NormStats
+from fno_jax.runtime.cli_errors import UserError
 from fno_jax.storage import integrity
 from fno_jax.training.optim import param_path
 
@@ -54,7 +55,7 @@ MODEL_KEYS = ("width", "modes", "depth", "fc_dim", "out_dim")
 REQUIRED = ("model", "layout", "norm_stats", "length")
 
 
-class BundleError(ValueError):
+class BundleError(UserError, ValueError):
     """A directory that is not a loadable bundle (missing files, wrong format, weights that fail their hash)."""
 
 

@@ -85,7 +85,7 @@ def _race(root: str) -> int:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from fno_jax.checkpoint import Checkpointer
+    from fno_jax.checkpoint import Checkpointer, restore_latest
     from fno_jax.runtime.distributed import barrier
     from fno_jax.runtime.parallel import abstract_arrays, make_parallel
     from fno_jax.storage.workdir import MetricsLog
@@ -103,7 +103,7 @@ def _race(root: str) -> int:
                 f.writelines(json.dumps({"step": s}) + "\n" for s in (1, 2, 3))
         barrier("test_race_copy")
         ckpt = Checkpointer(workdir)
-        step, restored, _ = ckpt.restore_latest(target)
+        step, (restored,), _ = restore_latest([ckpt], target)
         MetricsLog(metrics).keep_until(step)
         # Every process sees the finished work of process 0 on return: nothing half-moved, nothing half-written.
         with open(metrics) as f:

@@ -41,7 +41,7 @@ for mode in ("shard_map", "pmap"):
     np.savez(f"{out}/{mode}.npz", *jax.tree_util.tree_leaves(load_params(f"{out}/{mode}")))
 generate_dataset(tiny_config(), f"{out}/dataset")
 # Two packed runs (seeds 0 and 1 of one pool) on the 4-device mesh: the run axis beside the data axis.
-from fno_jax.training.packed import train_and_evaluate_packed
+from fno_jax.train import train_and_evaluate_packed
 for mode in ("shard_map", "pmap"):
     group = [tiny_config(seed=k, **{"data.seed": 0, "train.parallel": mode}) for k in range(2)]
     train_and_evaluate_packed(group, [f"{out}/packed_{mode}/{k}" for k in range(2)])

@@ -23,11 +23,11 @@ import pytest
 from conftest import REPO, main_cli, params_equal, tiny_config
 
 from fno_jax import checkpoint
-from fno_jax import train as train_lib
 from fno_jax.data import batch_indices, generate, nested_subset
 from fno_jax.runtime.preemption import Preempted
 from fno_jax.storage.workdir import Workdir, WorkdirLockedError
 from fno_jax.train import NonFiniteError, train_and_evaluate
+from fno_jax.training import trainer as train_lib
 
 pytestmark = pytest.mark.slow
 # The tiny run, longer and with checkpoints every 2 steps: the smallest run that still checkpoints, evaluates and

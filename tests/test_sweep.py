@@ -348,8 +348,8 @@ def test_results_are_rebuilt_under_the_sweep_lock(tmp_path):
 def test_real_sweep_stopped_by_sigterm_resumes_to_the_uninterrupted_results(tmp_path, monkeypatch):
     """A real tiny run (the quickstart's pretraining run): SIGTERM during it stops the sweep with `Preempted` at a
     checkpoint; the same sweep again resumes that run and ends with the uninterrupted results."""
-    from fno_jax import train as train_lib
     from fno_jax.runtime.preemption import Preempted
+    from fno_jax.training import trainer as train_lib
 
     only = "^pretrain"
     run_sweep(_quickstart(), str(tmp_path / "uninterrupted"), only=only)

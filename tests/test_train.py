@@ -10,6 +10,7 @@ from conftest import main_cli, params_equal, run_python, tiny_config
 
 from fno_jax import checkpoint, train
 from fno_jax.config import ConfigError
+from fno_jax.model import from_config
 from fno_jax.storage.workdir import MetricsLog
 
 
@@ -56,7 +57,7 @@ def test_load_params_round_trip(finished):
     best = checkpoint.load_params(workdir, step="best")
     assert params_equal(best, checkpoint.load_params(workdir, step=summary["best_step"]))
     # The structure is exactly the model's own.
-    model = train.model_from_config(tiny_config())
+    model = from_config(tiny_config())
     fresh = model.init(jax.random.PRNGKey(0), np.zeros((1, 16, 16, 4), np.float32))["params"]
     assert jax.tree_util.tree_structure(fresh) == jax.tree_util.tree_structure(latest)
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint for step 7"):
@@ -171,8 +172,8 @@ def test_samples_the_task_could_not_make_are_an_error_not_nan_data():
 def test_runs_on_one_pool_normalize_alike(tmp_path):
     # The statistics are those of the pool's inputs, whatever subset N of it a run trains on (the paper's rule): two
     # runs that differ only in data.num_train store the same norm_stats, and they are not those of their subsets.
+    from fno_jax.config import task_of
     from fno_jax.data import load_splits
-    from fno_jax.data.generate import task_from_config
 
     stats = []
     for n in (8, 32):
@@ -181,4 +182,4 @@ def test_runs_on_one_pool_normalize_alike(tmp_path):
         stats.append(checkpoint.load_meta(tmp_path / str(n))[1].norm_stats)
     assert stats[0] == stats[1]
     small = tiny_config(**{"data.num_train": 8})  # a pool of its own 8 samples
-    assert load_splits(small, task_from_config(small), "poisson").stats != stats[0]
+    assert load_splits(small, task_of(small), "poisson").stats != stats[0]

@@ -3,7 +3,7 @@ generate job, HDF5 import, nested subsets, prefetching."""
 
 from fno_jax.data.build import generate_dataset, validate_generate_config
 from fno_jax.data.hdf5_import import import_hdf5
-from fno_jax.data.loader import Feed, loader_of, make_feed, make_packed_feed
+from fno_jax.data.loader import Feed, loader_of, make_feed
 from fno_jax.data.order import batch_indices, epoch_order
 from fno_jax.data.prefetch import Prefetcher
 from fno_jax.data.stats import input_stats
@@ -48,7 +48,6 @@ __all__ = [
     "load_splits_for_seeds",
     "loader_of",
     "make_feed",
-    "make_packed_feed",
     "nested_order",
     "nested_subset",
     "open_checked_dataset",

@@ -13,15 +13,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from solvers.families import make_task
-
 SPLITS = ("train", "val", "test")
 _SPLIT_SALT = {"train": 0, "val": 1, "test": 2, "stream": 3}
-
-
-def task_from_config(config: ml_collections.ConfigDict):
-    """The solvers task of a run config: `task`, `task_ranges` and `data.length` (ranges validated by the task)."""
-    return make_task(config.task, config.task_ranges, config.data.length)
 
 
 def data_seed(config: ml_collections.ConfigDict) -> int:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
+from fno_jax.runtime.cli_errors import UserError
 from fno_jax.storage.integrity import ChecksumError, seal, verify
 from fno_jax.storage.json_io import to_json, write_json_atomic
 
@@ -56,27 +57,27 @@ _FLOAT_DTYPES = ("float32", "float64")
 _PARAMETER_FIELDS = ("task", "resolution", "length", "seed", "counts", "chunk", "dtype")
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The dataset directory does not exist."""
 
 
-class IncompleteDatasetError(ValueError):
+class IncompleteDatasetError(UserError, ValueError):
     """The dataset directory has no metadata.json: its write never finished."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError, ValueError):
     """metadata.json is unreadable or from an unknown format/version."""
 
 
-class CorruptDatasetError(ValueError):
+class CorruptDatasetError(UserError, ValueError):
     """A stored chunk is missing or cannot be decoded."""
 
 
-class IncompatibleDatasetError(ValueError):
+class IncompatibleDatasetError(UserError, ValueError):
     """The dataset does not fit the model (resolution or input channels)."""
 
 
-class DatasetWriteError(OSError):
+class DatasetWriteError(UserError, OSError):
     """A dataset could not be written (a full disk, an unwritable directory); the chunks stored so far are kept and
     the same write, run again, resumes after them."""
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-__all__ = ["NormStats", "compute_stats", "normalize", "source_norms", "stats_from_norms"]
+__all__ = ["NormStats", "ScaleArrays", "compute_stats", "normalize", "scale_arrays", "source_norms", "stats_from_norms"]
 
 _VERSION = 1
 
@@ -92,6 +93,32 @@ class NormStats:
                 f"input layout has {num_coefficients}; these stats belong to another layout."
             )
         return cls(source_scale=data["source_scale"], coeff_scale=tuple(coeff_scale))
+
+
+class ScaleArrays(NamedTuple):
+    """`NormStats` as arrays: the form a compiled step takes them in, as an argument rather than a constant, so runs
+    with other statistics share one program (and K runs of a group stack theirs: leaves [K] and [K, C-1]).
+
+    Properties:
+        source_scale: [] (or [K]) the median source norm.
+        coeff_scale: [C-1] (or [K, C-1]) the coefficient channels' median magnitudes.
+    """
+
+    source_scale: Array
+    coeff_scale: Array
+
+    @property
+    def num_coefficients(self) -> int:
+        return int(np.shape(self.coeff_scale)[-1])
+
+
+def scale_arrays(stats: NormStats | ScaleArrays) -> ScaleArrays:
+    """`stats` as `ScaleArrays` in JAX's default float dtype (float32, or float64 with x64), which is the dtype a
+    Python float constant takes in the same arithmetic: a step gives the same bits either way."""
+    if isinstance(stats, ScaleArrays):
+        return stats
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)
+    return ScaleArrays(np.asarray(stats.source_scale, dtype), np.asarray(stats.coeff_scale, dtype))
 
 
 def _check_positive(name: str, values: Any) -> None:
@@ -178,14 +205,14 @@ def compute_stats(
 def normalize(
     source: Float[ArrayLike, "b ny nx"],
     coeffs: Float[ArrayLike, "b c"],
-    stats: NormStats,
+    stats: NormStats | ScaleArrays,
     length: float = 1.0,
 ) -> tuple[Float[Array, "b ny nx"], Float[Array, "b c"]]:
     """Normalized ``(source_n, coeffs_n)``: divide by ``r = s(f) / source_scale`` per instance,
     then each coefficient channel by ``stats.coeff_scale``.
 
     An all-zero source (``s(f) = 0``) is left unscaled (``r = 1``) rather than dividing by zero.
-    Pure and jit-friendly (``stats`` is static data).
+    Pure and jit-friendly: ``stats`` is static data (`NormStats`) or traced (`ScaleArrays`), with the same result.
     """
     source = _check_source(source)
     coeffs = _check_coeffs(coeffs, source.shape[0])

@@ -2,11 +2,12 @@
 
 Expected errors are the ones a user causes and can fix: a config value, a dataset, a pretrained model that does not
 fit the run, a workdir in use by another run, a path that is missing or not writable (a full disk too), a checkpoint,
-dataset or bundle that cannot be read or was damaged, a run stopped by a non-finite loss. Their messages say what to
-change, so a traceback would only hide them. Anything else is a bug and keeps its traceback.
-`expected_error_types()` is the one list of them; every entry point (`experiments.main`, `experiments.sweep`,
-`experiments.quickstart`, `fno_jax.export`) goes through `exit_on_expected_errors` (`run_absl_main` for the absl
-ones, which also reports a bad flag in one line).
+dataset or bundle that cannot be read or was damaged, a run stopped by a non-finite loss, a device layout that cannot
+take the run. Every such error type derives from `UserError` (its messages say what to change, so a traceback would
+only hide them); an OS error about a path the user named counts too. Anything else is a bug and keeps its traceback.
+Every entry point (`experiments.main`, `experiments.sweep`, `experiments.quickstart`, `fno_jax.export`,
+`fno_jax.verify`) goes through `exit_on_expected_errors` (`run_absl_main` for the absl ones, which also reports a
+bad flag in one line).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from collections.abc import Callable, Iterator, Sequence
 
 __all__ = [
     "EXIT_EXPECTED",
+    "UserError",
     "exit_on_expected_errors",
     "exit_on_flag_errors",
-    "expected_error_types",
+    "is_expected",
     "one_line",
     "run_absl_main",
 ]
@@ -39,40 +41,9 @@ _PATH_ERRNOS = {
 }
 
 
-def expected_error_types() -> tuple[type[BaseException], ...]:
-    """The exception types an entry point reports in one line (imported here, when an error is being reported, so
-    that a CLI's start-up stays light)."""
-    from fno_jax.checkpoint import CheckpointError
-    from fno_jax.config import ConfigError
-    from fno_jax.data import (
-        CorruptDatasetError,
-        DatasetFormatError,
-        DatasetNotFoundError,
-        DatasetWriteError,
-        IncompatibleDatasetError,
-        IncompleteDatasetError,
-    )
-    from fno_jax.pretrained import BundleError
-    from fno_jax.storage.integrity import ChecksumError
-    from fno_jax.storage.workdir import WorkdirLockedError
-    from fno_jax.train import NonFiniteError
-    from fno_jax.training.finetune import TransferError
-
-    return (
-        ConfigError,
-        DatasetNotFoundError,
-        IncompleteDatasetError,
-        DatasetFormatError,
-        CorruptDatasetError,
-        IncompatibleDatasetError,
-        DatasetWriteError,
-        ChecksumError,
-        TransferError,
-        WorkdirLockedError,
-        CheckpointError,
-        BundleError,
-        NonFiniteError,
-    )
+class UserError(Exception):
+    """An error the user causes and can fix, whose message says how: reported in one line by the command-line
+    entry points (exit status 2). Mixed into the concrete types (`ConfigError(UserError, ValueError)`, ...)."""
 
 
 def _is_path_error(err: BaseException) -> bool:
@@ -80,7 +51,7 @@ def _is_path_error(err: BaseException) -> bool:
 
 
 def is_expected(err: BaseException) -> bool:
-    return _is_path_error(err) or isinstance(err, expected_error_types())
+    return _is_path_error(err) or isinstance(err, UserError)
 
 
 def one_line(err: BaseException) -> str:

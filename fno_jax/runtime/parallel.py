@@ -1,11 +1,11 @@
 """Data parallelism over a 1-D `("data",)` device mesh, behind one interface (`DataParallel`).
 
-One per-device program (`steps.train_step` with `axis_name="data"`, gradients averaged by `lax.pmean`) runs over
-every device of every process, either as `jax.jit` of `jax.shard_map` (`ShardMapParallel`, the default) or as the
-classic `jax.pmap` (`PmapParallel`, `train.parallel = "pmap"`). Params and optimizer state are replicated; the global
-batch is split across devices in contiguous blocks (device d of D holds samples [d B/D, (d+1) B/D) of the step's
-global batch); the state is donated. The run loop talks to `DataParallel` only: where the two forms lay data out
-differently (pmap stacks one copy per local device), the subclass does it.
+One per-device program (`fno_jax.training.steps.train_step` with `axis_name="data"`, gradients averaged by
+`lax.pmean`) runs over every device of every process, either as `jax.jit` of `jax.shard_map` (`ShardMapParallel`,
+the default) or as the classic `jax.pmap` (`PmapParallel`, `train.parallel = "pmap"`). Params and optimizer state
+are replicated; the global batch is split across devices in contiguous blocks (device d of D holds samples
+[d B/D, (d+1) B/D) of the step's global batch); the state is donated. The run loop talks to `DataParallel` only:
+where the two forms lay data out differently (pmap stacks one copy per local device), the subclass does it.
 
 Data placement. A device-resident training split lives on every device, replicated, and each step gathers its global
 batch by index, so the data order (a function of seed and step only) and hence the trained params are the same for
@@ -24,9 +24,15 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from fno_jax.runtime.cli_errors import UserError
+
 AXIS = "data"
 PerDeviceStep = Callable[..., tuple[Any, dict]]
 SelectBatch = Callable[[jax.Array, Any], dict]
+
+
+class DeviceLayoutError(UserError, ValueError):
+    """A batch size or parallel form that the devices (and processes) in use cannot take."""
 
 
 def _put_global(x, sharding: NamedSharding) -> jax.Array:
@@ -82,10 +88,8 @@ class DataParallel:
     def check_batch_size(self, batch_size: int, what: str = "train.batch_size") -> None:
         """Raise ValueError unless the global batch splits evenly over the devices."""
         if batch_size % self.num_devices:
-            from fno_jax.config import ConfigError  # here, not at the top: fno_jax.config imports this module
-
             lower = batch_size - batch_size % self.num_devices
-            raise ConfigError(
+            raise DeviceLayoutError(
                 f"{what}={batch_size} is not divisible by the {self.num_devices} devices in use; "
                 f"use a multiple of {self.num_devices} (e.g. {max(lower, self.num_devices)})."
             )
@@ -135,29 +139,38 @@ class DataParallel:
         """A training split every process holds whole, replicated on every device for the step's index gather."""
         return self.put_eval_data(data)
 
-    def put_eval_data(self, data: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-        """A split every process holds whole, as replicated global arrays (evaluation runs as one jit)."""
-        return jax.tree_util.tree_map(lambda x: _put_global(x, self.replicated), dict(data))
+    def put_eval_data(self, data):
+        """A split (any pytree of arrays) every process holds whole, as replicated global arrays (evaluation runs as
+        one jit)."""
+        return jax.tree_util.tree_map(lambda x: _put_global(x, self.replicated), data)
 
-    def put_batch(self, local: Mapping[str, np.ndarray], batch_size: int):
-        """A host-fed global batch from this process's rows `host_rows(batch_size)` of it."""
+    def put_batch(self, local: Mapping[str, np.ndarray], batch_size: int, *, batch_axis: int = 0):
+        """A host-fed global batch from this process's rows `host_rows(batch_size)` of it, the samples along
+        `batch_axis` of every array (1 for the [K, B, ...] batches of K runs)."""
         rows = self.host_rows(batch_size)
+        sharding = NamedSharding(self.mesh, self._batch_spec(batch_axis))
         out = {}
         for key, x in local.items():
             x = np.asarray(x)
-            if x.shape[0] != rows.stop - rows.start:
+            if x.shape[batch_axis] != rows.stop - rows.start:
                 raise ValueError(
-                    f"{key} holds {x.shape[0]} rows but this process must supply rows [{rows.start}, {rows.stop}) "
-                    f"of {batch_size}; read them with DataParallel.host_rows({batch_size})."
+                    f"{key} holds {x.shape[batch_axis]} rows but this process must supply rows [{rows.start}, "
+                    f"{rows.stop}) of {batch_size}; read them with DataParallel.host_rows({batch_size})."
                 )
 
             def block(index, x=x):
-                start = (index[0].start or 0) - rows.start
-                stop = (index[0].stop if index[0].stop is not None else batch_size) - rows.start
-                return x[(slice(start, stop), *index[1:])]
+                part = index[batch_axis]
+                start = (part.start or 0) - rows.start
+                stop = (part.stop if part.stop is not None else batch_size) - rows.start
+                return x[(*index[:batch_axis], slice(start, stop), *index[batch_axis + 1 :])]
 
-            out[key] = jax.make_array_from_callback((batch_size, *x.shape[1:]), self.batch_sharding, block)
+            shape = (*x.shape[:batch_axis], batch_size, *x.shape[batch_axis + 1 :])
+            out[key] = jax.make_array_from_callback(shape, sharding, block)
         return out
+
+    def put_consts(self, consts):
+        """Values every device reads whole in every step (a run's normalization scales): replicated global arrays."""
+        return self.put_eval_data(consts)
 
     def metrics_to_host(self, metrics) -> dict[str, np.ndarray]:
         """A train step's metrics as host numpy values."""
@@ -171,12 +184,14 @@ class DataParallel:
     def compile_train(
         self, per_device_step: PerDeviceStep, select_batch: SelectBatch | None, *, batch_axis: int = 0
     ) -> Callable:
-        """`fn(state, data) -> (state, metrics)`; `select_batch(step, data)` returns the global batch of a step.
+        """`fn(state, data, consts) -> (state, metrics)`; `select_batch(step, data)` returns the global batch of a
+        step.
 
         With `select_batch=None` the data argument is the step's batch itself, fed from the host (`put_batch`).
-        `per_device_step(state, batch, axis_name=...)` is the pure per-device update; it sees its block of B/D
-        samples (split along `batch_axis` of every batch array: 1 for packed runs, whose batches are [K, B, ...])
-        and averages gradients with `lax.pmean(..., "data")`. The state is donated.
+        `per_device_step(state, batch, consts, axis_name=...)` is the pure per-device update; it sees its block of
+        B/D samples (split along `batch_axis` of every batch array: 1 for the runs of a group, whose batches are
+        [K, B, ...]) and `consts` whole (`put_consts`: e.g. normalization scales), and averages gradients with
+        `lax.pmean(..., "data")`. The state is donated.
         """
         raise NotImplementedError
 
@@ -184,20 +199,21 @@ class DataParallel:
         return P(*([None] * batch_axis), AXIS)
 
     def compile_eval(self, eval_fn: Callable, batch_size: int) -> Callable:
-        """`fn(params, data, start) -> sums` over samples [start, start + batch_size) of a split (masked past its end).
+        """`fn(params, data, start, consts) -> sums` over samples [start, start + batch_size) of a split (masked
+        past its end): `eval_fn(params, batch, mask, consts)`.
 
         Runs as one jit over the mesh with the batch split across devices, whatever the train mode.
         """
         self.check_batch_size(batch_size, "eval batch size")
 
-        def run(params, data, start):
+        def run(params, data, start, consts):
             num = jax.tree_util.tree_leaves(data)[0].shape[0]
             index = start + jax.numpy.arange(batch_size)
             mask = index < num
             index = jax.numpy.minimum(index, num - 1)
             batch = jax.tree_util.tree_map(lambda x: x[index], data)
             batch, mask = jax.lax.with_sharding_constraint((batch, mask), self.batch_sharding)
-            return eval_fn(params, batch, mask)
+            return eval_fn(params, batch, mask, consts)
 
         return jax.jit(run, out_shardings=self.replicated)
 
@@ -215,15 +231,15 @@ class ShardMapParallel(DataParallel):
         sharded = jax.shard_map(
             functools.partial(per_device_step, axis_name=AXIS),
             mesh=self.mesh,
-            in_specs=(P(), spec),
+            in_specs=(P(), spec, P()),
             out_specs=(P(), P()),
             check_vma=False,
         )
 
-        def step(state, data):
+        def step(state, data, consts):
             batch = select_batch(state["step"], data)
             batch = jax.lax.with_sharding_constraint(batch, NamedSharding(self.mesh, spec))
-            return sharded(state, batch)
+            return sharded(state, batch, consts)
 
         return jax.jit(step, donate_argnums=(0,), out_shardings=(self.replicated, self.replicated))
 
@@ -240,7 +256,7 @@ class PmapParallel(DataParallel):
     def __init__(self, devices: list | None = None):
         super().__init__(devices)
         if self.num_processes > 1:
-            raise ValueError(
+            raise DeviceLayoutError(
                 f"train.parallel='pmap' cannot checkpoint a run across {self.num_processes} processes (its "
                 "per-device copies are host-local arrays); use train.parallel='shard_map' for multi-host runs."
             )
@@ -259,10 +275,18 @@ class PmapParallel(DataParallel):
     def put_train_data(self, data: Mapping[str, np.ndarray]):
         return jax.tree_util.tree_map(self._stack, dict(data))
 
-    def put_batch(self, local: Mapping[str, np.ndarray], batch_size: int):
+    def put_batch(self, local: Mapping[str, np.ndarray], batch_size: int, *, batch_axis: int = 0):
         self.host_rows(batch_size)  # checks the split
-        n_local = len(self.local_devices)
-        return {k: np.asarray(v).reshape(n_local, -1, *np.shape(v)[1:]) for k, v in local.items()}
+        n_local, a = len(self.local_devices), batch_axis
+
+        def per_device(v):  # [..., B_local, ...] -> [devices, ..., B_local / devices, ...]
+            v = np.asarray(v)
+            return np.moveaxis(v.reshape(*v.shape[:a], n_local, -1, *v.shape[a + 1 :]), a, 0)
+
+        return {k: per_device(v) for k, v in local.items()}
+
+    def put_consts(self, consts):
+        return jax.tree_util.tree_map(np.asarray, jax.device_get(consts))  # broadcast by pmap (in_axes None)
 
     def metrics_to_host(self, metrics) -> dict[str, np.ndarray]:
         return jax.device_get(jax.tree_util.tree_map(lambda x: x[0], metrics))
@@ -276,23 +300,23 @@ class PmapParallel(DataParallel):
     ) -> Callable:
         n, a = self.num_devices, batch_axis
 
-        def pmapped(state, data):
+        def pmapped(state, data, consts):
             if select_batch is None:  # pmap already split the host batch over the devices
-                return per_device_step(state, data, axis_name=AXIS)
+                return per_device_step(state, data, consts, axis_name=AXIS)
             batch = select_batch(state["step"], data)
             part = jax.lax.axis_index(AXIS)
             local = jax.tree_util.tree_map(
                 lambda x: jax.lax.dynamic_slice_in_dim(x, part * (x.shape[a] // n), x.shape[a] // n, axis=a), batch
             )
-            return per_device_step(state, local, axis_name=AXIS)
+            return per_device_step(state, local, consts, axis_name=AXIS)
 
-        return jax.pmap(pmapped, axis_name=AXIS, donate_argnums=(0,), devices=self.devices)
+        return jax.pmap(pmapped, axis_name=AXIS, in_axes=(0, 0, None), donate_argnums=(0,), devices=self.devices)
 
 
 def make_parallel(mode: str = "shard_map", devices: list | None = None) -> DataParallel:
     """The data-parallel form `mode` ("shard_map" or "pmap") over `devices` (default: all devices of all processes)."""
     if mode not in _FORMS:
-        raise ValueError(f"train.parallel={mode!r} is not one of {PARALLEL_MODES}; pick one of them.")
+        raise DeviceLayoutError(f"train.parallel={mode!r} is not one of {PARALLEL_MODES}; pick one of them.")
     return _FORMS[mode](devices)
 
 

@@ -14,12 +14,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from fno_jax.runtime.cli_errors import UserError
+
 __all__ = ["CHECKSUM_KEY", "ChecksumError", "seal", "verify"]
 
 CHECKSUM_KEY = "checksum"
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError, ValueError):
     """A JSON object's content does not match its checksum: it was changed or damaged after it was written."""
 
 

@@ -17,7 +17,6 @@ with the run config; it needs the `wandb` package, which fno-jax does not depend
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -26,12 +25,10 @@ import ml_collections
 import numpy as np
 
 from fno_jax.runtime.distributed import is_main_process
-from fno_jax.training.cadence import Cadence, Every
 
 __all__ = [
     "MetricWriter",
     "field_images",
-    "image_cadence",
     "log_evaluation",
     "open_writer",
     "scalar_tags",
@@ -153,14 +150,6 @@ def split_record(split: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     """An evaluation's metrics as record keys: {"rel_l2": x, ...} -> {"val_rel_l2": x, ...} (metrics.jsonl,
     summary.json)."""
     return {f"{split}_{name}": value for name, value in metrics.items()}
-
-
-def image_cadence(cadence: Cadence, image_evals: int) -> Every:
-    """The evaluations that also draw images: every m-th one, m the least that keeps them to `image_evals` a run,
-    and the last."""
-    evaluate = cadence.evaluate
-    every = evaluate.steps * math.ceil(math.ceil(max(cadence.num_steps, 1) / image_evals) / evaluate.steps)
-    return Every(every, evaluate.last)
 
 
 def log_evaluation(

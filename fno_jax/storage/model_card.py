@@ -86,7 +86,7 @@ def _use_and_limits(card: Mapping[str, Any]) -> list[str]:
         "",
         f"- Input: the source f and the PDE's coefficients as constant channels, in the order {names} "
         f"(layout `{card['layout']}`), normalized per instance with the card's `norm_stats` "
-        "(`fno_jax.training.steps.predict` does it); output: the solution u on the same grid.",
+        "(`fno_jax.model.predict` does it); output: the solution u on the same grid.",
         "- Intended for research on operator learning and transfer: a starting point for fine-tuning on a related "
         "PDE (`--config.init_from=BUNDLE`), or a fast approximate solver inside the ranges above.",
         "- Accuracy is measured only inside the coefficient ranges above"
@@ -106,7 +106,7 @@ def _how_to_load(card: Mapping[str, Any]) -> list[str]:
         "import fno_jax.pretrained, fno_jax.training.steps",
         'model, params, card = fno_jax.pretrained.load("BUNDLE")  # checks the sha256 below',
         "# source [B, n, n]; coeffs [B, C-1] = fno_jax.model.channels.coefficients(task_batch, card['layout'])",
-        'u = fno_jax.training.steps.predict(params, {"source": source, "coeffs": coeffs}, model=model,',
+        'u = fno_jax.model.predict(params, {"source": source, "coeffs": coeffs}, model=model,',
         '                          norm=fno_jax.pretrained.norm_stats(card), length=card["length"])',
         "```",
         "",

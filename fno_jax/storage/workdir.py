@@ -31,6 +31,7 @@ import ml_collections
 
 from fno_jax.config import ConfigError
 from fno_jax.model.normalization import NormStats
+from fno_jax.runtime.cli_errors import UserError
 from fno_jax.runtime.distributed import all_processes, barrier, is_main_process
 from fno_jax.storage.integrity import verify
 from fno_jax.storage.json_io import write_json_atomic, write_text_atomic
@@ -42,7 +43,7 @@ METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 
 
-class WorkdirLockedError(RuntimeError):
+class WorkdirLockedError(UserError, RuntimeError):
     """Another live process holds the workdir."""
 
 

@@ -62,3 +62,11 @@ class Cadence:
 
     def due_any(self, step: int) -> bool:
         return self.log.due(step) or self.evaluate.due(step) or self.checkpoint.due(step)
+
+
+def image_cadence(cadence: Cadence, image_evals: int) -> Every:
+    """The evaluations that also draw images: every m-th one, m the least that keeps them to `image_evals` a run,
+    and the last."""
+    evaluate = cadence.evaluate
+    every = evaluate.steps * math.ceil(math.ceil(max(cadence.num_steps, 1) / image_evals) / evaluate.steps)
+    return Every(every, evaluate.last)

@@ -25,11 +25,12 @@ from fno_jax import checkpoint, pretrained
 from fno_jax.config import MODEL_SIZE_KEYS
 from fno_jax.model import channels
 from fno_jax.model.normalization import NormStats
+from fno_jax.runtime.cli_errors import UserError
 from fno_jax.storage.workdir import RunMeta
 from fno_jax.training.optim import param_path
 
 
-class TransferError(ValueError):
+class TransferError(UserError, ValueError):
     """A pretrained model that cannot initialise the requested downstream model."""
 
 

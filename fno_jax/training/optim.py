@@ -3,7 +3,7 @@ non-finite updates skipped (`optax.apply_if_finite`).
 
 The run's peak learning rate lives in the optimizer state (`RunLearningRateState.learning_rate`), not in a closure:
 runs that differ only in their rate then share one optimizer and one compiled step, and K of them train as one
-program with a leading run axis on their states (`fno_jax.training.packed`). The step size is computed as
+program with a leading run axis on their states (`fno_jax.training.packing`). The step size is computed as
 -(rate * unit_schedule(count)), bit for bit the value optax's own `adam(schedule)` would use.
 """
 

@@ -2,8 +2,10 @@
 
 The train state is a plain dict `{"params", "opt_state", "step"}`. A batch is a dict of raw physical arrays
 `{"source": [B, n, n], "coeffs": [B, C-1], "solution": [B, n, n]}`; normalization and channel assembly happen inside
-the step, so datasets hold no broadcast coefficient fields. Functions here are written for one device: with
-`axis_name` set they average over that mesh axis (`lax.pmean`), which is all data parallelism needs.
+the step (`fno_jax.model.predict`), so datasets hold no broadcast coefficient fields. The normalization scales are an
+argument (`ScaleArrays`), not a constant, so runs with other statistics share one compiled step. Functions here are
+written for one run on one device: with `axis_name` set they average over that mesh axis (`lax.pmean`), which is all
+data parallelism needs; K runs at once map them over a run axis (`fno_jax.training.runs`).
 """
 
 from typing import Any
@@ -13,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fno_jax.model import channels, normalization
+from fno_jax.model import channels, predict
+from fno_jax.model.normalization import ScaleArrays
 from fno_jax.training import metrics
 from fno_jax.training.losses import sum_squared_error
 from fno_jax.training.optim import current_learning_rate
@@ -22,24 +25,13 @@ State = dict[str, Any]
 Batch = dict[str, jax.Array]
 
 
-def model_inputs(batch: Batch, norm: normalization.NormStats, length: float) -> jax.Array:
-    """Normalized, channels-last model input [B, n, n, C] from a raw batch."""
-    source, coeffs = normalization.normalize(batch["source"], batch["coeffs"], norm, length=length)
-    return channels.assemble_inputs(source, coeffs)
-
-
-def predict(params, batch: Batch, *, model: nn.Module, norm, length: float) -> jax.Array:
-    """The model's u [B, n, n] for a raw batch."""
-    return model.apply({"params": params}, model_inputs(batch, norm, length))[..., 0]
-
-
 def train_step(
     state: State,
     batch: Batch,
+    norm: ScaleArrays,
     *,
     model: nn.Module,
     optimizer: optax.GradientTransformation,
-    norm: normalization.NormStats,
     length: float,
     axis_name: str | None = None,
 ) -> tuple[State, dict[str, jax.Array]]:
@@ -77,9 +69,9 @@ def eval_step(
     params,
     batch: Batch,
     mask: jax.Array,
+    norm: ScaleArrays,
     *,
     model: nn.Module,
-    norm: normalization.NormStats,
     length: float,
     layout: str | None = None,
     axis_name: str | None = None,
