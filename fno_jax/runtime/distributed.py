@@ -6,12 +6,18 @@ calls save/restore); every other shared file has one writer, process 0 (`is_main
 at a `barrier`. `fno_jax.runtime.log_setup.configure_logging` shows the other processes' warnings and errors only.
 
 How the job is found (`launch_spec`, a pure function of the environment), in order:
-1. explicit arguments or FNO_JAX_COORDINATOR=host:port (or JAX_COORDINATOR_ADDRESS) with FNO_JAX_NUM_PROCESSES and
-   FNO_JAX_PROCESS_ID (JAX_NUM_PROCESSES / JAX_PROCESS_ID also accepted);
+1. explicit: arguments, or FNO_JAX_COORDINATOR=host:port (or JAX's own JAX_COORDINATOR_ADDRESS) with
+   FNO_JAX_NUM_PROCESSES and FNO_JAX_PROCESS_ID (JAX_NUM_PROCESSES / JAX_PROCESS_ID also accepted). Every process
+   then drives every device it can see (JAX's cluster detection is switched off, so SLURM or Open MPI cannot pin it to
+   one GPU by its local rank); JAX_LOCAL_DEVICE_IDS, which JAX reads itself, still narrows that down. A coordinator
+   address without the process count or id is completed by JAX from a launcher it detects (below), as JAX does;
+   with no launcher it is an error that names the missing variable;
 2. FNO_JAX_DISTRIBUTED=0: a single process, whatever the launcher says;
 3. a launcher that `jax.distributed.initialize()` detects by itself:
    - SLURM: a task of an `srun` step (SLURM_STEP_ID and SLURM_PROCID set) with SLURM_STEP_NUM_TASKS > 1. A salloc
-     or batch shell also carries SLURM_NTASKS, but no step: a program started there directly is one process;
+     or batch shell also carries SLURM_NTASKS, but no step: a program started there directly is one process. JAX
+     gives each task one GPU, number SLURM_LOCALID, unless JAX_LOCAL_DEVICE_IDS says otherwise (one task per node
+     driving all its GPUs: scripts/slurm_gpu.sbatch sets it);
    - Open MPI (OMPI_COMM_WORLD_SIZE > 1);
    - a Cloud TPU VM (a TPU chip on the PCI bus, the check JAX itself makes; on GKE, TPU_WORKER_HOSTNAMES or
      TPU_PROCESS_ADDRESSES with several hosts). JAX reads the slice's workers from the TPU metadata server, so this
@@ -48,16 +54,13 @@ def _first(env: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     return next((env[v] for v in names if env.get(v)), None)
 
 
-def _int_var(env: Mapping[str, str], names: tuple[str, ...], value: int | None) -> int:
+def _int_var(env: Mapping[str, str], names: tuple[str, ...], value: int | None) -> int | None:
+    """`value`, else the first of `names` set in `env`, as an int; None when neither is there."""
     if value is not None:
         return int(value)
     raw = _first(env, names)
     if raw is None:
-        raise ValueError(
-            f"a coordinator address is set but {names[0]} is missing; set {names[0]} (and "
-            f"{'FNO_JAX_PROCESS_ID' if names is _NUM_VARS else 'FNO_JAX_NUM_PROCESSES'}) on every process, "
-            "or unset FNO_JAX_COORDINATOR for a single-process run."
-        )
+        return None
     try:
         return int(raw)
     except ValueError:
@@ -102,6 +105,17 @@ def on_cloud_tpu_vm(pci_devices: str = PCI_DEVICES) -> bool:
     return False
 
 
+def _launcher_processes(env: Mapping[str, str], cloud_tpu: bool) -> int | None:
+    """Processes of the job as the launcher that JAX detects tells it: a count for SLURM and Open MPI, None for a
+    launcher whose count JAX reads elsewhere (a Cloud TPU VM's metadata server, FNO_JAX_DISTRIBUTED=1), 1 for none."""
+    for count in (_slurm_step_tasks(env), _count(env, "OMPI_COMM_WORLD_SIZE")):
+        if count > 1:
+            return count
+    if _tpu_hosts(env) > 1 or cloud_tpu or env.get("FNO_JAX_DISTRIBUTED", "") == "1":
+        return None
+    return 1
+
+
 def launch_spec(
     env: Mapping[str, str] | None = None,
     *,
@@ -114,34 +128,51 @@ def launch_spec(
 
     Pure (reads `env`, default `os.environ`; `cloud_tpu` says whether this host is a Cloud TPU VM, see
     `on_cloud_tpu_vm`), so the launch logic is testable without starting anything.
+
+    An explicit launch (address, count and id all known) returns them with `cluster_detection_method="deactivate"`:
+    JAX then leaves `local_device_ids` unset, so each process drives all the devices it sees (narrowed only by
+    JAX_LOCAL_DEVICE_IDS, which JAX reads itself), instead of the one GPU that SLURM's or Open MPI's local rank would
+    pick. `cluster_detection_method` and JAX_LOCAL_DEVICE_IDS behave so in jax 0.7.1 to 0.11 (sources of 0.7.1, 0.8.0,
+    0.9.2, 0.10.2 and 0.11.2 read).
     """
     env = os.environ if env is None else env
+    wanted = env.get("FNO_JAX_DISTRIBUTED", "")
+    if wanted not in ("", "0", "1"):
+        raise ValueError(f"FNO_JAX_DISTRIBUTED={wanted!r} must be 1 (initialize), 0 (single process) or unset.")
     address = coordinator_address or _first(env, _ADDRESS_VARS)
     if address:
         if ":" not in address:
             raise ValueError(f"coordinator address {address!r} must be host:port, e.g. 10.0.0.2:12355.")
         num = _int_var(env, _NUM_VARS, num_processes)
         pid = _int_var(env, _ID_VARS, process_id)
+        if num is None or pid is None:
+            # JAX completes a bare coordinator address from the launcher it detects (JAX_COORDINATOR_ADDRESS is
+            # its own variable); without one, say which variable is missing.
+            launcher = _launcher_processes(env, cloud_tpu)
+            if launcher == 1:
+                missing = _NUM_VARS[0] if num is None else _ID_VARS[0]
+                raise ValueError(
+                    f"a coordinator address is set but {missing} is missing and no launcher (srun, mpirun, a Cloud "
+                    f"TPU VM) provides it; set {_NUM_VARS[0]} and {_ID_VARS[0]} on every process, or unset "
+                    "FNO_JAX_COORDINATOR / JAX_COORDINATOR_ADDRESS for a single-process run."
+                )
+            given = {"num_processes": num, "process_id": pid}
+            return {"coordinator_address": address, **{k: v for k, v in given.items() if v is not None}}
         if num < 1 or not 0 <= pid < num:
             raise ValueError(f"process id {pid} must lie in [0, {num}) for a job of {num} process(es).")
         if num == 1:
             return None
-        return {"coordinator_address": address, "num_processes": num, "process_id": pid}
+        return {
+            "coordinator_address": address,
+            "num_processes": num,
+            "process_id": pid,
+            "cluster_detection_method": "deactivate",
+        }
     if num_processes is not None or process_id is not None:
         raise ValueError("num_processes/process_id were given without a coordinator address (host:port).")
-    wanted = env.get("FNO_JAX_DISTRIBUTED", "")
-    if wanted not in ("", "0", "1"):
-        raise ValueError(f"FNO_JAX_DISTRIBUTED={wanted!r} must be 1 (initialize), 0 (single process) or unset.")
     if wanted == "0":
         return None
-    several = (
-        _slurm_step_tasks(env) > 1
-        or _count(env, "OMPI_COMM_WORLD_SIZE") > 1
-        or _tpu_hosts(env) > 1
-        or cloud_tpu
-        or wanted == "1"
-    )
-    return {} if several else None
+    return {} if _launcher_processes(env, cloud_tpu) != 1 else None
 
 
 def maybe_initialize(

@@ -7,7 +7,9 @@
     WORKDIR/checkpoints/      orbax checkpoints (`fno_jax.checkpoint`), each with a `RunMeta`
     WORKDIR/summary.json      test metrics, written at the end
     WORKDIR/.lock             held while a run is writing (`fcntl.flock`: released by the kernel when the process
-                              dies, even by SIGKILL, so a crashed run never leaves a stale lock)
+                              dies, even by SIGKILL, so a crashed run never leaves a stale lock). On a filesystem
+                              without flock (e.g. Lustre mounted without `flock`) the run starts with a warning that
+                              the lock is not enforced
 
 Across processes, process 0 alone writes, truncates or removes these files and holds the lock (checkpoints are
 saved collectively by orbax); the other processes wait at a barrier (`fno_jax.runtime.distributed.barrier`) after each
@@ -18,6 +20,7 @@ process 0 got the lock.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import os
@@ -28,6 +31,7 @@ from typing import Any
 
 import jax
 import ml_collections
+from absl import logging
 
 from fno_jax.config import ConfigError
 from fno_jax.model.normalization import NormStats
@@ -41,6 +45,8 @@ IDENTITY_KEYS = ("seed", "task", "task_ranges", "data", "model", "init_from", "i
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+# flock errors that mean "this filesystem has no flock", not "someone holds the lock" (that is BlockingIOError).
+_NO_FLOCK = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
 
 class WorkdirLockedError(UserError, RuntimeError):
@@ -142,6 +148,7 @@ class Workdir:
         self.config = config
         self.metrics = MetricsLog(os.path.join(self.path, METRICS_FILE))
         self._lock_file = None
+        self._locked = False
 
     def __enter__(self) -> Workdir:
         os.makedirs(self.path, exist_ok=True)
@@ -171,6 +178,7 @@ class Workdir:
         f = open(lock_path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._locked = True
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "unknown process"
@@ -179,6 +187,19 @@ class Workdir:
                 f"workdir {self.path} is in use by another run ({holder}); wait for it to finish, stop it, or choose "
                 "another --workdir."
             ) from None
+        except OSError as err:
+            if err.errno not in _NO_FLOCK:
+                f.close()
+                raise
+            # A filesystem without flock (Lustre mounted without `flock`, some NFS setups): refusing to start would
+            # make the workdir unusable, so run unlocked and say so.
+            logging.warning(
+                "cannot lock %s: the filesystem does not support flock (%s). The workdir lock is NOT enforced: make "
+                "sure no other run uses this workdir (on Lustre, mount with -o flock to enforce it).",
+                lock_path,
+                os.strerror(err.errno),
+            )
+            self._locked = False
         f.seek(0)
         f.truncate()
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -188,7 +209,8 @@ class Workdir:
 
     def _unlock(self) -> None:
         if self._lock_file is not None:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            if self._locked:
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             self._lock_file = None
 
