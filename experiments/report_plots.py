@@ -46,7 +46,7 @@ def _error_vs_n(plot_dir: str, curve_map: dict, fits: list[dict], multi_model: b
     """One panel per (task, shift, model): a median line with its interval band per curve, fits dashed."""
     import matplotlib.pyplot as plt
 
-    from experiments.report import model_key, model_label
+    from experiments.report_data import model_key, model_label
 
     fit_of = {(f["task"], f["shift"], model_key(f["model"]), f["mode"], f["pretrain"]): f for f in fits}
     written = []
@@ -81,7 +81,7 @@ def _examples_saved(plot_dir: str, savings: list[dict], multi_model: bool) -> li
     """Savings factor vs N per (task, shift, model), one line per pretrained model, interval as error bars."""
     import matplotlib.pyplot as plt
 
-    from experiments.report import model_label
+    from experiments.report_data import model_label
 
     panels: dict[tuple, list[dict]] = defaultdict(list)
     for s in savings:
@@ -151,7 +151,7 @@ def _error_vs_model_size(plot_dir: str, points: Sequence[dict]) -> list[str]:
 def _zeroshot(plot_dir: str, points: Sequence[dict], multi_model: bool) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from experiments.report import model_key, model_label, natural_key
+    from experiments.report_data import model_key, model_label, natural_key
 
     zeroshot = sorted(
         (p for p in points if p["mode"] == "zeroshot"),
@@ -180,7 +180,7 @@ def write_plots(sweep_dir: str, points: Sequence[dict], fits: list[dict], saving
 
     matplotlib.use("Agg")  # files only; never needs a display
 
-    from experiments.report import curves, model_key
+    from experiments.report_data import curves, model_key
 
     plot_dir = os.path.join(sweep_dir, "plots")
     os.makedirs(plot_dir, exist_ok=True)

@@ -7,17 +7,18 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from experiments.report import BANDS, HEADLINE, METRICS, model_key, model_label, natural_key
+from experiments.report_data import HEADLINE, METRICS, model_key, model_label, natural_key
+from fno_jax.training import metrics
 
 __all__ = ["main_tables", "markdown"]
 
-METRIC_TITLES = {
-    "test_rel_l2": "relative L2 (the paper's metric)",
-    "test_rel_h1": "relative H1",
-    "test_rel_linf": "relative L-infinity",
-    "test_rel_residual": "relative PDE residual ||A u_pred - f|| / ||f||",
-    **{f"test_rel_l2_band_{b}": f"relative L2, {b} frequency band" for b in BANDS},
-}
+# Each report column's title, from the metric catalogue (a banded metric: one column per band).
+METRIC_TITLES = {}
+for _metric in metrics.METRICS:
+    if _metric.banded:
+        METRIC_TITLES.update({k: _metric.title.format(band=b) for k, b in metrics.band_keys(_metric).items()})
+    else:
+        METRIC_TITLES[f"test_{_metric.name}"] = _metric.title
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -120,7 +121,7 @@ def main_tables(points: Sequence[dict], savings: list[dict]) -> list[tuple[str, 
 def _metric_tables(points: Sequence[dict]) -> list[str]:
     """One section per further test metric present in any point; points without it show '-'."""
     present = {m for p in points for m in p["metrics"]}
-    names = [m for m in METRICS if m != HEADLINE] + [f"test_rel_l2_band_{b}" for b in BANDS]
+    names = [m for m in METRICS if m != HEADLINE] + [k for k in METRIC_TITLES if k not in METRICS]
     out = []
     for metric in (m for m in names if m in present):
         out += [f"### {METRIC_TITLES[metric]} (`{metric}`)", ""]

@@ -18,7 +18,7 @@ from fno_jax.model import SIZE_KEYS as MODEL_SIZE_KEYS
 from fno_jax.model import channels
 from fno_jax.runtime.cli_errors import UserError
 from fno_jax.runtime.parallel import PARALLEL_MODES
-from solvers.families import TASK_NAMES, make_task
+from solvers.families import FAMILIES, TASK_NAMES, make_task
 
 DTYPES = ("float32", "bfloat16")
 NORM_STATS = ("downstream", "pretrained")
@@ -35,17 +35,16 @@ def default_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     # Seeds parameter init, data order and the nested training subset; also the data splits unless data.seed is set.
     config.seed = 0
-    # PDE family: poisson | advection_diffusion | helmholtz | mixed.
+    # PDE family (`solvers.families`): poisson | advection_diffusion | helmholtz | mixed.
     config.task = "poisson"
 
-    # Coefficient ranges of the task; the pre-training (in-distribution) ranges of the paper.
+    # Coefficient range of each family's sampler, by its range field (`solvers.families`; the paper's pre-training,
+    # in-distribution, ranges by default): eigenvalue_range, e in the Poisson K = 0.01 R(-t) diag(1, e) R(t);
+    # ratio_range, the advection-diffusion target ||v.grad u|| / ||div(K grad u)||; omega_range, the integer
+    # Helmholtz omega.
     config.task_ranges = ml_collections.ConfigDict()
-    # poisson: e in K = 0.01 R(-t) diag(1, e) R(t).
-    config.task_ranges.eigenvalue_range = (1.0, 5.0)
-    # advection_diffusion: target ||v.grad u|| / ||div(K grad u)||.
-    config.task_ranges.ratio_range = (0.2, 1.0)
-    # helmholtz: integer omega.
-    config.task_ranges.omega_range = (1, 10)
+    for family in FAMILIES.values():
+        config.task_ranges[family.range_field] = family.default_range
 
     config.data = ml_collections.ConfigDict()
     config.data.resolution = 128  # grid points per side
@@ -164,7 +163,7 @@ def task_of(config: ml_collections.ConfigDict):
 
 def layout_of(config: ml_collections.ConfigDict) -> str:
     """The run's input-channel layout: `data.layout`, or the task's own."""
-    return channels.layout_of(config.task, config.data.layout)
+    return channels.validate_layout(config.data.layout or config.task)
 
 
 def flat_items(config: Any, prefix: str = "") -> dict[str, Any]:
@@ -235,9 +234,9 @@ def _check_task_and_data(c: ml_collections.ConfigDict) -> None:
                 f"config.data.layout={c.data.layout!r} cannot hold every coefficient of config.task={c.task!r} (they "
                 f"would be dropped from the inputs); use one of {usable} or leave it empty."
             )
-    _check_range("task_ranges.eigenvalue_range", c.task_ranges.eigenvalue_range)
-    _check_range("task_ranges.ratio_range", c.task_ranges.ratio_range)
-    _check_range("task_ranges.omega_range", c.task_ranges.omega_range, integer=True)
+    for family in FAMILIES.values():
+        field = family.range_field
+        _check_range(f"task_ranges.{field}", c.task_ranges[field], integer=family.integer_range)
     n = c.data.resolution
     if n < 8 or n % 2:
         raise ConfigError(f"config.data.resolution={n} must be an even number >= 8 (the paper uses 128).")

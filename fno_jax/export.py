@@ -21,10 +21,12 @@ from fno_jax import checkpoint, pretrained
 from fno_jax.model import channels
 from fno_jax.runtime.cli_errors import exit_on_expected_errors
 from fno_jax.storage.workdir import SUMMARY_FILE, RunMeta
+from fno_jax.training.metrics import METRICS
 
 __all__ = ["export_bundle", "main"]
 
-_TEST_KEYS = ("test_rel_l2", "test_rel_h1", "test_rel_linf", "test_rel_residual", "test_rel_l2_bands", "test_loss")
+# The test metrics a card carries: every metric of the catalogue, and the loss.
+_TEST_KEYS = (*(f"test_{m.name}" for m in METRICS), "test_loss")
 
 
 def _read_summary(workdir: str) -> dict[str, Any]:

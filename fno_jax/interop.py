@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fno_jax.model import FNO
+from fno_jax.storage.version import package_version
 
 __all__ = ["bundle_from_state_dict", "export_reference_state_dict", "load_reference_state_dict"]
 
@@ -194,7 +195,6 @@ def bundle_from_state_dict(
     import time
 
     from fno_jax import pretrained
-    from fno_jax.data.store import package_version
     from fno_jax.model import channels
     from fno_jax.model.normalization import NormStats
 

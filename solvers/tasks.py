@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -51,10 +50,11 @@ from solvers.coefficients import (
     table_strength,
 )
 from solvers.grid import Domain
+from solvers.schema import COEFFICIENTS
 from solvers.sources import LATTICE_POINTS, VOLUME_FRACTIONS, draw_bump_amplitudes, gaussian_source_and_spectrum
 from solvers.symbols import RESONANCE_RTOL, nearest_resonance
 
-__all__ = ["Poisson", "AdvectionDiffusion", "Helmholtz", "Mixed", "from_spec"]
+__all__ = ["Poisson", "AdvectionDiffusion", "Helmholtz", "Mixed"]
 
 REFERENCE_RESOLUTION = LATTICE_POINTS
 # On CPUs a batch is made CPU_CHUNK samples at a time (a lax.map), so that one step's arrays stay in the cache:
@@ -66,7 +66,6 @@ MAX_TRIES = 256
 STRENGTHS = ("table", "bisection")
 
 Batch = dict[str, jax.Array]
-_REGISTRY: dict[str, type] = {}
 
 
 def _output_dtype(dtype) -> jnp.dtype:
@@ -118,19 +117,21 @@ def _sample_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
 
 
-def _batch(source, solution, diffusion, velocity, omega, pde_id: int, fraction_index) -> Batch:
+def _batch(source, solution, pde_id: int, fraction_index, **coefficients: jax.Array) -> Batch:
+    """A task batch: source, solution, every coefficient of the schema (`solvers.schema`; zeros where the family has
+    none), the family id and the volume fraction."""
     b = source.shape[0]
     dtype = source.dtype
-    volume_fraction = jnp.asarray(VOLUME_FRACTIONS, dtype)[fraction_index]
-    return {
-        "source": source,
-        "solution": solution,
-        "diffusion": diffusion.astype(dtype),
-        "velocity": velocity.astype(dtype),
-        "omega": omega.astype(dtype),
-        "pde": jnp.full((b,), pde_id, jnp.int32),
-        "volume_fraction": volume_fraction,
-    }
+    unknown = set(coefficients) - set(COEFFICIENTS)
+    if unknown:
+        raise ValueError(f"coefficients {sorted(unknown)} are not in solvers.schema.COEFFICIENTS.")
+    out = {"source": source, "solution": solution}
+    for c in COEFFICIENTS.values():
+        value = coefficients.get(c.name)
+        out[c.name] = jnp.zeros((b, *c.shape), dtype) if value is None else value.astype(dtype)
+    out["pde"] = jnp.full((b,), pde_id, jnp.int32)
+    out["volume_fraction"] = jnp.asarray(VOLUME_FRACTIONS, dtype)[fraction_index]
+    return out
 
 
 class _Task:
@@ -138,10 +139,6 @@ class _Task:
 
     name: ClassVar[str]
     pde_id: ClassVar[int]
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.name] = cls  # `from_spec` finds every task class by its name
 
     def sample(self, key: jax.Array, batch_size: int, resolution: int, *, start=0, dtype=None) -> Batch:
         """Draw samples start, ..., start + batch_size - 1 for `key` at `resolution` (even >= 4).
@@ -168,7 +165,7 @@ class _Task:
         return f"{self.name}: sampling failed."
 
     def spec(self) -> dict[str, Any]:
-        """JSON-serialisable description; `from_spec(task.spec()) == task`."""
+        """JSON-serialisable description; `solvers.families.task_from_spec(task.spec()) == task`."""
         out: dict[str, Any] = {"name": self.name}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -222,9 +219,7 @@ class Poisson(_Task):
         amplitudes, vf, diffusion = jax.vmap(draw)(_sample_keys(key, indices))
         source, source_hat = gaussian_source_and_spectrum(amplitudes, resolution, length=self.length, remove_mean=True)
         solution = solve.poisson_spectral(source_hat, diffusion, Domain(resolution, self.length))
-        b = indices.shape[0]
-        zeros = jnp.zeros((b,), dtype)
-        return _batch(source, solution, diffusion, jnp.zeros((b, 2)), zeros, self.pde_id, vf), None
+        return _batch(source, solution, self.pde_id, vf, diffusion=diffusion), None
 
 
 def draw_advection_diffusion(key: jax.Array, eigenvalue_range, ratio_range, dtype):
@@ -304,8 +299,7 @@ class AdvectionDiffusion(_Task):
         velocity = lam[:, None] * direction
         domain = Domain(resolution, self.length)
         solution = solve.advection_diffusion_spectral(source_hat, diffusion, velocity, domain)
-        zeros = jnp.zeros(indices.shape, dtype)
-        return _batch(source, solution, diffusion, velocity, zeros, self.pde_id, vf), None
+        return _batch(source, solution, self.pde_id, vf, diffusion=diffusion, velocity=velocity), None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,7 +403,7 @@ class Helmholtz(_Task):
         solution = jnp.where(ok[:, None, None], solution, jnp.nan)
         b = indices.shape[0]
         diffusion = jnp.broadcast_to(self.diffusivity * jnp.eye(2, dtype=dtype), (b, 2, 2))
-        return _batch(source, solution, diffusion, jnp.zeros((b, 2)), omega, self.pde_id, vf), ok
+        return _batch(source, solution, self.pde_id, vf, diffusion=diffusion, omega=omega), ok
 
 
 def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
@@ -436,9 +430,8 @@ class Mixed(_Task):
     def __post_init__(self):
         tasks = tuple(self.tasks) if isinstance(self.tasks, list | tuple) else None
         if not tasks or not all(isinstance(t, _Task) and not isinstance(t, Mixed) for t in tasks):
-            names = sorted(cls.__name__ for cls in _REGISTRY.values() if cls is not Mixed)
             raise ValueError(
-                f"tasks must be a non-empty tuple of single-family tasks ({', '.join(names)}), got {self.tasks!r}; "
+                f"tasks must be a non-empty tuple of single-family tasks (see solvers.families), got {self.tasks!r}; "
                 "e.g. Mixed((Poisson(), AdvectionDiffusion(), Helmholtz()))."
             )
         length = _length(self.length)
@@ -482,19 +475,3 @@ class Mixed(_Task):
             if ok is not None:
                 all_ok = all_ok.at[positions].set(ok, mode="drop")
         return out, all_ok
-
-
-def from_spec(spec: Mapping[str, Any]) -> _Task:
-    """Inverse of `task.spec()`."""
-    if not isinstance(spec, Mapping) or spec.get("name") not in _REGISTRY:
-        raise ValueError(
-            f"spec must be a dict with 'name' in {sorted(_REGISTRY)}, got {spec!r}; make it with task.spec()."
-        )
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
-    cls = _REGISTRY[spec["name"]]
-    if cls is Mixed:
-        kwargs["tasks"] = tuple(from_spec(s) for s in kwargs.get("tasks", ()))
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"spec for {spec['name']} has unknown fields: {err}.") from None

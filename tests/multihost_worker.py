@@ -67,7 +67,11 @@ def _pmap_refused(root: str, config) -> str:
     try:
         train_and_evaluate(config, workdir)
     except ValueError as err:
+        from fno_jax.runtime.cli_errors import is_expected, one_line
+
         assert not os.path.exists(workdir), "the refused pmap run touched its workdir"
+        # The command line reports it in one line with exit status 2 (a UserError), not a traceback.
+        assert is_expected(err) and "\n" not in one_line(err), repr(err)
         return str(err)
     raise AssertionError("train.parallel='pmap' across processes was not refused")
 

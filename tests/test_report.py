@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from experiments.report import bootstrap_ci, build_report, equivalent_scratch_size, fit_power_law, natural_key
+from experiments.report import build_report
+from experiments.report_data import bootstrap_ci, equivalent_scratch_size, fit_power_law, natural_key
 
 MODEL = {"width": 16, "modes": 8, "depth": 4, "fc_dim": 64}
 SIZES = [2**k for k in range(1, 11)]

@@ -73,7 +73,7 @@ def test_summary_and_validation_records_carry_every_metric(tiny_run):
     assert np.linalg.norm(band_means) <= summary["test_rel_l2"] * (1 + 1e-6)
     assert summary["test_rel_l2"] <= band_means.sum() * (1 + 1e-6)
     # The report reads every one of them (a table per metric).
-    from experiments.report import _metrics_of
+    from experiments.report_data import _metrics_of
 
     assert len(_metrics_of(summary)) == 4 + len(metrics.BANDS)
     for record in records(workdir):

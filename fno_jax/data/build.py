@@ -39,7 +39,7 @@ from fno_jax.data.stats import input_stats
 from fno_jax.data.store import SPLITS, DatasetWriteError, DatasetWriter, StoredDataset, open_dataset
 from fno_jax.runtime.progress import Progress
 from fno_jax.storage.json_io import write_json_atomic
-from solvers.families import TASK_NAMES, make_task
+from solvers.families import FAMILIES, TASK_NAMES, make_task
 
 # Stored chunk size when the config has no `dataset.chunk`: 64 samples = 4 MiB per field at 128 x 128 float32.
 DEFAULT_STORE_CHUNK = 64
@@ -47,7 +47,7 @@ DEFAULT_STORE_CHUNK = 64
 GENERATOR_FILE = "generator.json"
 
 _DATA_KEYS = ("resolution", "length", "num_train", "num_val", "num_test", "generate_chunk")
-_RANGE_KEYS = ("eigenvalue_range", "ratio_range", "omega_range")
+_RANGE_KEYS = tuple(family.range_field for family in FAMILIES.values())
 
 
 def _get(config: Any, path: str) -> Any:

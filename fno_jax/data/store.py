@@ -9,8 +9,9 @@ Layout of a dataset directory ``DIR``::
 
 Arrays (leading dimension N = samples in the split, n = resolution, arrays indexed [..., y, x]):
 
-    source [N, n, n], solution [N, n, n], diffusion [N, 2, 2], velocity [N, 2], omega [N],
-    volume_fraction [N] (float dtype of the dataset) and pde [N] (int32).
+    source [N, n, n], solution [N, n, n], each coefficient of the schema (`solvers.schema.COEFFICIENTS`:
+    diffusion [N, 2, 2], velocity [N, 2], omega [N]), pde [N] (int32) and volume_fraction [N] (float dtype of the
+    dataset).
 
 Every array is chunked by samples (``chunk`` samples per chunk, whole trailing dimensions),
 zstd-compressed and given a crc32c checksum per chunk (datasets written before checksums have
@@ -23,7 +24,6 @@ opening a dataset never executes code stored with it.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -35,19 +35,14 @@ import tensorstore as ts
 from fno_jax.runtime.cli_errors import UserError
 from fno_jax.storage.integrity import ChecksumError, seal, verify
 from fno_jax.storage.json_io import to_json, write_json_atomic
+from fno_jax.storage.version import package_version
+from solvers.schema import COEFFICIENTS
 
 FORMAT_NAME = "fno-jax-dataset"
 FORMAT_VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-ARRAYS: tuple[str, ...] = (
-    "source",
-    "solution",
-    "diffusion",
-    "velocity",
-    "omega",
-    "pde",
-    "volume_fraction",
-)
+# The batch dict's arrays: fields, then every coefficient of the schema (`solvers.schema`), then per-sample labels.
+ARRAYS: tuple[str, ...] = ("source", "solution", *COEFFICIENTS, "pde", "volume_fraction")
 
 METADATA_FILE = "metadata.json"
 PROGRESS_FILE = "progress.json"
@@ -82,21 +77,11 @@ class DatasetWriteError(UserError, OSError):
     the same write, run again, resumes after them."""
 
 
-def package_version() -> str:
-    """Installed version of fno-jax, or "unknown" when running from an uninstalled tree."""
-    try:
-        return importlib.metadata.version("fno-jax")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _array_shape(name: str, count: int, resolution: int) -> tuple[int, ...]:
     if name in ("source", "solution"):
         return (count, resolution, resolution)
-    if name == "diffusion":
-        return (count, 2, 2)
-    if name == "velocity":
-        return (count, 2)
+    if name in COEFFICIENTS:
+        return (count, *COEFFICIENTS[name].shape)
     return (count,)
 
 

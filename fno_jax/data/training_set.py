@@ -28,10 +28,11 @@ from fno_jax.data.subsets import nested_subset
 from fno_jax.model import channels
 from fno_jax.model.normalization import NormStats
 from fno_jax.runtime.distributed import from_main_process
+from solvers.schema import COEFFICIENTS
 
 TRAIN_KEYS = ("source", "coeffs", "solution")
 # What a stored dataset must supply for training arrays and for input statistics.
-_STORED_INPUTS = ("source", "diffusion", "velocity", "omega", "pde")
+_STORED_INPUTS = ("source", *COEFFICIENTS, "pde")
 _STORED_FOR_TRAINING = (*_STORED_INPUTS, "solution")
 # Samples read at a time when a statistic runs over a stored split (bounded memory).
 _STATS_CHUNK = 1024

@@ -1,6 +1,7 @@
 """Model input channels: the source field followed by constant coefficient fields.
 
-Layouts (channel order is part of the checkpoint contract):
+Layouts (channel order is part of the checkpoint contract), derived from the family table (`solvers.families`) and
+the channel table (`solvers.schema.CHANNELS`: which batch entry each channel reads):
 
     poisson              source, K11, K22, K12
     advection_diffusion  source, K11, K22, K12, v1, v2
@@ -15,29 +16,44 @@ Datasets keep ``source`` and the ``[B, C-1]`` coefficients; `assemble_inputs` br
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from solvers.families import FAMILIES, MIXED, family_of_id
+from solvers.families import CHANNELS, COEFFICIENTS, FAMILIES, MIXED, family_of_id
 
 __all__ = [
     "LAYOUTS",
     "assemble_inputs",
     "coefficients",
     "holds",
-    "layout_of",
     "num_channels",
     "physical_coefficients",
     "presence",
     "validate_layout",
 ]
 
+
+def _tensor_form(name: str) -> tuple[str, ...]:
+    """The single-entry channels a multi-entry channel stands for (D = D * identity: K11 and K22), else ()."""
+    channel = CHANNELS[name]
+    if len(channel.places) < 2:
+        return ()
+    return tuple(
+        other.name
+        for other in CHANNELS.values()
+        if other.name != name
+        and other.coefficient == channel.coefficient
+        and len(other.places) == 1
+        and other.index in channel.places
+    )
+
+
 # Helmholtz's scalar D is its diffusion tensor D * identity: in a layout with the tensor entries it is K11 = K22
 # (and K12 = 0); a model that saw K11 and K22 sees D through the sum of their lift rows (`fno_jax.training.finetune`).
-TENSOR_FORM = {"D": ("K11", "K22")}
+TENSOR_FORM: dict[str, tuple[str, ...]] = {name: form for name in CHANNELS if (form := _tensor_form(name))}
 
 
 def _mixed_layout() -> tuple[str, ...]:
@@ -53,31 +69,6 @@ def _mixed_layout() -> tuple[str, ...]:
 LAYOUTS: dict[str, tuple[str, ...]] = {
     **{name: ("source", *family.coefficients) for name, family in FAMILIES.items()},
     MIXED: _mixed_layout(),
-}
-
-# Each coefficient channel: (batch key it reads, how it is read from that array).
-_COEFFICIENTS: dict[str, tuple[str, Callable[[Array], Array]]] = {
-    "K11": ("diffusion", lambda k: k[:, 0, 0]),
-    "K22": ("diffusion", lambda k: k[:, 1, 1]),
-    "K12": ("diffusion", lambda k: k[:, 0, 1]),
-    "D": ("diffusion", lambda k: k[:, 0, 0]),
-    "v1": ("velocity", lambda v: v[:, 0]),
-    "v2": ("velocity", lambda v: v[:, 1]),
-    "omega": ("omega", lambda w: w),
-}
-
-_SHAPES = {"diffusion": (2, 2), "velocity": (2,), "omega": ()}
-
-# The inverse of `_COEFFICIENTS`: where each channel's value goes in (diffusion, velocity, omega). D is the diffusion
-# tensor D * identity, K12 fills both off-diagonal entries (K is symmetric).
-_PLACES: dict[str, tuple[str, tuple[tuple[int, ...], ...]]] = {
-    "K11": ("diffusion", ((0, 0),)),
-    "K22": ("diffusion", ((1, 1),)),
-    "K12": ("diffusion", ((0, 1), (1, 0))),
-    "D": ("diffusion", ((0, 0), (1, 1))),
-    "v1": ("velocity", ((0,),)),
-    "v2": ("velocity", ((1,),)),
-    "omega": ("omega", ((),)),
 }
 
 
@@ -103,11 +94,6 @@ def holds(layout: str, task: str) -> bool:
         if not all(w in have or all(t in have for t in TENSOR_FORM.get(w, ("?",))) for w in wanted):
             return False
     return True
-
-
-def layout_of(task: str, layout: str = "") -> str:
-    """The channel layout of a run: `layout` when given, else the task's own."""
-    return validate_layout(layout or task)
 
 
 def presence(pde: np.ndarray, layout: str) -> np.ndarray:
@@ -146,19 +132,20 @@ def coefficients(batch: Mapping[str, Array], layout: str) -> Float[Array, "b c"]
     names = LAYOUTS[validate_layout(layout)][1:]
     columns = []
     for name in names:
-        key, read = _COEFFICIENTS[name]
+        channel = CHANNELS[name]
+        key, shape = channel.coefficient, COEFFICIENTS[channel.coefficient].shape
         if key not in batch:
             raise ValueError(
                 f"layout {layout!r} needs batch[{key!r}] for channel {name}, but the batch has "
                 f"keys {sorted(batch)}; pass the dict returned by task.sample()."
             )
         value = jnp.asarray(batch[key])
-        if value.ndim != 1 + len(_SHAPES[key]) or value.shape[1:] != _SHAPES[key]:
+        if value.ndim != 1 + len(shape) or value.shape[1:] != shape:
             raise ValueError(
-                f"batch[{key!r}] must have shape [B, {', '.join(map(str, _SHAPES[key]))}] "
-                f"(leading batch axis), got {value.shape}."
+                f"batch[{key!r}] must have shape [B, {', '.join(map(str, shape))}] (leading batch axis), got "
+                f"{value.shape}."
             )
-        columns.append(read(value))
+        columns.append(value[(slice(None), *channel.index)])
     return jnp.stack(columns, axis=-1)
 
 
@@ -179,12 +166,13 @@ def physical_coefficients(
             f"got {coeffs.shape}."
         )
     batch = coeffs.shape[0]
-    out = {key: jnp.zeros((batch, *shape), coeffs.dtype) for key, shape in _SHAPES.items()}
+    out = {c.name: jnp.zeros((batch, *c.shape), coeffs.dtype) for c in COEFFICIENTS.values()}
     for j, name in enumerate(names):
-        key, places = _PLACES[name]
-        for place in places:
-            out[key] = out[key].at[(slice(None), *place)].set(coeffs[:, j])
-    return out["diffusion"], out["velocity"], out["omega"]
+        channel = CHANNELS[name]
+        for place in channel.places:
+            out[channel.coefficient] = out[channel.coefficient].at[(slice(None), *place)].set(coeffs[:, j])
+    by_role = {c.role: out[c.name] for c in COEFFICIENTS.values()}
+    return by_role["K"], by_role["v"], by_role["omega"]
 
 
 def assemble_inputs(source: Float[Array, "b ny nx"], coeffs: Float[Array, "b c"]) -> Float[Array, "b ny nx c1"]:

@@ -7,18 +7,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from fno_jax.training.metrics import BANDS
+from fno_jax.training.metrics import BAND_EDGES_WORDS, BANDS, METRICS
 from solvers.families import FAMILIES
 
 __all__ = ["model_card"]
-
-_METRIC_WORDS = {
-    "test_rel_l2": "relative L2 error ||u_pred - u|| / ||u|| (the paper's metric)",
-    "test_rel_h1": "relative H1 error (spectral: the error of u and of its gradient)",
-    "test_rel_linf": "relative L-infinity error max|u_pred - u| / max|u|",
-    "test_rel_residual": "relative PDE residual ||A u_pred - f|| / ||f||",
-}
-_BAND_WORDS = {"low": "|m| < 4", "mid": "4 <= |m| < 12", "high": "|m| >= 12"}
 
 
 def _cell(text: str) -> str:
@@ -70,11 +62,16 @@ def _how_well(card: Mapping[str, Any]) -> list[str]:
     num_test = (card.get("training_data") or {}).get("num_test")
     out += [f"Mean over {num_test} test problems from the training distribution:", ""]
     out += ["| metric | value |", "|---|---|"]
-    out += [f"| {_cell(words)} | {metrics[key]:.4g} |" for key, words in _METRIC_WORDS.items() if key in metrics]
-    bands = metrics.get("test_rel_l2_bands") or {}
-    for band in (b for b in BANDS if b in bands):
-        words = f"relative L2 error in the {band} frequency band ({_BAND_WORDS[band]}), over ||u||"
-        out.append(f"| {_cell(words)} | {bands[band]:.4g} |")
+    for metric in METRICS:
+        value = metrics.get(f"test_{metric.name}")
+        if value is None:
+            continue
+        if not metric.banded:
+            out.append(f"| {_cell(metric.words)} | {value:.4g} |")
+            continue
+        for band in (b for b in BANDS if b in value):
+            words = metric.words.format(band=band, edges=BAND_EDGES_WORDS[band])
+            out.append(f"| {_cell(words)} | {value[band]:.4g} |")
     return [*out, "", "Definitions: `fno_jax/training/metrics.py`.", ""]
 
 

@@ -39,6 +39,7 @@ from fno_jax.runtime.cli_errors import UserError
 from fno_jax.runtime.distributed import all_processes, barrier, is_main_process
 from fno_jax.storage.integrity import verify
 from fno_jax.storage.json_io import write_json_atomic, write_text_atomic
+from fno_jax.storage.version import package_version
 
 # Config sections that define what a workdir's checkpoints are; changing them on a resume is an error.
 IDENTITY_KEYS = ("seed", "task", "task_ranges", "data", "model", "init_from", "init_step")
@@ -97,8 +98,6 @@ class RunMeta:
 
 
 def provenance(config: ml_collections.ConfigDict, init_step: int | None) -> dict[str, Any]:
-    from fno_jax.data.store import package_version
-
     return {
         "package_version": package_version(),
         "seed": int(config.seed),

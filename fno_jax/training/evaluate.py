@@ -94,7 +94,7 @@ def _means(sums: Mapping[str, np.ndarray]) -> dict[str, Any]:
     count = float(sums["count"])
     means = {key.removesuffix("_sum"): np.asarray(value) / count for key, value in sums.items() if key != "count"}
     out: dict[str, Any] = {"loss": float(means.pop("sse"))}
-    bands = means.pop("rel_l2_bands")
-    out.update({name: float(value) for name, value in means.items()})
-    out["rel_l2_bands"] = {band: float(value) for band, value in zip(metrics.BANDS, bands, strict=True)}
+    banded = {m.name for m in metrics.METRICS if m.banded}
+    for name, value in means.items():
+        out[name] = dict(zip(metrics.BANDS, map(float, value), strict=True)) if name in banded else float(value)
     return out

@@ -29,9 +29,17 @@ target's own energy in a band, the high band would divide by the tiny high-frequ
 
 Norms are computed from rfft2 coefficients with the Parseval weights of `solvers.grid.rfft_weights`; the common
 factor ``L^2 / n^4`` cancels in every ratio.
+
+The catalogue (`METRICS`) is the one list of the metrics: each entry's name is the key of its per-sample value, of
+its split means (`val_<name>`, `test_<name>` in metrics.jsonl and summary.json), of its TensorBoard tag
+(`val/<name>`; a banded metric `test/rel_l2_band_low`, ...), of a bundle card's test metrics, and its words are the
+report's table titles and the model card's lines. Adding a metric is one function and one entry here.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +52,10 @@ from solvers.symbols import RESONANCE_RTOL, advection_diffusion_symbol
 
 __all__ = [
     "BANDS",
+    "METRICS",
+    "HEADLINE",
+    "Metric",
+    "band_keys",
     "BAND_EDGES",
     "band_index",
     "operator_symbol",
@@ -157,6 +169,74 @@ def relative_residual(
     return _ratio(residual, _norm(source_hat, weight))
 
 
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One per-sample metric of the catalogue.
+
+    Properties:
+      name: key of the per-sample value and suffix of its split means (`test_<name>`) and TensorBoard tags.
+      title: what it is, in a few words (report tables).
+      words: what it is, in a sentence (model cards).
+      fn: fn(prediction, target, source, coefficients, length) -> [B] (or [B, len(BANDS)] when `banded`);
+        `coefficients` is (diffusion, velocity, omega) or None.
+      banded: one value per frequency band (`BANDS`); report columns `test_rel_l2_band_low`, ... (`band_keys`).
+      needs_coefficients: left out when the coefficients are not known.
+    """
+
+    name: str
+    title: str
+    words: str
+    fn: Callable[..., jax.Array]
+    banded: bool = False
+    needs_coefficients: bool = False
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric(
+        "rel_l2",
+        "relative L2 (the paper's metric)",
+        "relative L2 error ||u_pred - u|| / ||u|| (the paper's metric)",
+        lambda p, t, f, c, length: relative_l2(p, t),
+    ),
+    Metric(
+        "rel_h1",
+        "relative H1",
+        "relative H1 error (spectral: the error of u and of its gradient)",
+        lambda p, t, f, c, length: relative_h1(p, t, length=length),
+    ),
+    Metric(
+        "rel_linf",
+        "relative L-infinity",
+        "relative L-infinity error max|u_pred - u| / max|u|",
+        lambda p, t, f, c, length: relative_linf(p, t),
+    ),
+    Metric(
+        "rel_residual",
+        "relative PDE residual ||A u_pred - f|| / ||f||",
+        "relative PDE residual ||A u_pred - f|| / ||f||",
+        lambda p, t, f, c, length: relative_residual(p, f, *c, length=length),
+        needs_coefficients=True,
+    ),
+    Metric(
+        "rel_l2_bands",
+        "relative L2, {band} frequency band",
+        "relative L2 error in the {band} frequency band ({edges}), over ||u||",
+        lambda p, t, f, c, length: relative_l2_bands(p, t),
+        banded=True,
+    ),
+)
+# The paper's metric: the headline of every table and plot.
+HEADLINE = "rel_l2"
+# The bands in words, for titles and cards.
+BAND_EDGES_WORDS = {"low": f"|m| < {BAND_EDGES[0]}", "mid": f"{BAND_EDGES[0]} <= |m| < {BAND_EDGES[1]}",
+                    "high": f"|m| >= {BAND_EDGES[1]}"}  # fmt: skip
+
+
+def band_keys(metric: Metric, prefix: str = "test_") -> dict[str, str]:
+    """{flat key: band} of a banded metric: {"test_rel_l2_band_low": "low", ...} (report columns)."""
+    return {f"{prefix}{metric.name.removesuffix('s')}_{band}": band for band in BANDS}
+
+
 def per_sample_metrics(
     prediction: Float[Array, "b n n"],
     target: Float[Array, "b n n"],
@@ -165,18 +245,13 @@ def per_sample_metrics(
     *,
     length: float = 1.0,
 ) -> dict[str, jax.Array]:
-    """Every metric per sample: rel_l2, rel_h1, rel_linf, rel_residual [B] and rel_l2_bands [B, 3].
+    """Every metric of the catalogue per sample: rel_l2, rel_h1, rel_linf, rel_residual [B] and rel_l2_bands [B, 3].
 
     `coefficients` is (diffusion [B, 2, 2], velocity [B, 2], omega [B])
-    (`fno_jax.model.channels.physical_coefficients`);
-    None leaves out the residual.
+    (`fno_jax.model.channels.physical_coefficients`); None leaves out the metrics that need them (the residual).
     """
-    out = {
-        "rel_l2": relative_l2(prediction, target),
-        "rel_h1": relative_h1(prediction, target, length=length),
-        "rel_linf": relative_linf(prediction, target),
-        "rel_l2_bands": relative_l2_bands(prediction, target),
+    return {
+        m.name: m.fn(prediction, target, source, coefficients, length)
+        for m in METRICS
+        if coefficients is not None or not m.needs_coefficients
     }
-    if coefficients is not None:
-        out["rel_residual"] = relative_residual(prediction, source, *coefficients, length=length)
-    return out
