@@ -60,6 +60,10 @@ def default_config() -> ml_collections.ConfigDict:
     # Seed of the data splits (train pool, val, test) alone; -1 = `seed`. Runs that differ only in `seed` then share
     # their pool and test set and differ in init, data order and the subset drawn from the pool.
     config.data.seed = -1
+    # Seed of the generated train pool alone; -1 = the data seed. Runs with their own pool seed but one data seed
+    # draw their training data from pools of their own and share the validation and test sets (and still train as
+    # one program: each run normalizes with its own pool's statistics).
+    config.data.pool_seed = -1
     # "generate" (made on the devices from the seed), "stream" (fresh samples every step), or a dataset directory.
     config.data.source = "generate"
     # Input-channel layout; empty = the task's own (`mixed` for the union layout).
@@ -243,7 +247,13 @@ def _check_task_and_data(c: ml_collections.ConfigDict) -> None:
     if c.data.length <= 0:
         raise ConfigError(f"config.data.length={c.data.length} must be positive.")
     _check_at_least(c, ("data.num_train", "data.num_val", "data.num_test", "data.generate_chunk"), 1)
-    _check_at_least(c, ("data.seed",), -1)
+    _check_at_least(c, ("data.seed", "data.pool_seed"), -1)
+    if c.data.pool_seed >= 0 and c.data.source not in ("generate",):
+        raise ConfigError(
+            f"config.data.pool_seed={c.data.pool_seed} draws a generated training pool, but config.data.source="
+            f"{c.data.source!r} has none to draw (a stored dataset's train split is its pool; a stream draws fresh "
+            "samples every step); set config.data.pool_seed=-1."
+        )
     _check_choice("data.loader", c.data.loader, LOADERS)
     if c.data.loader != "auto" and c.data.source == "stream":
         raise ConfigError(

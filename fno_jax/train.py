@@ -50,8 +50,8 @@ def train_and_evaluate_packed(
         validate_config(config)
     if len({pack_key(c) for c in configs}) > 1:
         raise ConfigError(
-            "packed runs must differ only in seed and train.learning_rate (and share their data: data.seed >= 0); "
-            "group them with fno_jax.training.packing.group_by_pack_key."
+            "packed runs must differ only in seed, train.learning_rate and data.pool_seed (and share their validation "
+            "and test data: data.seed >= 0); group them with fno_jax.training.packing.group_by_pack_key."
         )
     summaries: list[dict[str, Any]] = []
     with matmul_precision(configs[0]):

@@ -117,3 +117,19 @@ def test_the_summaries_say_how_many_runs_trained_together(group):
     assert [s["packed_runs"] for s in summaries] == [2, 2]
     saved = [json.load(open(os.path.join(p, "summary.json"))) for p in paths]
     assert [s["seed"] for s in saved] == [0, 1]
+
+
+def test_runs_with_their_own_pools_train_as_one_group(tmp_path):
+    # One data seed (validation and test sets), three training pools: each run normalizes with its own pool's
+    # statistics, as it does trained alone.
+    configs = [tiny_config(seed=s, **{"data.seed": 0, "data.pool_seed": 10 + s}) for s in range(3)]
+    grouped = train.train_and_evaluate_packed(configs, [str(tmp_path / str(k)) for k in range(3)])
+    alone = train.train_and_evaluate(configs[1], str(tmp_path / "alone"))
+    stats = [checkpoint.load_meta(tmp_path / str(k))[1].norm_stats for k in range(3)]
+    assert len({s.source_scale for s in stats}) == 3  # three pools, three statistics
+    assert stats[1] == checkpoint.load_meta(tmp_path / "alone")[1].norm_stats
+    a, b = checkpoint.load_params(tmp_path / "1"), checkpoint.load_params(tmp_path / "alone")
+    assert relative_difference(a, b) < RTOL
+    np.testing.assert_allclose(grouped[1]["test_rel_l2"], alone["test_rel_l2"], rtol=RTOL)
+    with pytest.raises(ConfigError, match="data.pool_seed=3 draws a generated training pool"):
+        train.train_and_evaluate(tiny_config(**{"data.pool_seed": 3, "data.source": "stream"}), str(tmp_path / "s"))

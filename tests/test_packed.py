@@ -113,6 +113,6 @@ def test_pack_keys_and_refusals(tmp_path):
     other_n = tiny_config(**{"data.seed": 0, "data.num_train": 16})
     own_pool = tiny_config(seed=1)  # data.seed = -1: its pool follows its seed
     assert group_by_pack_key([a, other_n, b, own_pool]) == [[0, 2], [1], [3]]
-    with pytest.raises(ConfigError, match="must differ only in seed and train.learning_rate"):
+    with pytest.raises(ConfigError, match="must differ only in seed, train.learning_rate and data.pool_seed"):
         train_and_evaluate_packed([a, other_n], [str(tmp_path / "x"), str(tmp_path / "y")])
     assert not os.path.exists(tmp_path / "x")

@@ -22,7 +22,7 @@ from fno_jax.data.store import (
     write_dataset,
 )
 from fno_jax.data.subsets import nested_order, nested_subset
-from fno_jax.data.training_set import Splits, TrainingSet, load_splits, load_splits_for_seeds, open_checked_dataset
+from fno_jax.data.training_set import Splits, TrainingSet, load_splits, load_splits_for_runs, open_checked_dataset
 
 __all__ = [
     "ARRAYS",
@@ -45,7 +45,7 @@ __all__ = [
     "import_hdf5",
     "input_stats",
     "load_splits",
-    "load_splits_for_seeds",
+    "load_splits_for_runs",
     "loader_of",
     "make_feed",
     "nested_order",

@@ -17,6 +17,11 @@ SPLITS = ("train", "val", "test")
 _SPLIT_SALT = {"train": 0, "val": 1, "test": 2, "stream": 3}
 
 
+def pool_seed(config: ml_collections.ConfigDict) -> int:
+    """The seed of a run's generated training pool: `data.pool_seed`, or the data seed when that is -1."""
+    return int(config.data.pool_seed) if config.data.pool_seed >= 0 else data_seed(config)
+
+
 def data_seed(config: ml_collections.ConfigDict) -> int:
     """The seed of a run's data splits: `data.seed`, or `seed` when that is -1."""
     return int(config.data.seed) if config.data.seed >= 0 else int(config.seed)

@@ -124,35 +124,42 @@ def open_checked_dataset(config: ml_collections.ConfigDict, task, layout: str) -
 
 def load_splits(config: ml_collections.ConfigDict, task, layout: str, dataset: StoredDataset | None = None) -> Splits:
     """The run's data per `config.data.source` (`dataset`: the stored dataset it names, already checked)."""
-    return load_splits_for_seeds(config, task, layout, dataset, seeds=(int(config.seed),))[0]
+    return load_splits_for_runs([config], task, layout, dataset)[0]
 
 
-def load_splits_for_seeds(
-    config: ml_collections.ConfigDict, task, layout: str, dataset: StoredDataset | None, seeds: Sequence[int]
+def load_splits_for_runs(
+    configs: Sequence[ml_collections.ConfigDict], task, layout: str, dataset: StoredDataset | None
 ) -> list[Splits]:
-    """The data of runs that differ only in `seed`: one pool, val and test split and statistics (made or read once),
-    and per seed the nested training subset that seed draws from the pool."""
+    """The data of a group of runs that differ only in `seed`, learning rate and `data.pool_seed`: one validation and
+    test split (made or read once); per pool seed one training pool and the statistics of its inputs; per run the
+    nested training subset its seed draws from its pool."""
+    config = configs[0]
     if config.data.source in ("generate", "stream"):
-        return _generated_splits(config, task, layout, seeds)
+        return _generated_splits(configs, task, layout)
     dataset = dataset if dataset is not None else open_checked_dataset(config, task, layout)
-    return _stored_splits(config, layout, dataset, seeds)
+    return _stored_splits(config, layout, dataset, [int(c.seed) for c in configs])
 
 
-def _generated_splits(config: ml_collections.ConfigDict, task, layout: str, seeds: Sequence[int]) -> list[Splits]:
+def _generated_splits(configs: Sequence[ml_collections.ConfigDict], task, layout: str) -> list[Splits]:
+    config = configs[0]
     d = config.data
-    make = functools.partial(
-        generate.generate_split, task, generate.data_seed(config), resolution=d.resolution, chunk=d.generate_chunk
-    )
-    val = training_arrays(make("val", d.num_val), layout)
-    test = training_arrays(make("test", d.num_test), layout)
+    make = functools.partial(generate.generate_split, task, resolution=d.resolution, chunk=d.generate_chunk)
+    seed = generate.data_seed(config)
+    val = training_arrays(make(seed, "val", d.num_val), layout)
+    test = training_arrays(make(seed, "test", d.num_test), layout)
     if d.source == "stream":
-        stats = shared_stats(lambda: input_stats([make("train", STREAM_STATS_SAMPLES)], layout, d.length), layout)
-        return [Splits(None, val, test, stats) for _ in seeds]
-    pool = make("train", d.num_train_pool or d.num_train)
-    stats = shared_stats(lambda: input_stats([pool], layout, d.length), layout)
+        stream = make(seed, "train", STREAM_STATS_SAMPLES)
+        stats = shared_stats(lambda: input_stats([stream], layout, d.length), layout)
+        return [Splits(None, val, test, stats) for _ in configs]
+    pools: dict[int, tuple[dict, NormStats]] = {}
     out = []
-    for seed in seeds:
-        indices = nested_subset(pool["volume_fraction"], min(d.num_train, len(pool["source"])), seed)
+    for c in configs:
+        pool_seed = generate.pool_seed(c)
+        if pool_seed not in pools:
+            pool = make(pool_seed, "train", d.num_train_pool or d.num_train)
+            pools[pool_seed] = pool, shared_stats(lambda pool=pool: input_stats([pool], layout, d.length), layout)
+        pool, stats = pools[pool_seed]
+        indices = nested_subset(pool["volume_fraction"], min(d.num_train, len(pool["source"])), int(c.seed))
         train = TrainingSet(layout, indices, arrays=training_arrays({k: v[indices] for k, v in pool.items()}, layout))
         out.append(Splits(train, val, test, stats))
     return out

@@ -36,13 +36,15 @@ MEMORY_FRACTION = 0.8
 
 
 def pack_key(config: ml_collections.ConfigDict) -> str:
-    """Runs with equal keys can train as one program: everything but `seed` and `train.learning_rate` agrees.
+    """Runs with equal keys can train as one program: everything but `seed`, `train.learning_rate` and
+    `data.pool_seed` agrees (each run keeps its own init, order, training pool and statistics).
 
-    A run whose data splits follow its seed (`data.seed` = -1) keeps its seed in the key: runs on different pools
-    cannot share one.
+    A run whose data splits follow its seed (`data.seed` = -1) keeps its seed in the key: runs with other validation
+    and test sets cannot share one.
     """
     flat = json.loads(config.to_json())
     flat["train"].pop("learning_rate")
+    flat["data"].pop("pool_seed")
     if flat["data"]["seed"] >= 0:
         flat.pop("seed")
     return json.dumps(flat, sort_keys=True)

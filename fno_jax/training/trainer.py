@@ -33,7 +33,7 @@ from absl import logging
 
 from fno_jax.checkpoint import Checkpointer, restore_latest
 from fno_jax.config import layout_of, model_size, task_of
-from fno_jax.data import Splits, batch_indices, load_splits_for_seeds, make_feed, open_checked_dataset
+from fno_jax.data import Splits, batch_indices, load_splits_for_runs, make_feed, open_checked_dataset
 from fno_jax.model import FNO, channels, from_config, num_params
 from fno_jax.model.normalization import ScaleArrays, scale_arrays
 from fno_jax.runtime.cli_errors import UserError
@@ -114,7 +114,7 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], paths: Sequence[st
         for ckpt in ckpts:
             stack.callback(ckpt.close)
             ckpt.check_architecture(model_size(c0), layout)  # refused before any data is made
-        splits = load_splits_for_seeds(c0, task, layout, dataset, [int(c.seed) for c in configs])
+        splits = load_splits_for_runs(configs, task, layout, dataset)
         group = _Group(configs, axis, Cadence.from_config(c0), parallel, from_config(c0), task, layout, workdirs,
                        ckpts, splits)  # fmt: skip
         state = _initial_state(group, pretrained)
