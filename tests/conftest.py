@@ -57,6 +57,33 @@ def tiny_config(task: str = "poisson", **overrides):
     return config
 
 
+def generated_split(config, split: str) -> dict[str, np.ndarray]:
+    """The `split` ("train": the whole pool) a run of `config` generates, made again (`fno_jax.data.generate`)."""
+    from fno_jax.data.generate import data_seed, generate_split, task_from_config
+
+    d = config.data
+    num = {"train": d.num_train_pool or d.num_train, "val": d.num_val, "test": d.num_test}[split]
+    task = task_from_config(config)
+    return generate_split(task, data_seed(config), split, num, d.resolution, chunk=d.generate_chunk)
+
+
+def poisson_pool_stats(config):
+    """The normalization statistics of a Poisson run's training pool, recomputed here from the regenerated pool:
+    the median over the pool of s(f) = ||f||_2 dx dy, and of |K11|, |K22|, |K12| (ARCHITECTURE.md), in float64."""
+    from fno_jax.normalization import NormStats
+
+    assert config.task == "poisson" and not config.data.layout, "the channels below are Poisson's: f, K11, K22, K12"
+    pool = generated_split(config, "train")
+    source = np.asarray(pool["source"], np.float64)
+    cell = (config.data.length / config.data.resolution) ** 2
+    diffusion = np.asarray(pool["diffusion"], np.float64)
+    coefficients = (diffusion[:, 0, 0], diffusion[:, 1, 1], diffusion[:, 0, 1])
+    return NormStats(
+        source_scale=float(np.median(np.sqrt(np.sum(source**2, axis=(1, 2))) * cell)),
+        coeff_scale=tuple(float(np.median(np.abs(k))) for k in coefficients),
+    )
+
+
 def tiny_flags(**overrides) -> list[str]:
     """The tiny run as command-line overrides of experiments/configs/base.py."""
     values = {**TINY, **overrides}
