@@ -26,6 +26,15 @@ os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".st
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests (hypothesis) draw their examples from a seed fixed per test in CI ("ci", the default): every run
+# meets the same examples, so a red CI run is a regression, never a new draw. "random" draws new examples each run
+# and keeps the failing ones in .hypothesis/ to replay: `make test-random`, or `pytest --hypothesis-profile=random`
+# (or FNO_HYPOTHESIS_PROFILE=random). Each test's own @settings (example counts, deadlines) apply in both.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("random", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("FNO_HYPOTHESIS_PROFILE", "ci"))
 
 # The tiny run every end-to-end test shares: seconds on a CPU, and it still checkpoints, evaluates and resumes.
 TINY = {
