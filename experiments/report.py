@@ -42,9 +42,7 @@ from collections.abc import Sequence
 
 from experiments import report_plots, report_tables
 from experiments.report_data import (
-    BOOTSTRAP_RESAMPLES,
-    BOOTSTRAP_SEED,
-    LEVEL,
+    LENGTH_TOLERANCE,
     _data_savings,
     _fits,
     aggregate_points,
@@ -52,7 +50,9 @@ from experiments.report_data import (
     curves,
     equivalent_scratch_size,
     fit_power_law,
+    length_check,
     load_results,
+    order_statistic_coverage,
     select_best_lr,
 )
 from fno_jax.storage.json_io import write_json_atomic
@@ -83,12 +83,8 @@ def build_report(sweep_dir: str, *, plots: bool = True, verbose: bool = False) -
         "all_runs": records,
         "fits": fits,
         "data_savings": savings,
-        "statistic": {
-            "point": "median over seeds",
-            "interval": f"{LEVEL:.0%} percentile bootstrap over seeds",
-            "resamples": BOOTSTRAP_RESAMPLES,
-            "generator_seed": BOOTSTRAP_SEED,
-        },
+        "length_check": length_check(records, points),
+        "statistic": _statistic(records, points),
         "plots": report_plots.write_plots(sweep_dir, points, fits, savings) if plots and points else [],
     }
     tables = report_tables.main_tables(points, savings)
@@ -99,6 +95,41 @@ def build_report(sweep_dir: str, *, plots: bool = True, verbose: bool = False) -
         for title, table in tables:
             print(f"\n{title}\n{table}")
     return report
+
+
+def _statistic(records: list[dict], points: list[dict]) -> dict:
+    """What a point's value and bracket are, in words and numbers, from what the runs varied."""
+    counts = sorted({len(p["seeds"]) for p in points if p["mode"] != "zeroshot"}) or [0]
+    n = counts[0]
+    downstream = [r for r in records if r.get("kind") != "pretrain"]
+    varies = ["the network's initialization", "the order of the training samples", "the subset drawn from the pool"]
+    fixed = ["the validation and test sets"]
+    if any(int(r.get("pool_seed", -1)) >= 0 for r in downstream):
+        varies.append("the training pool itself (each seed draws its own)")
+    else:
+        fixed.append("the training pool")
+    pretrain_seeds = {r["pretrain_seed"] for r in downstream if r.get("pretrain_seed") is not None}
+    if len(pretrain_seeds) > 1:
+        varies.append(f"the pretrained model ({len(pretrain_seeds)} pretraining seeds, assigned round robin)")
+    elif pretrain_seeds:
+        fixed.append("the pretrained model (one pretraining seed)")
+    seeds = f"{n}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    interval = (
+        f"the range, lowest to highest, of a point's {seeds} per-seed values (each at its seed's best-validation "
+        "learning rate). As an interval for the median of the seed-to-seed distribution it is distribution-free, "
+        f"with coverage 1 - 2^(1-n): {order_statistic_coverage(n):.1%} at n = {n}. A seed varies "
+        f"{', '.join(varies)}; fixed across seeds: {', '.join(fixed)}."
+    )
+    return {
+        "point": "median over seeds",
+        "interval": interval,
+        "seeds_per_point": counts,
+        "coverage": order_statistic_coverage(n),
+        "varies": varies,
+        "fixed": fixed,
+        "savings": "per seed: the seed's fine-tuned error on its own scratch curve; median and range over seeds",
+        "length_tolerance": LENGTH_TOLERANCE,
+    }
 
 
 def _cli() -> None:

@@ -40,6 +40,8 @@ LEVEL = 0.95
 # The scratch curve's power law is followed at most this factor beyond its largest (or below its smallest) N: a
 # scratch-equivalent N further out is reported as a bound at the limit, not as a number read off a long extrapolation.
 EXTRAPOLATION_LIMIT = 4.0
+# The length check: a run has converged when doubling its length changes the reported error by at most this much.
+LENGTH_TOLERANCE = 0.15
 
 
 def load_results(sweep_dir: str) -> list[dict]:
@@ -78,9 +80,20 @@ def model_label(model: dict) -> str:
     return f"w{model.get('width')}m{model.get('modes')}"
 
 
+def source_of(r: dict) -> str:
+    """The curve a run or point belongs to within its mode: the pretrained model it starts from, with its
+    fine-tuning variant; for a zero-shot one also the statistics rule it normalizes with."""
+    label = r.get("pretrain", "")
+    if r.get("variant"):
+        label = f"{label}, {r['variant']}" if label else r["variant"]
+    if r.get("mode") == "zeroshot" and r.get("zeroshot_stats"):
+        label += f", {r['zeroshot_stats']} stats"
+    return label
+
+
 def _point_key(r: dict) -> tuple:
-    """(task, shift, model key, mode, pretrain, N): one point of a curve."""
-    return (r["task"], r["shift"], model_key(r["model"]), r["mode"], r["pretrain"], int(r["num_train"]))
+    """(task, shift, model key, mode, source, N): one point of a curve (`source_of`)."""
+    return (r["task"], r["shift"], model_key(r["model"]), r["mode"], source_of(r), int(r["num_train"]))
 
 
 def select_best_lr(records: Sequence[dict]) -> list[dict]:
@@ -90,12 +103,15 @@ def select_best_lr(records: Sequence[dict]) -> list[dict]:
     """
     buckets: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        if r.get("kind") != "pretrain":
+        if r.get("kind") != "pretrain" and not r.get("length_check"):
             buckets[(*_point_key(r), int(r["seed"]))].append(r)
     selected = []
     for key in sorted(buckets, key=lambda k: (k[0], k[1], k[2], k[3], k[4], k[5], k[6])):
         group = buckets[key]
         best = dict(min(group, key=lambda r: (_finite(r["val_rel_l2"]), r.get("learning_rate") or 0.0)))
+        rates = sorted({r["learning_rate"] for r in group if r.get("learning_rate") is not None})
+        # A chosen rate at either end of a grid of three or more: the grid may not bracket the best rate.
+        best["lr_at_edge"] = len(rates) >= 3 and best.get("learning_rate") in (rates[0], rates[-1])
         best["lr_grid"] = sorted(
             (
                 {
@@ -163,7 +179,7 @@ def aggregate_points(runs: Sequence[dict]) -> list[dict]:
         for name in sorted({m for r in rs for m in _metrics_of(r)}):
             pairs = [(r["seed"], _metrics_of(r)[name]) for r in rs if name in _metrics_of(r)]
             values = [v for _, v in pairs]
-            low, high = bootstrap_ci(values)
+            low, high = min(values), max(values)
             metrics[name] = {
                 "median": float(np.median(values)),
                 "ci_low": low,
@@ -172,23 +188,38 @@ def aggregate_points(runs: Sequence[dict]) -> list[dict]:
                 "values": values,
             }
         first = rs[0]
+        edges = sum(bool(r.get("lr_at_edge")) for r in rs)
         points.append(
             {
                 "task": first["task"],
                 "shift": first["shift"],
                 "pretrain": first["pretrain"],
+                "variant": first.get("variant", ""),
+                "zeroshot_stats": first.get("zeroshot_stats") if first["mode"] == "zeroshot" else None,
+                "source": source_of(first),
                 "model": first["model"],
                 "num_params": first.get("num_params"),
                 "mode": first["mode"],
                 "num_train": int(first["num_train"]),
                 "seeds": [r["seed"] for r in rs],
+                "pretrain_seeds": sorted({r["pretrain_seed"] for r in rs if r.get("pretrain_seed") is not None}),
                 "test_rel_l2": metrics[HEADLINE]["median"],
                 "ci_low": metrics[HEADLINE]["ci_low"],
                 "ci_high": metrics[HEADLINE]["ci_high"],
+                "coverage": order_statistic_coverage(len(rs)),
+                # Seeds whose chosen learning rate sits at an end of the grid; most of them: the grid may be too narrow.
+                "lr_edge_seeds": edges,
+                "lr_at_edge": edges > len(rs) / 2,
                 "metrics": metrics,
             }
         )
     return points
+
+
+def order_statistic_coverage(n: int) -> float:
+    """The probability that the range [lowest, highest] of n independent draws covers the median of their
+    distribution: 1 - 2 (1/2)^n, whatever the distribution (0 for a single draw)."""
+    return 0.0 if n < 2 else 1.0 - 2.0 * 0.5**n
 
 
 def fit_power_law(num_train: Sequence[float], error: Sequence[float]) -> dict | None:
@@ -246,7 +277,7 @@ def curves(points: Sequence[dict]) -> dict[tuple, list[dict]]:
     """(task, shift, model key, mode, pretrain) -> points sorted by N."""
     out: dict[tuple, list[dict]] = defaultdict(list)
     for p in points:
-        out[(p["task"], p["shift"], model_key(p["model"]), p["mode"], p["pretrain"])].append(p)
+        out[(p["task"], p["shift"], model_key(p["model"]), p["mode"], source_of(p))].append(p)
     for v in out.values():
         v.sort(key=lambda p: p["num_train"])
     return out
@@ -266,7 +297,8 @@ def _fits(curve_map: dict[tuple, list[dict]]) -> list[dict]:
                 "shift": shift,
                 "model": pts[0]["model"],
                 "mode": mode,
-                "pretrain": pretrain,
+                "pretrain": pts[0]["pretrain"],
+                "source": pretrain,
                 **fit,
                 "num_train_range": [pts[0]["num_train"], pts[-1]["num_train"]],
             }
@@ -294,73 +326,127 @@ def _savings_curve(scratch: Sequence[tuple[int, float]], finetune: Sequence[tupl
     return out
 
 
-def _resampled_medians(pts: Sequence[dict], seeds: Sequence[int], picks: np.ndarray) -> np.ndarray:
-    """[resamples, points]: each point's median at the drawn seeds (with repeats); a point that has none of the
-    drawn seeds keeps the median of all its seeds."""
-    out = np.empty((picks.shape[0], len(pts)))
-    for j, p in enumerate(pts):
+def _per_seed(points: Sequence[dict]) -> dict[int, list[tuple[int, float]]]:
+    """seed -> [(N, the seed's error)] over a curve's points (the points where the seed ran)."""
+    out: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for p in points:
         headline = p["metrics"][HEADLINE]
-        by_seed = dict(zip(headline["seeds"], headline["values"], strict=True))
-        values = np.array([by_seed.get(s, np.nan) for s in seeds])[picks]
-        empty = np.all(np.isnan(values), axis=1)
-        values[empty] = np.median(headline["values"])
-        out[:, j] = np.nanmedian(values, axis=1)
+        for seed, value in zip(headline["seeds"], headline["values"], strict=True):
+            out[seed].append((p["num_train"], value))
     return out
 
 
-def _savings_interval(
-    scratch: Sequence[dict], finetune: Sequence[dict], resamples: int = 2000
-) -> list[tuple[float | None, float | None]]:
-    """Bootstrap interval of each fine-tuned point's savings: seeds resampled jointly over both curves."""
-    seeds = sorted({s for p in (*scratch, *finetune) for s in p["metrics"][HEADLINE]["seeds"]})
-    if len(seeds) < 2:
-        return [(None, None)] * len(finetune)
-    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(seeds), size=(resamples, len(seeds)))
-    scratch_err = _resampled_medians(scratch, seeds, picks)
-    finetune_err = _resampled_medians(finetune, seeds, picks)
-    scratch_n, finetune_n = [p["num_train"] for p in scratch], [p["num_train"] for p in finetune]
-    draws: list[list[float | None]] = [[] for _ in finetune]
-    for b in range(resamples):
-        curve = _savings_curve(list(zip(scratch_n, scratch_err[b])), list(zip(finetune_n, finetune_err[b])))
-        for i, (_, _, saving, _, _) in enumerate(curve):
-            draws[i].append(saving)
-    tail = 100 * (1 - LEVEL) / 2
-    out = []
-    for d in draws:
-        finite = [x for x in d if x is not None and math.isfinite(x)]
-        if len(finite) < len(d):  # some resamples have no decreasing scratch fit to read N off
-            out.append((None, None))
-        else:
-            low, high = np.percentile(finite, [tail, 100 - tail])
-            out.append((float(low), float(high)))
+def _savings_by_seed(scratch: Sequence[dict], finetune: Sequence[dict]) -> list[list[tuple]]:
+    """Per fine-tuned point: (seed, N_scratch, savings, extrapolated, bound) of each seed, its fine-tuned error read
+    off its own scratch curve (seed s fine-tuned against seed s from scratch: the same pool, init stream and
+    order), for the seeds that ran every scratch point."""
+    scratch_by_seed = {s: c for s, c in _per_seed(scratch).items() if len(c) == len(scratch)}
+    out: list[list[tuple]] = [[] for _ in finetune]
+    for seed, fine in _per_seed(finetune).items():
+        if seed not in scratch_by_seed:
+            continue
+        for n, n_eq, saving, extrapolated, bound in _savings_curve(scratch_by_seed[seed], fine):
+            i = next(j for j, p in enumerate(finetune) if p["num_train"] == n)
+            out[i].append((seed, n_eq, saving, extrapolated, bound))
     return out
+
+
+def _median_entry(entries: list[tuple]) -> tuple:
+    """The (N_scratch, savings, extrapolated, bound) of the median seed's savings: the middle one of an odd count,
+    the geometric mean of the two middle ones of an even count (extrapolated or bounded if either is)."""
+    ordered = sorted(entries, key=lambda e: e[2])
+    k = len(ordered)
+    if k % 2:
+        _, n_eq, saving, extrapolated, bound = ordered[k // 2]
+        return n_eq, saving, extrapolated, bound
+    a, b = ordered[k // 2 - 1], ordered[k // 2]
+    return (math.sqrt(a[1] * b[1]), math.sqrt(a[2] * b[2]), a[3] or b[3], a[4] or b[4])
 
 
 def _data_savings(curve_map: dict[tuple, list[dict]]) -> list[dict]:
+    """Per fine-tuned curve and point: the examples saved, seed by seed, and their median and range."""
     out = []
     for key, pts in curve_map.items():
-        task, shift, mkey, mode, pretrain = key
+        task, shift, mkey, mode, source = key
         scratch = curve_map.get((task, shift, mkey, "scratch", ""))
         if mode != "finetune" or not scratch:
             continue
-        central = _savings_curve(
-            [(p["num_train"], p["test_rel_l2"]) for p in scratch], [(p["num_train"], p["test_rel_l2"]) for p in pts]
-        )
-        intervals = _savings_interval(scratch, pts)
         scratch_n = [p["num_train"] for p in scratch]
-        points = [
-            {
-                "num_train": n,
-                "finetune_rel_l2": p["test_rel_l2"],
-                "scratch_equivalent_num_train": n_eq,
-                "savings": saving,
-                "extrapolated": extrapolated,
-                "savings_bound": bound,
-                "savings_ci_low": low,
-                "savings_ci_high": high,
-                "savings_limits": [min(scratch_n) / EXTRAPOLATION_LIMIT / n, max(scratch_n) * EXTRAPOLATION_LIMIT / n],
-            }
-            for p, (n, n_eq, saving, extrapolated, bound), (low, high) in zip(pts, central, intervals, strict=True)
-        ]
-        out.append({"task": task, "shift": shift, "model": pts[0]["model"], "pretrain": pretrain, "points": points})
+        points = []
+        for p, entries in zip(pts, _savings_by_seed(scratch, pts), strict=True):
+            n = p["num_train"]
+            known = [e for e in entries if e[2] is not None]
+            n_eq, saving, extrapolated, bound = _median_entry(known) if known else (None, None, True, "")
+            whole = len(known) == len(entries) and known
+            points.append(
+                {
+                    "num_train": n,
+                    "finetune_rel_l2": p["test_rel_l2"],
+                    "scratch_equivalent_num_train": n_eq,
+                    "savings": saving,
+                    "extrapolated": bool(extrapolated),
+                    "savings_bound": bound,
+                    "savings_ci_low": min(e[2] for e in known) if whole else None,
+                    "savings_ci_high": max(e[2] for e in known) if whole else None,
+                    "seeds": [e[0] for e in entries],
+                    "savings_by_seed": [e[2] for e in entries],
+                    "extrapolated_by_seed": [bool(e[3]) for e in entries],
+                    "savings_limits": [
+                        min(scratch_n) / EXTRAPOLATION_LIMIT / n,
+                        max(scratch_n) * EXTRAPOLATION_LIMIT / n,
+                    ],
+                }
+            )
+        out.append(
+            {"task": task, "shift": shift, "model": pts[0]["model"], "pretrain": pts[0]["pretrain"], "source": source,
+             "variant": pts[0].get("variant", ""), "points": points}
+        )  # fmt: skip
     return out
+
+
+def length_check(records: Sequence[dict], points: Sequence[dict]) -> list[dict]:
+    """Each doubled run of the length check beside what the report states: a pretraining run's test error, or a
+    point's median over seeds (the same seeds, their chosen learning rates, twice the steps)."""
+    out = []
+    regular = {r["name"]: r for r in records if r.get("name") and not r.get("length_check")}
+    for r in records:
+        if r.get("kind") == "pretrain" and r.get("length_check"):
+            base = regular.get(r["name"].removesuffix("-x2"))
+            if base is not None:
+                entry = _length_entry("pretrain", base, [base["test_rel_l2"]], [r["test_rel_l2"]], [r["seed"]])
+                out.append({**entry, "epochs": base.get("epochs"), "epochs_doubled": r.get("epochs")})
+    doubled: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        if r.get("kind") != "pretrain" and r.get("length_check"):
+            doubled[_point_key(r)].append(r)
+    by_key = {(p["task"], p["shift"], model_key(p["model"]), p["mode"], p["source"], p["num_train"]): p for p in points}
+    for key, runs in sorted(doubled.items(), key=lambda item: tuple(natural_key(x) for x in item[0])):
+        point = by_key.get(key)
+        if point is None:
+            continue
+        seeds = sorted(r["seed"] for r in runs)
+        headline = point["metrics"][HEADLINE]
+        reported = [v for s, v in zip(headline["seeds"], headline["values"], strict=True) if s in seeds]
+        entry = _length_entry("downstream", point, reported, [r["test_rel_l2"] for r in runs], seeds)
+        epochs = runs[0].get("epochs")
+        out.append({**entry, "epochs": epochs / 2 if epochs else None, "epochs_doubled": epochs})
+    return out
+
+
+def _length_entry(kind: str, base: dict, reported: list[float], doubled: list[float], seeds: list[int]) -> dict:
+    median, median_doubled = float(np.median(reported)), float(np.median(doubled))
+    change = (median_doubled - median) / median
+    return {
+        "kind": kind,
+        "task": base["task"],
+        "shift": base.get("shift", "pretrain"),
+        "model": base["model"],
+        "mode": base["mode"] if kind == "downstream" else "scratch",
+        "source": base.get("source", ""),
+        "num_train": int(base["num_train"]),
+        "seeds": seeds,
+        "test_rel_l2": median,
+        "test_rel_l2_doubled": median_doubled,
+        "relative_change": change,
+        "within_tolerance": abs(change) <= LENGTH_TOLERANCE,
+    }

@@ -42,9 +42,11 @@ an error (start a new SWEEP_DIR or delete that folder).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import re
 import socket
@@ -59,7 +61,7 @@ from ml_collections import config_flags
 
 from experiments import plan as plan_lib
 from experiments.study import RunSpec, expand_study, run_workdir
-from fno_jax.config import ConfigError
+from fno_jax.config import ConfigError, with_defaults
 from fno_jax.runtime.distributed import maybe_initialize, on_main_process
 from fno_jax.runtime.log_setup import configure_logging
 from fno_jax.runtime.preemption import exit_on_preemption
@@ -168,12 +170,17 @@ def _sweep_lock(sweep_dir: str) -> Iterator[None]:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
+# Meta fields a study's runs may carry (experiments.study) that the report reads.
+_OPTIONAL_META = ("pretrain_seed", "variant", "zeroshot_stats", "length_check", "epochs", "pool_seed")
+
+
 def _record(spec: RunSpec, summary: dict) -> dict:
     """A results.jsonl line: the run's summary with the sweep's description of the run."""
     record = dict(summary)
     # The sweep knows which group/shift/pretrain a run belongs to; the trainer does not.
-    for key in ("kind", "group", "shift", "task_ranges", "pretrain", "mode", "seed"):
-        record[key] = spec.meta[key]
+    for key in ("kind", "group", "shift", "task_ranges", "pretrain", "mode", "seed", *_OPTIONAL_META):
+        if key in spec.meta:
+            record[key] = spec.meta[key]
     record["name"] = spec.name
     record.setdefault("model", spec.meta["model"])
     record.setdefault("learning_rate", spec.meta["learning_rate"])
@@ -204,24 +211,60 @@ def collect_results(runs: Sequence[RunSpec], sweep_dir: str) -> list[dict]:
 
 
 def _check_or_save_run(spec: RunSpec, workdir: str) -> None:
-    """Save the run's full config; refuse to reuse a folder made by a different config."""
+    """Save the run's full config; refuse to reuse a folder made by a different config. A length-check run's
+    learning rate is chosen when it starts (`resolve_learning_rate`): its folder is checked without the rate, and
+    saved once the rate is known."""
     config = to_json(spec.config.to_dict())
     path = os.path.join(workdir, RUN_FILE)
+    resolved = not spec.select_lr_from or spec.meta["learning_rate"] is not None
     if os.path.exists(path):
         with open(path) as f:
-            saved = json.load(f)["config"]
+            saved = with_defaults(json.load(f)["config"])  # keys added since it was saved: at their defaults
         # init_from is an absolute path: moving the sweep folder must not invalidate it.
         ignore = {"init_from"}
-        if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in config.items() if k not in ignore}:
+        mine = config
+        if spec.select_lr_from:
+            saved, mine = (_without_learning_rate(c) for c in (saved, config))
+        if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in mine.items() if k not in ignore}:
             raise ValueError(
                 f"Run folder {workdir} was made with a different run config than the study now gives. "
                 "Use a new --workdir for a changed study, or delete that run folder to redo it."
             )
+        if not (spec.select_lr_from and resolved):
+            return
+    if not resolved:
         return
     os.makedirs(workdir, exist_ok=True)
     payload = {"name": spec.name, "depends_on": list(spec.depends_on), "meta": spec.meta}
     payload["config"] = config
     write_json_atomic(path, payload)
+
+
+def _without_learning_rate(config: dict) -> dict:
+    return {**config, "train": {k: v for k, v in config["train"].items() if k != "learning_rate"}}
+
+
+def resolve_learning_rate(spec: RunSpec, sweep_dir: str) -> RunSpec:
+    """A length-check run with its learning rate chosen: the rate of the run of `spec.select_lr_from` (its seed's
+    grid at the same point, all finished) with the lowest validation relative L2, the report's rule. Other runs are
+    returned as they are."""
+    if not spec.select_lr_from:
+        return spec
+    summaries = []
+    for name in spec.select_lr_from:
+        summary = _read_summary(run_workdir(sweep_dir, name))
+        if summary is None:
+            raise RuntimeError(f"{spec.name}: its learning rate comes from {name}, which has not finished.")
+        summaries.append(summary)
+    best = min(summaries, key=lambda s: (_finite_or_inf(s.get("val_rel_l2")), float(s["learning_rate"])))
+    config = copy.deepcopy(spec.config)
+    config.train.learning_rate = float(best["learning_rate"])
+    meta = {**spec.meta, "learning_rate": float(best["learning_rate"])}
+    return dataclasses.replace(spec, config=config, meta=meta)
+
+
+def _finite_or_inf(value) -> float:
+    return float(value) if value is not None and math.isfinite(float(value)) else math.inf
 
 
 def _select(runs: list[RunSpec], only: str | Sequence[str] | None) -> list[RunSpec]:
@@ -264,8 +307,11 @@ def work_units(runs: list[RunSpec], pack: bool) -> list[list[RunSpec]]:
 
 def _group_label(unit: list[RunSpec]) -> str:
     """'poisson_e5_10-scratch-n00008: 6 packed runs (lr 0.0001, 0.001; seeds 0, 1, 2)'."""
-    stem = re.sub(r"-lr[^-]*(-.*)?$", "", unit[0].name)
-    rates = ", ".join(f"{lr:g}" for lr in sorted({float(r.meta["learning_rate"]) for r in unit}))
+    stem = re.sub(r"-s\d+(-x2)?$", r"\1", re.sub(r"-lr[^-]*(-.*)?$", "", unit[0].name))
+    if any(r.select_lr_from for r in unit):
+        rates = "each seed's chosen"
+    else:
+        rates = ", ".join(f"{lr:g}" for lr in sorted({float(r.meta["learning_rate"]) for r in unit}))
     seeds = ", ".join(str(s) for s in sorted({int(r.meta["seed"]) for r in unit}))
     return f"{stem}: {len(unit)} packed runs (lr {rates}; seeds {seeds})"
 
@@ -309,7 +355,10 @@ class _Sweep:
             logging.info(f"    sweep {time.monotonic() - start:.0f} s")
 
     def _run_unit(self, unit: list[RunSpec], prefix: str) -> None:
+        unit = [resolve_learning_rate(spec, self.sweep_dir) for spec in unit]
         workdirs = [self.workdir(spec.name) for spec in unit]
+        for spec, workdir in zip(unit, workdirs, strict=True):
+            _check_or_save_run(spec, workdir)
         logging.info(f"{prefix} ...")
         start = time.monotonic()
         if len(unit) == 1:

@@ -43,7 +43,16 @@ from fno_jax.runtime.cli_errors import UserError
 from fno_jax.storage import integrity
 from fno_jax.training.optim import param_path
 
-__all__ = ["BundleError", "flatten_params", "is_bundle", "load", "norm_stats", "read_card", "write_bundle"]
+__all__ = [
+    "BundleError",
+    "base_of",
+    "flatten_params",
+    "is_bundle",
+    "load",
+    "norm_stats",
+    "read_card",
+    "write_bundle",
+]
 
 FORMAT = "fno-jax-bundle"
 FORMAT_VERSION = 1
@@ -195,12 +204,24 @@ def load(path: str | os.PathLike) -> tuple[FNO, dict[str, Any], dict[str, Any]]:
     used as `model.apply({"params": params}, x)`), and card.json as a dict.
 
     The weights' sha256 must match the card's, and their names and shapes the card's model: a modified or truncated
-    bundle is refused with a BundleError.
+    bundle is refused with a BundleError. An adapter bundle (its card has `adapter`) is loaded on top of its base
+    bundle, found by the path it names (relative to the adapter bundle, then as written) and checked by its sha256;
+    the params are the base's with the adapters merged (`fno_jax.training.tuning`).
     """
-    from safetensors.numpy import load as load_safetensors
-
     path = os.fspath(path)
     card = read_card(path)
+    if card.get("adapter"):
+        return _load_adapter(path, card)
+    params = _read_weights(path, card)
+    model = model_from_card(card)
+    _check_tree(params, model, card["layout"], path)
+    return model, params, card
+
+
+def _read_weights(path: str, card: Mapping[str, Any]) -> dict[str, Any]:
+    """The bundle's params.safetensors as a nested dict, checked against the card's sha256."""
+    from safetensors.numpy import load as load_safetensors
+
     weights = os.path.join(path, card["weights"].get("file", PARAMS_FILE))
     try:
         with open(weights, "rb") as f:
@@ -212,8 +233,42 @@ def load(path: str | os.PathLike) -> tuple[FNO, dict[str, Any], dict[str, Any]]:
             f"{weights} does not match the sha256 in {CARD_FILE} (the file was changed, truncated or replaced); "
             "export the bundle again or restore the original file."
         )
-    params = unflatten_params(load_safetensors(data))
-    model = model_from_card(card)
+    return unflatten_params(load_safetensors(data))
+
+
+def base_of(path: str | os.PathLike, card: Mapping[str, Any]) -> str:
+    """The directory of an adapter bundle's base bundle: the path its card names, relative to the adapter bundle
+    or as written; a BundleError when neither is a bundle."""
+    base = card["adapter"]["base"]
+    candidates = [os.path.join(os.fspath(path), base.get("relative_path") or ""), base.get("path") or ""]
+    for candidate in candidates:
+        if candidate and is_bundle(candidate):
+            return candidate
+    raise BundleError(
+        f"the base bundle of adapter bundle {path} is not at {base.get('relative_path')!r} (relative to it) nor at "
+        f"{base.get('path')!r}; put the base bundle (sha256 {base.get('sha256')}) back there."
+    )
+
+
+def _load_adapter(path: str, card: Mapping[str, Any]) -> tuple[FNO, dict[str, Any], dict[str, Any]]:
+    from fno_jax.training.tuning import Tuning
+
+    base_path = base_of(path, card)
+    model, base, base_card = load(base_path)
+    spec = card["adapter"]
+    if base_card["weights"]["sha256"] != spec["base"]["sha256"]:
+        raise BundleError(
+            f"the base bundle {base_path} of adapter bundle {path} holds other weights (sha256 "
+            f"{base_card['weights']['sha256']}) than the adapters were trained on ({spec['base']['sha256']}); put the "
+            "right base bundle there."
+        )
+    adapters = _read_weights(path, card)
+    tuning = Tuning(spec["mode"], int(spec["rank"]), tuple(spec["targets"]))
+    try:
+        merged = tuning.model_params({"base": base, "adapters": adapters})
+    except (KeyError, TypeError, ValueError) as err:
+        raise BundleError(f"the adapters in {path} do not fit their base bundle {base_path} ({err}).") from err
+    params = jax.tree_util.tree_map(np.asarray, merged)
     _check_tree(params, model, card["layout"], path)
     return model, params, card
 

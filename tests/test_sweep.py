@@ -76,7 +76,7 @@ def _lines(sweep_dir):
 def test_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path):
     study = _quickstart()
     total = len(study_lib.expand_study(study, str(tmp_path)))
-    assert total == 10  # pretrain, 2 N x (scratch, finetune) x 1 LR x 2 seeds, zeroshot
+    assert total == 11  # pretrain, 2 N x (scratch, finetune) x 1 LR x 2 seeds, zeroshot under 2 statistics rules
 
     crash = FakeRun(fail_on_call=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -163,17 +163,17 @@ def _failures(sweep_dir):
 
 def test_keep_going_skips_dependents_of_a_failed_run_and_records_every_failure(tmp_path):
     fake = FakeRun(fail_if=lambda name: name.startswith("pretrain"))
-    with pytest.raises(RuntimeError, match="6 run\\(s\\) failed \\(recorded in .*failures.jsonl"):
+    with pytest.raises(RuntimeError, match="7 run\\(s\\) failed \\(recorded in .*failures.jsonl"):
         run_sweep(_quickstart(), str(tmp_path), run_fn=fake, keep_going=True)
-    # The pretraining run failed; its 4 fine-tuning + 1 zero-shot runs were skipped, the 4 scratch runs ran.
+    # The pretraining run failed; its 4 fine-tuning + 2 zero-shot runs were skipped, the 4 scratch runs ran.
     assert sorted(r["mode"] for r in _lines(tmp_path)) == ["scratch"] * 4
     failures = _failures(tmp_path)
-    assert len(failures) == 6
+    assert len(failures) == 7
     assert failures["pretrain-poisson-s0"]["error"] == "RuntimeError: simulated failure"
     assert failures["poisson_e5_10-zeroshot-from-poisson-s0"]["error"].startswith("skipped: depends on failed")
     # Fixed and run again: every run finishes and the failures are gone.
     run_sweep(_quickstart(), str(tmp_path), run_fn=FakeRun())
-    assert len(_lines(tmp_path)) == 10 and _failures(tmp_path) == {}
+    assert len(_lines(tmp_path)) == 11 and _failures(tmp_path) == {}
 
 
 def test_a_failure_in_another_shard_is_not_waited_for(tmp_path):
@@ -186,7 +186,8 @@ def test_a_failure_in_another_shard_is_not_waited_for(tmp_path):
     with pytest.raises(RuntimeError, match="failed"):
         run_sweep(study, str(tmp_path), run_fn=other, shard=(1, 2), keep_going=True, wait=DependencyWait(poll_s=60))
     assert all("scratch" in name for name in other.calls)
-    assert "which failed in another shard" in _failures(tmp_path)["poisson_e5_10-zeroshot-from-poisson-s0"]["error"]
+    shard_one_zeroshot = "poisson_e5_10-zeroshot-pretrainstats-from-poisson-s0"
+    assert "which failed in another shard" in _failures(tmp_path)[shard_one_zeroshot]["error"]
     # Without keep_going the shard stops there.
     with pytest.raises(RuntimeError, match="which failed in another shard"):
         run_sweep(study, str(tmp_path), run_fn=FakeRun(), shard=(1, 2), wait=DependencyWait(poll_s=60))
@@ -233,7 +234,7 @@ def test_killed_sweep_run_again_equals_an_uninterrupted_one(tmp_path, uninterrup
     assert len(_lines(sweep_dir)) < 10
     rerun = FakeRun()
     run_sweep(_quickstart(), str(sweep_dir), run_fn=rerun)
-    assert 0 < len(rerun.calls) <= 7  # the finished runs were skipped
+    assert 0 < len(rerun.calls) <= 8  # the finished runs were skipped
     assert _results_bytes(sweep_dir) == _results_bytes(uninterrupted)
 
 
@@ -390,9 +391,10 @@ def test_runs_that_differ_only_in_seed_and_rate_are_packed(tmp_path):
         return [run(c, w) for c, w in zip(configs, workdirs, strict=True)]
 
     records = run_sweep(_quickstart(), str(tmp_path), run_fn=run, pack_fn=pack)
-    assert len(records) == 10 and len(packs) == 4 and all(len(p) == 2 for p in packs)
+    assert len(records) == 11 and len(packs) == 4 and all(len(p) == 2 for p in packs)
     singles = set(run.calls) - {name for p in packs for name in p}
-    assert singles == {"pretrain-poisson-s0", "poisson_e5_10-zeroshot-from-poisson-s0"}
+    zeroshot = {"poisson_e5_10-zeroshot-from-poisson-s0", "poisson_e5_10-zeroshot-pretrainstats-from-poisson-s0"}
+    assert singles == {"pretrain-poisson-s0", *zeroshot}
     # study.pack = False: one at a time, same results.
     study = _quickstart()
     study.pack = False

@@ -208,3 +208,22 @@ def test_runs_on_one_pool_normalize_alike(tmp_path):
     assert stats[0] == stats[1]
     small = tiny_config(**{"data.num_train": 8})  # a pool of its own 8 samples
     assert load_splits(small, task_of(small), "poisson").stats != stats[0]
+
+
+def test_a_workdir_of_an_earlier_version_resumes_with_new_keys_at_their_defaults(tmp_path):
+    # config.json written before a key existed (here data.num_unlabelled and finetune.mode): the key ran at what is
+    # now its default, so the same run today is the same identity; a key that really differs is still refused.
+    from fno_jax.storage.workdir import Workdir
+
+    config = tiny_config()
+    old = json.loads(config.to_json())
+    del old["data"]["num_unlabelled"], old["finetune"]["mode"]
+    os.makedirs(tmp_path, exist_ok=True)
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(old, f)
+    with Workdir(str(tmp_path), config):
+        pass
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump({**old, "data": {**old["data"], "num_train": 16}}, f)
+    with pytest.raises(ConfigError, match="different config.data"), Workdir(str(tmp_path), config):
+        pass

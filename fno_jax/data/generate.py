@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 SPLITS = ("train", "val", "test")
-_SPLIT_SALT = {"train": 0, "val": 1, "test": 2, "stream": 3}
+_SPLIT_SALT = {"train": 0, "val": 1, "test": 2, "stream": 3, "unlabelled": 4}
 
 
 def pool_seed(config: ml_collections.ConfigDict) -> int:

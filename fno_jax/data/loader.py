@@ -23,7 +23,7 @@ import numpy as np
 
 from fno_jax.config import layout_of
 from fno_jax.data import generate
-from fno_jax.data.order import batch_indices, epoch_order
+from fno_jax.data.order import UNLABELLED, batch_indices, epoch_order
 from fno_jax.data.prefetch import Prefetcher
 from fno_jax.data.training_set import TRAIN_KEYS, Splits, TrainingSet
 from fno_jax.model import channels
@@ -58,14 +58,28 @@ class Feed:
 
 
 class _DeviceFeed(Feed):
-    """The runs' training sets on every device ([K, N, ...] for K > 1); run k gathers its batch in its order."""
+    """The runs' training sets on every device ([K, N, ...] for K > 1); run k gathers its batch in its order. With
+    a residual term (`terms`) each run's unlabelled inputs are there too, and every step also gathers a batch of
+    them (`batch["unlabelled"]`) in an order of their own."""
 
-    def __init__(self, trains: Sequence[TrainingSet], parallel, axis, *, batch_size: int, seeds: Sequence[int]):
-        num = trains[0].num
-        arrays = axis.stack_host([t.read(np.arange(num)) for t in trains])
-        self._data = parallel.put_train_data({"arrays": arrays, "seeds": axis.stack_host(list(np.int32(seeds)))})
-        one = functools.partial(_select_rows, num=num, batch_size=batch_size)
-        self.select = lambda step, data: axis.map(one)(step, data["arrays"], data["seeds"])
+    def __init__(self, splits: Sequence[Splits], parallel, axis, *, batch_size: int, seeds: Sequence[int], terms):
+        data: dict[str, Any] = {"seeds": axis.stack_host(list(np.int32(seeds)))}
+        num = splits[0].train.num if splits[0].train is not None else 0
+        if "data" in terms:
+            data["arrays"] = axis.stack_host([s.train.read(np.arange(num)) for s in splits])
+        if "residual" in terms:
+            data["unlabelled"] = axis.stack_host([s.unlabelled for s in splits])
+        num_unlabelled = len(splits[0].unlabelled["source"]) if "residual" in terms else 0
+        self._data = parallel.put_train_data(data)
+
+        def one(step, seed, arrays, unlabelled):
+            batch = _select_rows(step, arrays, seed, num=num, batch_size=batch_size) if arrays is not None else {}
+            if unlabelled is not None:
+                rows = batch_indices(step, num=num_unlabelled, batch_size=batch_size, seed=seed, stream=UNLABELLED)
+                batch["unlabelled"] = {key: value[rows] for key, value in unlabelled.items()}
+            return batch
+
+        self.select = lambda step, data: axis.map(one)(step, data["seeds"], data.get("arrays"), data.get("unlabelled"))
 
     def data(self, step: int) -> Any:
         return self._data
@@ -124,9 +138,11 @@ def make_feed(
     *,
     start: int,
     stop: int,
+    terms: Sequence[str] = ("data",),
 ) -> Feed:
     """The feed of a group of runs (`configs`, one per run, sharing everything but seed and learning rate; `splits`
-    their data) that trains steps [start, stop); `axis` is the group's `RunAxis`."""
+    their data) that trains steps [start, stop); `axis` is the group's `RunAxis`; `terms` the loss terms it feeds
+    ("data": labelled batches, "residual": unlabelled ones, `fno_jax.training.steps.train_step`)."""
     config = configs[0]
     t, d = config.train, config.data
     seeds = [int(c.seed) for c in configs]
@@ -134,8 +150,8 @@ def make_feed(
         seed = generate.data_seed(config)
         return _StreamFeed(task, layout_of(config), axis, seed=seed, batch_size=t.batch_size, resolution=d.resolution)
     trains = [s.train for s in splits]
-    if loader_of(config, trains) == "device":
-        return _DeviceFeed(trains, parallel, axis, batch_size=t.batch_size, seeds=seeds)
+    if "residual" in terms or loader_of(config, trains) == "device":
+        return _DeviceFeed(splits, parallel, axis, batch_size=t.batch_size, seeds=seeds, terms=terms)
     return _HostFeed(trains, parallel, axis, batch_size=t.batch_size, seeds=seeds, start=start, stop=stop)
 
 

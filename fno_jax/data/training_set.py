@@ -79,13 +79,15 @@ class TrainingSet:
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    """The run's training set (None for a stream), val/test splits as training arrays, and the statistics of the
-    training inputs the run normalizes with (its downstream statistics)."""
+    """The run's training set (None for a stream; empty for a label-free run), val/test splits as training arrays,
+    the statistics of the training inputs the run normalizes with (its downstream statistics), and its unlabelled
+    inputs {"source", "coeffs"} for a residual loss (None when it has none)."""
 
     train: TrainingSet | None
     val: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
     stats: NormStats
+    unlabelled: dict[str, np.ndarray] | None = None
 
 
 def open_checked_dataset(config: ml_collections.ConfigDict, task, layout: str) -> StoredDataset:
@@ -151,18 +153,39 @@ def _generated_splits(configs: Sequence[ml_collections.ConfigDict], task, layout
         stream = make(seed, "train", STREAM_STATS_SAMPLES)
         stats = shared_stats(lambda: input_stats([stream], layout, d.length), layout)
         return [Splits(None, val, test, stats) for _ in configs]
-    pools: dict[int, tuple[dict, NormStats]] = {}
+    pools: dict[int, tuple[dict | None, dict | None, NormStats]] = {}
     out = []
     for c in configs:
         pool_seed = generate.pool_seed(c)
         if pool_seed not in pools:
-            pool = make(pool_seed, "train", d.num_train_pool or d.num_train)
-            pools[pool_seed] = pool, shared_stats(lambda pool=pool: input_stats([pool], layout, d.length), layout)
-        pool, stats = pools[pool_seed]
-        indices = nested_subset(pool["volume_fraction"], min(d.num_train, len(pool["source"])), int(c.seed))
-        train = TrainingSet(layout, indices, arrays=training_arrays({k: v[indices] for k, v in pool.items()}, layout))
-        out.append(Splits(train, val, test, stats))
+            size = d.num_train_pool or d.num_train
+            pool = make(pool_seed, "train", size) if size else None
+            unlabelled = make(pool_seed, "unlabelled", d.num_unlabelled) if d.num_unlabelled else None
+            # Statistics of the labelled pool's inputs (so every N of a group alike); a label-free run's of its
+            # unlabelled inputs (under test-time adaptation without either: of the test inputs it adapts on).
+            source = pool if pool is not None else unlabelled
+            source = source if source is not None else make(seed, "test", d.num_test)
+            stats = shared_stats(lambda source=source: input_stats([source], layout, d.length), layout)
+            pools[pool_seed] = pool, unlabelled, stats
+        pool, unlabelled, stats = pools[pool_seed]
+        train = _subset(pool, d.num_train, int(c.seed), layout)
+        inputs = _inputs(test) if c.train.test_time else (_inputs(training_arrays(unlabelled, layout))
+                                                          if unlabelled is not None else None)  # fmt: skip
+        out.append(Splits(train, val, test, stats, inputs))
     return out
+
+
+def _subset(pool: dict | None, num: int, seed: int, layout: str) -> TrainingSet:
+    """The nested subset of `num` samples `seed` draws from a pool (none: an empty training set)."""
+    if pool is None or num == 0:
+        return TrainingSet(layout, np.zeros(0, np.int64), arrays=None)
+    indices = nested_subset(pool["volume_fraction"], min(num, len(pool["source"])), seed)
+    return TrainingSet(layout, indices, arrays=training_arrays({k: v[indices] for k, v in pool.items()}, layout))
+
+
+def _inputs(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inputs of training arrays (no solutions): what a residual loss reads."""
+    return {"source": arrays["source"], "coeffs": arrays["coeffs"]}
 
 
 def _stored_splits(
@@ -177,10 +200,11 @@ def _stored_splits(
     vf = None
     if num < pool_size:
         vf = dataset.read("train", slice(None), arrays=("volume_fraction",))["volume_fraction"]
+    inputs = _inputs(test) if config.train.test_time else None
     out = []
     for seed in seeds:
-        indices = nested_subset(vf, num, seed) if vf is not None else np.arange(num)
-        out.append(Splits(TrainingSet(layout, indices, dataset=dataset), val, test, stats))
+        indices = nested_subset(vf, num, seed) if vf is not None and num else np.arange(num)
+        out.append(Splits(TrainingSet(layout, indices, dataset=dataset), val, test, stats, inputs))
     return out
 
 

@@ -33,7 +33,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from fno_jax.config import ConfigError
+from fno_jax.config import ConfigError, with_defaults
 from fno_jax.model.normalization import NormStats
 from fno_jax.runtime.cli_errors import UserError
 from fno_jax.runtime.distributed import all_processes, barrier, is_main_process
@@ -219,7 +219,7 @@ class Workdir:
         new = json.loads(self.config.to_json())
         if os.path.exists(path):
             with open(path) as f:
-                old = json.load(f)
+                old = with_defaults(json.load(f))
             changed = [k for k in IDENTITY_KEYS if old.get(k) != new.get(k)]
             if changed:
                 k = changed[0]

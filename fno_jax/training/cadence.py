@@ -13,6 +13,15 @@ import math
 import ml_collections
 
 
+def epoch_size(config: ml_collections.ConfigDict) -> int:
+    """The samples one epoch visits: the labelled training set; for a residual-only loss the unlabelled inputs (the
+    test inputs under test-time adaptation)."""
+    t, d = config.train, config.data
+    if t.loss == "residual":
+        return int(d.num_test if t.test_time else d.num_unlabelled)
+    return int(d.num_train)
+
+
 @dataclasses.dataclass(frozen=True)
 class Every:
     """Due at every multiple of `steps` and at the run's `last` step: the one rule all periodic actions share."""
@@ -41,7 +50,7 @@ class Cadence:
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> Cadence:
         t = config.train
-        per_epoch = max(int(config.data.num_train) // int(t.batch_size), 1)
+        per_epoch = max(epoch_size(config) // int(t.batch_size), 1)
         num_steps = int(t.num_steps) if t.num_steps >= 0 else int(t.num_epochs) * per_epoch
 
         def every(value: int, at_least: int = 1) -> Every:

@@ -105,8 +105,10 @@ def make_optimizer(
     freeze: Sequence[str] = (),
     params=None,
     steps_per_decay: int = 1,
+    labels=None,
 ) -> optax.GradientTransformation:
-    """Adam with the schedule above; leaves matching `freeze` get exactly zero updates.
+    """Adam with the schedule above; leaves matching `freeze`, or labelled "frozen" in `labels` (a tree like
+    `params`, e.g. a fine-tuning mode's, `fno_jax.training.tuning`), get exactly zero updates and no Adam state.
 
     The outermost transform is `optax.apply_if_finite`: an update whose gradient holds NaN or Inf leaves params
     and optimizer state unchanged, and its state's `last_finite` says so (the train step reports it).
@@ -119,11 +121,13 @@ def make_optimizer(
         base = optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay), rate)
     else:
         base = optax.chain(optax.scale_by_adam(), rate)
-    if not freeze:
+    if not freeze and labels is None:
         return optax.apply_if_finite(base, max_consecutive_errors=_NEVER)
-    if params is None:
-        raise ValueError("make_optimizer: `params` is required to label leaves when `freeze` is set.")
-    labels = freeze_labels(params, freeze)
+    if freeze:
+        if params is None:
+            raise ValueError("make_optimizer: `params` is required to label leaves when `freeze` is set.")
+        by_pattern = freeze_labels(params, freeze)
+        labels = by_pattern if labels is None else jax.tree_util.tree_map(_either_frozen, labels, by_pattern)
     if "trainable" not in jax.tree_util.tree_leaves(labels):
         raise ValueError(
             f"finetune.freeze={tuple(freeze)} matches every parameter, so nothing would train; "
@@ -133,9 +137,16 @@ def make_optimizer(
     return optax.apply_if_finite(frozen, max_consecutive_errors=_NEVER)
 
 
-def optimizer_from_config(config, params, *, num_steps: int, steps_per_decay: int) -> optax.GradientTransformation:
+def _either_frozen(a: str, b: str) -> str:
+    return "frozen" if "frozen" in (a, b) else "trainable"
+
+
+def optimizer_from_config(
+    config, params, *, num_steps: int, steps_per_decay: int, labels=None
+) -> optax.GradientTransformation:
     """The run's optimizer: `make_optimizer` with `config.train`'s rate, warmup and weight decay, `finetune.freeze`
-    (labelled on `params`), decaying over `num_steps` (at least 1) in stairs of `steps_per_decay`."""
+    (labelled on `params`) and the fine-tuning mode's `labels`, decaying over `num_steps` (at least 1) in stairs of
+    `steps_per_decay`."""
     return make_optimizer(
         config.train.learning_rate,
         max(num_steps, 1),
@@ -144,4 +155,5 @@ def optimizer_from_config(config, params, *, num_steps: int, steps_per_decay: in
         freeze=tuple(config.finetune.freeze),
         params=params,
         steps_per_decay=steps_per_decay,
+        labels=labels,
     )

@@ -36,8 +36,10 @@ MEMORY_FRACTION = 0.8
 
 
 def pack_key(config: ml_collections.ConfigDict) -> str:
-    """Runs with equal keys can train as one program: everything but `seed`, `train.learning_rate` and
-    `data.pool_seed` agrees (each run keeps its own init, order, training pool and statistics).
+    """Runs with equal keys can train as one program: everything but `seed`, `train.learning_rate`,
+    `data.pool_seed`, and the data or hybrid loss with its weight agrees (each run keeps its own init, order,
+    training pool, statistics and loss weights; a residual-only loss counts its epochs in unlabelled inputs, so it
+    packs only with its kind).
 
     A run whose data splits follow its seed (`data.seed` = -1) keeps its seed in the key: runs with other validation
     and test sets cannot share one.
@@ -45,6 +47,9 @@ def pack_key(config: ml_collections.ConfigDict) -> str:
     flat = json.loads(config.to_json())
     flat["train"].pop("learning_rate")
     flat["data"].pop("pool_seed")
+    if flat["train"]["loss"] != "residual":
+        flat["train"].pop("loss")
+        flat["train"].pop("residual_weight")
     if flat["data"]["seed"] >= 0:
         flat.pop("seed")
     return json.dumps(flat, sort_keys=True)

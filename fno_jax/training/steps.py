@@ -20,31 +20,62 @@ from fno_jax.model.normalization import ScaleArrays
 from fno_jax.training import metrics
 from fno_jax.training.losses import sum_squared_error
 from fno_jax.training.optim import current_learning_rate
+from fno_jax.training.tuning import Tuning
+
+FULL = Tuning()  # every weight trains, params are the model's
 
 State = dict[str, Any]
 Batch = dict[str, jax.Array]
+
+
+def residual_loss(
+    params, inputs: Batch, *, model: nn.Module, norm: ScaleArrays, length: float, layout: str
+) -> jax.Array:
+    """The mean over a batch of unlabelled inputs `{"source", "coeffs"}` of the relative PDE residual of the model's
+    prediction, ||A u_pred - P f|| / ||P f|| with A rebuilt from the raw coefficient channels of `layout`
+    (`fno_jax.training.metrics.relative_residual`): a loss that needs no solutions, 0 on the solver's solutions."""
+    prediction = predict(params, inputs, model=model, norm=norm, length=length)
+    coefficients = channels.physical_coefficients(inputs["coeffs"], layout)
+    return jnp.mean(metrics.relative_residual(prediction, inputs["source"], *coefficients, length=length))
 
 
 def train_step(
     state: State,
     batch: Batch,
     norm: ScaleArrays,
+    loss_weights: jax.Array | None = None,
     *,
     model: nn.Module,
     optimizer: optax.GradientTransformation,
     length: float,
+    terms: tuple[str, ...] = ("data",),
+    layout: str | None = None,
+    tuning: Tuning = FULL,
     axis_name: str | None = None,
 ) -> tuple[State, dict[str, jax.Array]]:
-    """One optimizer step on the sum-of-squares loss.
+    """One optimizer step on the run's loss.
 
-    `optimizer` is `fno_jax.training.optim.make_optimizer`'s, whose outermost `optax.apply_if_finite` leaves params and
-    optimizer state unchanged after a non-finite gradient. Returns the new state and `{"loss", "grad_norm", "finite",
-    "learning_rate"}` (loss and gradient averaged over `axis_name` when given); the outer loop stops at its next
-    check on `finite` false.
+    `terms` are the loss's parts: "data", the sum of squared errors against `batch["solution"]` (the paper's), and
+    "residual", `residual_loss` on `batch["unlabelled"]` (needs `layout`); with both, `loss_weights` [2] weighs them
+    (data, residual). `tuning` maps the state's params to the model's (`fno_jax.training.tuning`: adapters).
+    `optimizer` is `fno_jax.training.optim.make_optimizer`'s, whose outermost `optax.apply_if_finite` leaves params
+    and optimizer state unchanged after a non-finite gradient. Returns the new state and `{"loss", "grad_norm",
+    "finite", "learning_rate"}` (loss and gradient averaged over `axis_name` when given); the outer loop stops at its
+    next check on `finite` false.
     """
 
     def loss_fn(params):
-        return sum_squared_error(predict(params, batch, model=model, norm=norm, length=length), batch["solution"])
+        model_params = tuning.model_params(params)
+        parts = []
+        if "data" in terms:
+            prediction = predict(model_params, batch, model=model, norm=norm, length=length)
+            parts.append(sum_squared_error(prediction, batch["solution"]))
+        if "residual" in terms:
+            unlabelled = batch["unlabelled"]
+            parts.append(residual_loss(model_params, unlabelled, model=model, norm=norm, length=length, layout=layout))
+        if len(parts) == 1:
+            return parts[0]
+        return loss_weights[0] * parts[0] + loss_weights[1] * parts[1]
 
     loss, grads = jax.value_and_grad(loss_fn)(state["params"])
     if axis_name is not None:

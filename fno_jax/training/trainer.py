@@ -48,8 +48,13 @@ from fno_jax.training.evaluate import Evaluator
 from fno_jax.training.finetune import Pretrained, load_pretrained, transfer_params, transfer_stats
 from fno_jax.training.optim import optimizer_from_config
 from fno_jax.training.runs import RunAxis
+from fno_jax.training.steps import FULL
+from fno_jax.training.tuning import Tuning
 
 __all__ = ["NonFiniteError", "train_group"]
+
+# The validation metrics saved with a checkpoint (orbax metrics); `train.select_by` picks one as its "selection".
+SAVED_VAL_METRICS = ("val_rel_l2", "val_loss", "val_rel_residual")
 
 
 class NonFiniteError(UserError, FloatingPointError):
@@ -70,8 +75,11 @@ class _Group:
     workdirs: list[Workdir]
     ckpts: list[Checkpointer]
     splits: list[Splits]
+    tuning: Tuning = FULL
     metas: list[RunMeta] = dataclasses.field(default_factory=list)
     optimizer: Any = None
+    trainable_params: int = 0
+    before: list[dict] | None = None  # test-time adaptation: each run's test metrics before it
     evaluator: Evaluator | None = None
     val: Any = None
     writers: list[MetricWriter] = dataclasses.field(default_factory=list)
@@ -90,6 +98,28 @@ class _Group:
     def norm(self) -> ScaleArrays:
         """The runs' normalization scales, stacked along the run axis."""
         return self.axis.stack_host([scale_arrays(meta.norm_stats) for meta in self.metas])
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """The loss terms of the group's runs (`steps.train_step`): "data" and/or "residual"."""
+        losses = {c.train.loss for c in self.configs}
+        terms = [t for t, losses_with in (("data", {"data", "hybrid"}), ("residual", {"residual", "hybrid"}))
+                 if losses & losses_with]  # fmt: skip
+        return tuple(terms)
+
+    @property
+    def consts(self) -> dict[str, Any]:
+        """What each run's step reads besides its state and batch: its normalization scales and loss weights
+        (data, residual), stacked along the run axis."""
+        weights = {"data": (1.0, 0.0), "residual": (0.0, 1.0)}
+        per_run = [weights.get(c.train.loss, (1.0, float(c.train.residual_weight))) for c in self.configs]
+        return {"norm": self.norm, "weights": self.axis.stack_host([np.float32(w) for w in per_run])}
+
+    def model_params(self, params) -> Any:
+        """The runs' model params from their state params (adapters merged), stacked."""
+        if not self.tuning.adapted:
+            return params
+        return jax.jit(self.axis.map(self.tuning.model_params))(params)
 
 
 def train_group(configs: Sequence[ml_collections.ConfigDict], paths: Sequence[str]) -> list[dict[str, Any]]:
@@ -116,11 +146,14 @@ def train_group(configs: Sequence[ml_collections.ConfigDict], paths: Sequence[st
             ckpt.check_architecture(model_size(c0), layout)  # refused before any data is made
         splits = load_splits_for_runs(configs, task, layout, dataset)
         group = _Group(configs, axis, Cadence.from_config(c0), parallel, from_config(c0), task, layout, workdirs,
-                       ckpts, splits)  # fmt: skip
+                       ckpts, splits, Tuning.from_config(c0))  # fmt: skip
         state = _initial_state(group, pretrained)
-        state, start = _restore(group, state)
         group.evaluator = Evaluator(group.model, group.norm, layout=layout, length=c0.data.length, parallel=parallel,
                                     batch_size=c0.train.eval_batch_size, axis=axis)  # fmt: skip
+        if c0.train.test_time:  # what the test inputs' residual is to improve on: the model before adaptation
+            params = group.model_params(parallel.eval_params(parallel.put_state({"params": state["params"]})))
+            group.before = group.evaluator(params, group.evaluator.put(splits[0].test))
+        state, start = _restore(group, state)
         group.val = group.evaluator.put(splits[0].val)
         group.writers = [open_writer(c, w.path, start_step=start) for c, w in zip(configs, workdirs, strict=True)]
         for writer in group.writers:
@@ -152,11 +185,18 @@ def _initial_state(group: _Group, pretrained: Pretrained | None) -> dict:
         if c0.finetune.norm_stats == "pretrained":
             stats = [transfer_stats(pretrained.meta.norm_stats, s, pretrained.meta.layout, group.layout) for s in stats]
     runs = [jax.tree_util.tree_map(jnp.asarray, p) for p in runs]
+    if group.tuning.mode != "full":
+        keys = [jax.random.fold_in(jax.random.PRNGKey(c.seed), 3001) for c in group.configs]
+        runs = [group.tuning.init(key, p) for key, p in zip(keys, runs, strict=True)]
     states = []
     for c, params in zip(group.configs, runs, strict=True):
         steps_per_decay = group.cadence.steps_per_decay(c)
-        optimizer = optimizer_from_config(c, params, num_steps=group.cadence.num_steps, steps_per_decay=steps_per_decay)
+        labels = group.tuning.labels(params) if group.tuning.mode != "full" else None
+        optimizer = optimizer_from_config(
+            c, params, num_steps=group.cadence.num_steps, steps_per_decay=steps_per_decay, labels=labels
+        )
         states.append({"params": params, "opt_state": optimizer.init(params), "step": jnp.int32(0)})
+    group.trainable_params = group.tuning.trainable_count(runs[0])
     # The runs' optimizers differ only in the rate each keeps in its state: one update function serves them all.
     group.optimizer = optimizer
     pretrained_step = pretrained.step if pretrained else None
@@ -205,11 +245,20 @@ class _TrainLoop:
     def __init__(self, group: _Group):
         self.group = group
         one = functools.partial(
-            steps.train_step, model=group.model, optimizer=group.optimizer, length=group.config.data.length
+            steps.train_step,
+            model=group.model,
+            optimizer=group.optimizer,
+            length=group.config.data.length,
+            terms=group.terms,
+            layout=group.layout,
+            tuning=group.tuning,
         )
-        self.per_device = lambda state, batch, norm, axis_name: group.axis.map(
-            functools.partial(one, axis_name=axis_name)
-        )(state, batch, norm)
+
+        def per_device(state, batch, consts, axis_name):
+            run = lambda s, b, c: one(s, b, c["norm"], c["weights"], axis_name=axis_name)
+            return group.axis.map(run)(state, batch, consts)
+
+        self.per_device = per_device
         self.best: list[float | None] = [(ckpt.best_metrics() or {}).get("selection") for ckpt in group.ckpts]
         self.pending: list[tuple[int, dict]] = []
         self.window = (time.perf_counter(), 0)
@@ -218,9 +267,10 @@ class _TrainLoop:
     def train(self, state: dict, start: int) -> tuple[dict, dict[str, Any]]:
         group = self.group
         num_steps, parallel = group.cadence.num_steps, group.parallel
-        feed = make_feed(group.configs, group.splits, group.task, parallel, group.axis, start=start, stop=num_steps)
+        feed = make_feed(group.configs, group.splits, group.task, parallel, group.axis, start=start, stop=num_steps,
+                         terms=group.terms)  # fmt: skip
         step_fn = parallel.compile_train(self.per_device, feed.select, batch_axis=group.axis.batch_axis)
-        state, norm = parallel.put_state(state), parallel.put_consts(group.norm)
+        state, consts = parallel.put_state(state), parallel.put_consts(group.consts)
         label = "train" if not group.axis.stacked else f"train x{group.axis.size}"
         progress = Progress(num_steps, start=start, label=label)
         self.window = (time.perf_counter(), start)
@@ -229,7 +279,7 @@ class _TrainLoop:
         try:
             for step in range(start + 1, num_steps + 1):
                 t0 = time.perf_counter()
-                state, metrics = step_fn(state, feed.data(step - 1), norm)
+                state, metrics = step_fn(state, feed.data(step - 1), consts)
                 if self.compile_s is None:
                     jax.block_until_ready(metrics)
                     self.compile_s = time.perf_counter() - t0
@@ -258,7 +308,7 @@ class _TrainLoop:
         records = self._training_records(step)
         val = [None] * group.axis.size
         if cadence.evaluate.due(step):
-            params = group.parallel.eval_params(state)
+            params = group.model_params(group.parallel.eval_params(state))
             val = group.evaluator(params, group.val)
             _log_evaluations(group, step, "val", val, params, group.val)
         per_run = None  # the runs' states, split once when the first of them is saved
@@ -266,7 +316,7 @@ class _TrainLoop:
             metrics = {}
             if val[k] is not None:
                 record.update(split_record("val", val[k]))
-                metrics = {"val_rel_l2": val[k]["rel_l2"], "val_loss": val[k]["loss"]}
+                metrics = {name: val[k][name.removeprefix("val_")] for name in SAVED_VAL_METRICS}
                 metrics["selection"] = metrics[group.configs[k].train.select_by]
                 if self.best[k] is None or metrics["selection"] < self.best[k]:
                     self.best[k], record["best"] = metrics["selection"], True
@@ -354,17 +404,21 @@ def _final_evaluation(group: _Group, state: dict) -> list[dict[str, Any]]:
         best_steps = [int(ckpt.best_step()) for ckpt in group.ckpts]
         abstract = parallel.abstract_state(axis.per_run({"params": state["params"]}))["params"]
         params = axis.stack([ckpt.restore_params(s, abstract) for ckpt, s in zip(group.ckpts, best_steps, strict=True)])
-    eval_params = parallel.eval_params(parallel.put_state({"params": params}))
+    eval_params = group.model_params(parallel.eval_params(parallel.put_state({"params": params})))
     if zeroshot:
         val = group.evaluator(eval_params, group.val)
     else:
         val = [ckpt.best_metrics() or {} for ckpt in group.ckpts]
-        val = [{"rel_l2": v.get("val_rel_l2"), "loss": v.get("val_loss")} for v in val]
+        val = [{name.removeprefix("val_"): v.get(name) for name in SAVED_VAL_METRICS} for v in val]
     test_data = group.evaluator.put(group.splits[0].test)
     test = group.evaluator(eval_params, test_data)
     _log_evaluations(group, group.cadence.num_steps, "test", test, eval_params, test_data)
-    count = num_params(params) // axis.size
-    return [_summary(group, k, test[k], val[k], best_steps[k], count) for k in range(axis.size)]
+    count = num_params(eval_params) // axis.size
+    summaries = [_summary(group, k, test[k], val[k], best_steps[k], count) for k in range(axis.size)]
+    if group.config.train.test_time:
+        for summary, before in zip(summaries, group.before, strict=True):
+            summary["before"] = split_record("test", before)
+    return summaries
 
 
 def _summary(group: _Group, k: int, test: dict, val: dict, best_step: int, count: int) -> dict[str, Any]:
@@ -381,6 +435,7 @@ def _summary(group: _Group, k: int, test: dict, val: dict, best_step: int, count
         **split_record("test", test),  # test_rel_l2 (the paper's metric), test_loss, ... (training.metrics)
         "val_rel_l2": val["rel_l2"],
         "val_loss": val["loss"],
+        "val_rel_residual": val.get("rel_residual"),
         "select_by": c.train.select_by,
         "best_step": best_step,
         "learning_rate": float(c.train.learning_rate),
@@ -390,4 +445,7 @@ def _summary(group: _Group, k: int, test: dict, val: dict, best_step: int, count
         "init_from": c.init_from,
         "devices": group.parallel.num_devices,
         "packed_runs": group.axis.size,
+        "finetune_mode": group.tuning.mode,
+        "loss": c.train.loss,
+        "trainable_params": int(group.trainable_params),
     }
