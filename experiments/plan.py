@@ -174,7 +174,8 @@ def describe(
             c, cost = r.config, costs[r.name]
             lines.append(
                 f"  {r.name}: {c.task}, {int(c.data.num_train):,} samples, batch {int(c.train.batch_size)}, "
-                f"{int(c.train.num_epochs)} epochs = {cost.num_steps:,} steps, LR {float(c.train.learning_rate):g}, "
+                f"{r.meta.get('epochs') or c.train.num_epochs:g} epochs = {cost.num_steps:,} steps, LR "
+                f"{float(c.train.learning_rate):g}, "
                 f"{r.meta['num_params']:,} parameters, {cost.num_evals} evaluations"
             )
     lines += _downstream_tables(runs, costs)

@@ -199,6 +199,9 @@ def aggregate_points(runs: Sequence[dict]) -> list[dict]:
                 "source": source_of(first),
                 "model": first["model"],
                 "num_params": first.get("num_params"),
+                "finetune_mode": first.get("finetune_mode", "full"),
+                "loss": first.get("loss", "data"),
+                "trainable_params": first.get("trainable_params", first.get("num_params")),
                 "mode": first["mode"],
                 "num_train": int(first["num_train"]),
                 "seeds": [r["seed"] for r in rs],
@@ -286,7 +289,8 @@ def curves(points: Sequence[dict]) -> dict[tuple, list[dict]]:
 def _fits(curve_map: dict[tuple, list[dict]]) -> list[dict]:
     fits = []
     for (task, shift, _, mode, pretrain), pts in curve_map.items():
-        if mode == "zeroshot":
+        pts = [p for p in pts if p["num_train"] > 0]
+        if mode == "zeroshot" or not pts:
             continue
         fit = fit_power_law([p["num_train"] for p in pts], [p["test_rel_l2"] for p in pts])
         if fit is None:
@@ -369,7 +373,8 @@ def _data_savings(curve_map: dict[tuple, list[dict]]) -> list[dict]:
     for key, pts in curve_map.items():
         task, shift, mkey, mode, source = key
         scratch = curve_map.get((task, shift, mkey, "scratch", ""))
-        if mode != "finetune" or not scratch:
+        pts = [p for p in pts if p["num_train"] > 0]  # a label-free point saves no examples: it uses none
+        if mode != "finetune" or not scratch or not pts:
             continue
         scratch_n = [p["num_train"] for p in scratch]
         points = []

@@ -57,6 +57,12 @@ def _error_vs_n(plot_dir: str, curve_map: dict, fits: list[dict], multi_model: b
         for i, key in enumerate(keys):
             pts, color = curve_map[key], f"C{i}"
             label = key[3] + (f" ({key[4]})" if key[4] else "")
+            if key[3] != "zeroshot" and any(p["num_train"] == 0 for p in pts):  # label-free: no N to plot at
+                free = next(p for p in pts if p["num_train"] == 0)
+                ax.axhline(free["test_rel_l2"], color=color, linestyle="--", label=f"{label}, label-free")
+                pts = [p for p in pts if p["num_train"] > 0]
+                if not pts:
+                    continue
             if key[3] == "zeroshot":
                 ax.axhline(pts[0]["test_rel_l2"], color=color, linestyle=":", label=label)
                 ax.axhspan(pts[0]["ci_low"], pts[0]["ci_high"], color=color, alpha=0.1)
@@ -69,7 +75,7 @@ def _error_vs_n(plot_dir: str, curve_map: dict, fits: list[dict], multi_model: b
                 grid = np.geomspace(min(n), max(n), 50)
                 ax.plot(grid, fit["a"] * grid ** -fit["b"], "--", color=color, alpha=0.5, linewidth=1)
         suffix = model_label(model) if multi_model else ""
-        sizes = [p["num_train"] for key in keys if key[3] != "zeroshot" for p in curve_map[key]]
+        sizes = [p["num_train"] for key in keys if key[3] != "zeroshot" for p in curve_map[key] if p["num_train"] > 0]
         title = f"{task} {shift} {suffix}".strip()
         _log_axes(ax, "downstream training examples N", "test relative L2 error", title, xticks=sizes)
         ax.legend(fontsize=8)

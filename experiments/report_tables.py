@@ -136,6 +136,33 @@ def _metric_tables(points: Sequence[dict]) -> list[str]:
     return out
 
 
+def _modes_tables(points: Sequence[dict]) -> list[str]:
+    """Per (task, shift): one row per way of training (scratch, each fine-tuning variant, zero-shot) with its
+    fine-tuning mode, loss and trainable parameters, and its error by N (N = 0: label-free)."""
+    if all(p.get("finetune_mode", "full") == "full" and p.get("loss", "data") == "data" for p in points):
+        return []
+    out = []
+    for (task, shift, _), pts in _panels(points).items():
+        rows_of: dict[tuple, dict[int, dict]] = defaultdict(dict)
+        for p in pts:
+            rows_of[(p["mode"], source_of(p))][p["num_train"]] = p
+        sizes = sorted({p["num_train"] for p in pts if p["mode"] != "zeroshot"})
+        header = ["training", "mode", "loss", "trainable params"] + [f"N={n}" for n in sizes]
+        rows = []
+        order = {"scratch": 0, "finetune": 1, "zeroshot": 2}
+        for (mode, source), by_n in sorted(rows_of.items(), key=lambda kv: (order[kv[0][0]], natural_key(kv[0][1]))):
+            first = next(iter(by_n.values()))
+            label = mode + (f" ({source})" if source else "")
+            # A zero-shot model trains on nothing: its error stands in the N = 0 column (the first one without it).
+            zero = 0 if 0 in sizes else sizes[0]
+            cells = [_metric_cell(by_n.get(0) if mode == "zeroshot" and n == zero else by_n.get(n), HEADLINE)
+                     for n in sizes]  # fmt: skip
+            rows.append([label, first.get("finetune_mode", "full"), first.get("loss", "data"),
+                         _fmt(first.get("trainable_params")), *cells])  # fmt: skip
+        out += [f"### {task}, shift {shift or '-'}", "", _table(header, rows), ""]
+    return out
+
+
 def _model_size_table(points: Sequence[dict]) -> str | None:
     models = {model_key(p["model"]): p for p in points}
     if len(models) < 2:
@@ -215,6 +242,17 @@ def markdown(report: dict, tables: list[tuple[str, str]]) -> str:
             _length_table(report["length_check"]),
             "",
         ]
+    modes = _modes_tables(report["points"])
+    if modes:
+        out += [
+            "## Fine-tuning modes and losses",
+            "",
+            "Test relative L2 (median [range] over seeds) by the way of "
+            "training: which weights train (mode), what is minimized (loss: data, the PDE residual, or both), "
+            "how many parameters train; N = 0 is label-free (no solutions, only unlabelled inputs).",
+            "",
+        ]
+        out += modes
     model_table = _model_size_table(report["points"])
     if model_table:
         out += ["## Error by model size", "", model_table, ""]

@@ -38,7 +38,8 @@ A *study* is an `ml_collections.ConfigDict` with
                     num_train (tuple of downstream sizes N), modes (subset of scratch / finetune / zeroshot),
                     pretrained (tuple of pretrain names fine-tuned / evaluated zero-shot), learning_rates (grid;
                     every LR is run, the report keeps the best-validation one per point and seed), epochs
-                    (run length), batch_size (a run at N uses min(N, batch_size)), scratch_num_train (further sizes
+                    (run length), batch_size (a run at N uses min(N, batch_size)), finetune_learning_rates (the
+                    fine-tuned runs' own grid; empty: learning_rates), scratch_num_train (further sizes
                     for scratch runs only: a scratch curve that must reach the fine-tuned errors), variants
                     (fine-tuning variants: ({"label", "overrides"}, ...), e.g. adapters or residual losses; each a
                     point of its own), zeroshot_stats (the zero-shot statistics rules, default both), overrides
@@ -225,6 +226,7 @@ def downstream_group(
     modes: Sequence[str] = MODES,
     shift: str = "",
     scratch_num_train: Sequence[int] = (),
+    finetune_learning_rates: Sequence[float] = (),
     variants: Sequence[dict[str, Any]] = (),
     zeroshot_stats: Sequence[str] = ZEROSHOT_STATS,
     **overrides: Any,
@@ -242,14 +244,26 @@ def downstream_group(
             "modes": tuple(modes),
             "pretrained": tuple(pretrained),
             "learning_rates": tuple(float(lr) for lr in learning_rates),
+            "finetune_learning_rates": tuple(float(lr) for lr in finetune_learning_rates),
             "epochs": int(epochs),
             "batch_size": int(batch_size),
             "min_steps": int(min_steps),
-            "variants": tuple({"label": str(v["label"]), "overrides": dict(v.get("overrides", {}))} for v in variants),
+            "variants": tuple(_variant(v) for v in variants),
             "zeroshot_stats": tuple(zeroshot_stats),
             "overrides": overrides,
         }
     )
+
+
+def _variant(v: dict[str, Any]) -> dict[str, Any]:
+    """A fine-tuning variant: label, overrides (partial run config), and optionally its own sizes N (`num_train`; a
+    label-free variant runs at N = 0) and learning-rate grid (`learning_rates`)."""
+    return {
+        "label": str(v["label"]),
+        "overrides": dict(v.get("overrides", {})),
+        "num_train": tuple(int(n) for n in v.get("num_train", ())),
+        "learning_rates": tuple(float(lr) for lr in v.get("learning_rates", ())),
+    }
 
 
 def shift_label(task: str, task_ranges: dict[str, Any]) -> str:
@@ -472,7 +486,9 @@ def _group_runs(
         downstream.data.num_train_pool = max(int(downstream.data.num_train_pool), *_all_sizes(group, sizes))
         points: dict[tuple, list[RunSpec]] = {}  # (mode, variant, pname, n, seed) -> its grid runs
         for mode, n, variant, pname in _trained_points(group, sizes):
-            for lr in lrs:
+            rates = tuple(group.get("finetune_learning_rates", ())) if mode == "finetune" else ()
+            rates = tuple(variant.get("learning_rates", ())) or rates
+            for lr in rates or lrs:
                 for seed in ex.seeds:
                     pre = pretrained.get((pname, mi, ex.pretrain_seed(seed)))
                     config, deps = _downstream_run(ex, downstream, mode, pre, n, group, seed, variant)
@@ -501,11 +517,17 @@ def _trained_points(group: ml_collections.ConfigDict, sizes: tuple[int, ...]):
     `scratch_num_train` beyond them), fine-tuned per variant and pretrained model."""
     base_variant = {"label": "", "overrides": {}}
     for mode in [m for m in MODES if m in group.modes and m != "zeroshot"]:
-        for n in _all_sizes(group, sizes) if mode == "scratch" else sizes:
-            variants = (base_variant,) if mode == "scratch" else tuple(group.get("variants", ())) or (base_variant,)
+        variants = (base_variant,) if mode == "scratch" else tuple(group.get("variants", ())) or (base_variant,)
+        for n in _all_sizes(group, sizes) if mode == "scratch" else sorted({*sizes, *_variant_sizes(variants)}):
             for variant in variants:
+                if n not in (variant.get("num_train") or sizes):
+                    continue
                 for pname in group.pretrained if mode == "finetune" else ("",):
                     yield mode, n, variant, pname
+
+
+def _variant_sizes(variants) -> set[int]:
+    return {int(n) for v in variants for n in (v.get("num_train") or ())}
 
 
 def _length_check_runs(points: dict[tuple, list[RunSpec]]) -> list[RunSpec]:
@@ -553,7 +575,7 @@ def _check_group(ex: _Expansion, group: ml_collections.ConfigDict, gwhere: str) 
     if not sizes or min(sizes) < 1:
         raise ConfigError(f"{gwhere}: num_train must be a non-empty tuple of sizes >= 1, got {sizes}.")
     lrs = tuple(float(lr) for lr in group.learning_rates)
-    if not lrs or min(lrs) <= 0:
+    if not lrs or min(lrs) <= 0 or min(group.get("finetune_learning_rates", ()) or lrs) <= 0:
         raise ConfigError(f"{gwhere}: learning_rates must be a non-empty tuple of positive floats.")
     if int(group.epochs) < 1 or int(group.batch_size) < 1:
         raise ConfigError(f"{gwhere}: epochs and batch_size must be >= 1, got {group.epochs}, {group.batch_size}.")
@@ -600,8 +622,10 @@ def _downstream_run(
     config.data.num_train = n
     if mode != "zeroshot":
         config.data.pool_seed = ex.pool_seed(seed)
-    # The paper shrinks the batch for small sets (utils/trainer.py modify_bs_for_subsampling): min(N, 128).
-    config.train.batch_size = min(int(group.batch_size), n)
+    # The paper shrinks the batch for small sets (utils/trainer.py modify_bs_for_subsampling): min(N, 128); a
+    # residual-only run's set is its unlabelled inputs.
+    epoch_set = int(config.data.num_unlabelled) if config.train.loss == "residual" else n
+    config.train.batch_size = min(int(group.batch_size), epoch_set if mode != "zeroshot" else n)
     config.train.eval_batch_size = min(
         int(config.train.eval_batch_size), int(config.data.num_val), int(config.data.num_test)
     )

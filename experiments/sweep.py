@@ -49,6 +49,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -328,6 +329,7 @@ class _Sweep:
     pack_fn: PackFn | None
     keep_going: bool
     wait: DependencyWait
+    reuse_from: tuple[str, ...] = ()
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def workdir(self, name: str) -> str:
@@ -339,6 +341,8 @@ class _Sweep:
             first, done = done + 1, done + len(unit)
             label = unit[0].name if len(unit) == 1 else _group_label(unit)
             prefix = f"[{first}/{len(mine)}] {label}" if len(unit) == 1 else f"[{first}-{done}/{len(mine)}] {label}"
+            for spec in unit:
+                self._reuse(spec, prefix)
             todo = [spec for spec in unit if _read_summary(self.workdir(spec.name)) is None]
             if len(todo) < len(unit):
                 finished = f"{len(unit) - len(todo)} of {len(unit)} " if len(unit) > 1 else ""
@@ -353,6 +357,26 @@ class _Sweep:
                     self._fail(spec, prefix, err, reraise=spec is todo[-1])
                 continue
             logging.info(f"    sweep {time.monotonic() - start:.0f} s")
+
+    def _reuse(self, spec: RunSpec, prefix: str) -> None:
+        """Copy a finished run of another sweep (`reuse_from`) that has this run's name and config into this sweep,
+        instead of training it again. Only runs that start from nothing (pretraining and scratch runs): a run
+        fine-tuned there started from that sweep's pretrained model."""
+        workdir = self.workdir(spec.name)
+        if spec.config.init_from or _read_summary(workdir) is not None:
+            return
+        for other in self.reuse_from:
+            source = run_workdir(other, spec.name)
+            saved = _read_json(os.path.join(source, RUN_FILE))
+            if _read_summary(source) is None or saved is None:
+                continue
+            if with_defaults(saved["config"]) != to_json(spec.config.to_dict()):
+                continue
+            if os.path.exists(workdir):
+                shutil.rmtree(workdir)
+            shutil.copytree(source, workdir)
+            logging.info(f"{prefix} ... {spec.name} reused from {source}")
+            return
 
     def _run_unit(self, unit: list[RunSpec], prefix: str) -> None:
         unit = [resolve_learning_rate(spec, self.sweep_dir) for spec in unit]
@@ -422,6 +446,7 @@ def run_sweep(
     shard: tuple[int, int] = (0, 1),
     keep_going: bool = False,
     wait: DependencyWait | None = None,
+    reuse_from: Sequence[str] = (),
 ) -> list[dict]:
     """Run (or resume) every run of a study in `sweep_dir`; returns the finished runs' records.
 
@@ -439,6 +464,8 @@ def run_sweep(
       keep_going: on a failing run, record it (failures.jsonl) and continue with the runs that do not depend on
         it; raise at the end. Default: record it and stop (finished runs stay recorded).
       wait: how long / how often to wait for another shard's pretraining run.
+      reuse_from: other sweep directories whose finished pretraining and scratch runs of the same name and config
+        are copied in instead of trained again (e.g. studies that pretrain the same model).
 
     Raises:
       Preempted: SIGTERM/SIGINT stopped the run in flight (at a checkpoint); rerun to resume.
@@ -454,7 +481,8 @@ def run_sweep(
     sweep_dir = os.path.abspath(sweep_dir)
     runs, mine = _prepare(study_config, sweep_dir, only, shard)
     logging.info(f"Sweep {study_config.get('name', '')!r}: {len(mine)} run(s) in {sweep_dir}")
-    sweep = _Sweep(runs, sweep_dir, run_fn, pack_fn, keep_going, wait or DependencyWait())
+    reused = tuple(os.path.abspath(d) for d in reuse_from)
+    sweep = _Sweep(runs, sweep_dir, run_fn, pack_fn, keep_going, wait or DependencyWait(), reused)
     sweep.run_all(mine)
     records = collect_results(runs, sweep_dir)
     if sweep.failed:
@@ -532,6 +560,9 @@ def _cli() -> None:
         "eval_samples_per_s", None, f"Evaluated samples/s (default {plan_lib.EVAL_SPEEDUP}x samples_per_s)."
     )
     run_overhead_s = flags.DEFINE_float("run_overhead_s", 0.0, "Seconds per run beyond its samples (start-up).")
+    reuse_from = flags.DEFINE_multi_string(
+        "reuse_from", None, "Another sweep dir whose finished pretraining/scratch runs of the same config are reused."
+    )
     flags.mark_flags_as_required(["config", "workdir"])
 
     def main(argv: Sequence[str]) -> None:
@@ -561,6 +592,7 @@ def _cli() -> None:
                 only=only.value,
                 shard=parse_shard(shard.value),
                 keep_going=keep_going.value,
+                reuse_from=reuse_from.value or (),
             )
         print(f"Done. Report: {sys.executable} -m experiments.report --sweep {workdir.value}")
 

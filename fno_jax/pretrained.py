@@ -45,12 +45,17 @@ from fno_jax.training.optim import param_path
 
 __all__ = [
     "BundleError",
+    "Operator",
+    "available",
     "base_of",
+    "bundle_path",
     "flatten_params",
     "is_bundle",
     "load",
     "norm_stats",
+    "operator",
     "read_card",
+    "resolve",
     "write_bundle",
 ]
 
@@ -276,3 +281,113 @@ def _load_adapter(path: str, card: Mapping[str, Any]) -> tuple[FNO, dict[str, An
 def norm_stats(card: Mapping[str, Any]) -> NormStats:
     """The normalization statistics a bundle's model expects its inputs scaled with."""
     return NormStats.from_dict(card["norm_stats"], num_coefficients=channels.num_channels(card["layout"]) - 1)
+
+
+# ---- shipped bundles ----------------------------------------------------------------------------------------------
+# Bundles installed with the package, by name (fno_jax/bundles/<name>/; docs/results says how each was made).
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bundles")
+
+
+def available() -> list[str]:
+    """The names of the bundles shipped with fno-jax (loadable offline by name)."""
+    if not os.path.isdir(SHIPPED_DIR):
+        return []
+    return sorted(name for name in os.listdir(SHIPPED_DIR) if is_bundle(os.path.join(SHIPPED_DIR, name)))
+
+
+def bundle_path(name: str) -> str:
+    """The directory of the shipped bundle `name`; a BundleError listing the shipped ones when there is none."""
+    path = os.path.join(SHIPPED_DIR, name)
+    if os.sep in name or not is_bundle(path):
+        raise BundleError(f"no shipped bundle named {name!r}; fno_jax.pretrained.available() lists {available()}.")
+    return path
+
+
+def resolve(path_or_name: str | os.PathLike) -> str:
+    """A bundle directory, or the name of a shipped bundle, as a bundle directory."""
+    path = os.fspath(path_or_name)
+    if is_bundle(path):
+        return path
+    if os.sep not in path and path in available():
+        return bundle_path(path)
+    raise BundleError(
+        f"{path!r} is neither a bundle directory (with {CARD_FILE}) nor a shipped bundle ({available()}); export one "
+        "with python -m fno_jax.export."
+    )
+
+
+# ---- the operator ---------------------------------------------------------------------------------------------------
+@jax.tree_util.register_pytree_node_class
+class Operator:
+    """A pretrained solution operator: call it with a solvers task batch, `op(batch)`, or with physical inputs,
+    `op(source, diffusion=K, velocity=v, omega=w)`, and get the solution u [B, n, n] in physical units, at any
+    resolution n (>= 2 x the model's modes) on the card's domain [0, L)^2.
+
+    It takes care of the bundle's input channels (`fno_jax.model.channels`) and normalization (the card's
+    statistics). A pytree whose leaves are the params: `jax.jit`, `jax.vmap` and `jax.grad` (with respect to the
+    inputs, or to `op.params`) work through it. `op.card`, `op.model`, `op.params`, `op.layout`, `op.norm_stats`.
+    """
+
+    def __init__(self, model: FNO, params: Any, card: Mapping[str, Any]):
+        self.model, self.params, self.card = model, params, card
+        self.layout = card["layout"]
+        self.norm_stats = norm_stats(card)
+        self.length = float(card["length"])
+
+    def tree_flatten(self):
+        return (self.params,), _Static(self.model, self.card)
+
+    @classmethod
+    def tree_unflatten(cls, static: _Static, leaves):
+        op = cls.__new__(cls)
+        op.model, op.card, op.params = static.model, static.card, leaves[0]
+        op.layout, op.norm_stats, op.length = op.card["layout"], norm_stats(op.card), float(op.card["length"])
+        return op
+
+    def __call__(self, source, *, diffusion=None, velocity=None, omega=None) -> jax.Array:
+        from fno_jax.model import predict
+
+        batch = source if isinstance(source, Mapping) else _physical_batch(source, diffusion, velocity, omega)
+        inputs = {"source": jnp.asarray(batch["source"]), "coeffs": channels.coefficients(batch, self.layout)}
+        if inputs["source"].ndim != 3:
+            raise ValueError(
+                f"source must have shape [B, n, n], got {inputs['source'].shape}; add a batch axis with source[None]."
+            )
+        return predict(self.params, inputs, model=self.model, norm=self.norm_stats, length=self.length)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={self.card['model'][k]}" for k in ("width", "modes", "depth"))
+        return f"Operator({self.card.get('task')!r}, layout={self.layout!r}, {sizes})"
+
+
+class _Static:
+    """An operator's static part (model and card), hashable by identity of the card's checksum, so that `jax.jit`
+    caches one program per bundle."""
+
+    def __init__(self, model: FNO, card: Mapping[str, Any]):
+        self.model, self.card = model, card
+        self._key = (model, json.dumps(card, sort_keys=True, default=str))
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Static) and self._key == other._key
+
+
+def _physical_batch(source, diffusion, velocity, omega) -> dict[str, Any]:
+    """A batch dict from physical inputs; a coefficient not given is zero (a PDE without it)."""
+    source = jnp.asarray(source)
+    b = source.shape[0] if source.ndim else 0
+    return {
+        "source": source,
+        "diffusion": jnp.zeros((b, 2, 2), source.dtype) if diffusion is None else jnp.asarray(diffusion),
+        "velocity": jnp.zeros((b, 2), source.dtype) if velocity is None else jnp.asarray(velocity),
+        "omega": jnp.zeros((b,), source.dtype) if omega is None else jnp.asarray(omega),
+    }
+
+
+def operator(path_or_name: str | os.PathLike) -> Operator:
+    """The pretrained operator of a bundle directory or of a shipped bundle's name (`available()`)."""
+    model, params, card = load(resolve(path_or_name))
+    return Operator(model, jax.tree_util.tree_map(jnp.asarray, params), card)

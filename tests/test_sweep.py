@@ -400,3 +400,21 @@ def test_runs_that_differ_only_in_seed_and_rate_are_packed(tmp_path):
     study.pack = False
     again = run_sweep(study, str(tmp_path / "unpacked"), run_fn=FakeRun(), pack_fn=pack)
     assert len(packs) == 4 and [r["test_rel_l2"] for r in again] == [r["test_rel_l2"] for r in records]
+
+
+def test_finished_runs_of_another_sweep_are_reused_not_trained_again(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_sweep(_quickstart(), str(first), run_fn=FakeRun())
+    again = FakeRun()
+    records = run_sweep(_quickstart(), str(second), run_fn=again, reuse_from=[str(first)])
+    # Pretraining and scratch runs (they start from nothing) were copied; every fine-tuned or zero-shot run trained
+    # here, from this sweep's copy of the pretrained model.
+    assert again.calls and all("finetune" in name or "zeroshot" in name for name in again.calls)
+    assert os.path.exists(second / "runs" / "pretrain-poisson-s0" / "summary.json")
+    assert len(records) == len(_lines(first))
+    # A run of another config is not taken for this one.
+    other = _quickstart()
+    other.base.data.num_val = 8
+    third = FakeRun()
+    run_sweep(other, str(tmp_path / "third"), run_fn=third, reuse_from=[str(first)])
+    assert "pretrain-poisson-s0" in third.calls

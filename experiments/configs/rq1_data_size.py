@@ -44,7 +44,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     study = new_study("rq1_data_size")
     study.description = "Downstream error vs downstream data size: scratch, fine-tuned, zero-shot."
     study_scale.apply_base(study.base, scale)
-    study.seeds = scale.seeds
+    # Two pretraining seeds at the reduced scales: the intervals then cover which pretrained model a seed starts from.
+    study_scale.apply_study(study, scale, pretrain_seeds=2 if scale.name in ("cpu", "gpu_minutes") else None)
     for family in families:
         study.pretrain[family] = pretrain_entry(family, **study_scale.pretrain_overrides(scale))
         study.downstream[family] = downstream_group(

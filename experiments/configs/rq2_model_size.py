@@ -44,7 +44,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     study = new_study("rq2_model_size")
     study.description = "Downstream error vs model size (and N): scratch, fine-tuned, zero-shot."
     study_scale.apply_base(study.base, scale)
-    study.seeds = scale.seeds
+    study_scale.apply_study(study, scale)
     study.models = scale.models
     for family in families:
         study.pretrain[family] = pretrain_entry(family, **study_scale.pretrain_overrides(scale))

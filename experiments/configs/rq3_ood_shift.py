@@ -47,7 +47,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     study = new_study("rq3_ood_shift")
     study.description = "Downstream error vs N under increasing distribution shift."
     study_scale.apply_base(study.base, scale)
-    study.seeds = scale.seeds
+    study_scale.apply_study(study, scale)
     for family in families:
         study.pretrain[family] = pretrain_entry(family, **study_scale.pretrain_overrides(scale))
         for bounds in shifts.get(family, SHIFTS[family]):

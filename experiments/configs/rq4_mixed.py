@@ -46,7 +46,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     study = new_study("rq4_mixed")
     study.description = "Mixed-operator vs single-family pre-training, fine-tuned and zero-shot per family."
     study_scale.apply_base(study.base, scale)
-    study.seeds = scale.seeds
+    study_scale.apply_study(study, scale)
     # base.task_ranges already holds the three in-distribution ranges the mixture draws from; the mixture's
     # data.num_train is per family (study.mixture).
     study.pretrain[MIXED] = pretrain_entry(MIXED, **study_scale.pretrain_overrides(scale))
