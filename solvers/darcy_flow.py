@@ -15,7 +15,7 @@ for Dirichlet, an FFT for periodic), scaled by a:
     choice of a_ref only keeps M^-1 r in u's units;
   * preconditioner="local": M = D^1/2 L5 D^1/2, D = diag(a) (for constant a the same as "mean").  For smooth a,
     -div(a grad u) = a^1/2 (-lap + q) a^1/2 u with q = lap(a^1/2) / a^1/2, so M^-1 A is close to the identity:
-    the log-normal fields of `solvers.permeability` take 6-7 iterations at 128 x 128 where "mean" takes 20-280
+    the log-normal fields of `solvers.permeability` take 6-12 iterations at 128 x 128 where "mean" takes 20-280
     (contrasts 10-1300).  Across jumps it is poor (the threshold fields: 45-100 iterations).
 
 The solve is wrapped in `jax.lax.custom_linear_solve` (A is symmetric): derivatives with respect to a and f are
@@ -202,6 +202,8 @@ def _spacing(n: int, length, bc: BoundaryCondition, dtype) -> jax.Array:
 
 
 def _tolerance(tol, dtype) -> float:
+    if jnp.dtype(dtype).name not in DEFAULT_TOL:
+        raise ValueError(f"a and f must be float32 or float64 (or integers), got {jnp.dtype(dtype).name}; cast them.")
     if tol is None:
         return DEFAULT_TOL[jnp.dtype(dtype).name]
     if isinstance(tol, bool) or not isinstance(tol, int | float | np.floating) or not 0 < tol < 1:

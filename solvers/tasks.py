@@ -153,7 +153,7 @@ class _Task:
         _REGISTRY[cls.name] = cls  # `from_spec` finds every task class by its name
 
     def sample(self, key: jax.Array, batch_size: int, resolution: int, *, start=0, dtype=None) -> Batch:
-        """Draw samples start, ..., start + batch_size - 1 for `key` at `resolution` (even >= 4).
+        """Draw samples start, ..., start + batch_size - 1 for `key` at `resolution` (even >= 4; Dirichlet Darcy: >= 3).
 
         Jit-compatible (batch_size, resolution and dtype static; key and start may be traced).  `dtype` (float32
         or float64, default JAX's default float) sets the output precision only: the same key gives the same
@@ -444,7 +444,7 @@ class Darcy(_Task):
     coefficients), pde = 3, volume_fraction = the high-value fraction of a's nodes (the share at a = 12 for
     "threshold", of a >= 1, a's median, for "lognormal").  The solve is `solvers.darcy`'s PCG to its default tol
     for the output dtype, with the "mean" preconditioner for "threshold" and "local" for the smooth "lognormal"
-    fields (13-14 and 6-7 iterations at 128 x 128); a sample whose solve did not converge (not seen for these
+    fields (13-14 and 6-12 iterations at 128 x 128); a sample whose solve did not converge (not seen for these
     distributions) makes `sample` raise, and its solution is NaN under an outer jit.
 
     Properties:

@@ -325,6 +325,7 @@ F = np.ones((N, N))
         (lambda: solvers.darcy(A, np.ones((9, 9))), "share the grid"),
         (lambda: solvers.darcy(np.ones((8, 9)), np.ones((8, 9))), "must be square"),
         (lambda: solvers.darcy(A, F, tol=0.0), "tol must be a number in"),
+        (lambda: solvers.darcy(A.astype(jnp.bfloat16), F.astype(jnp.bfloat16)), "float32 or float64"),
         (lambda: solvers.darcy(A, F, maxiter=0), "maxiter must be a positive int"),
         (lambda: solvers.darcy(A, F, preconditioner="jacobi"), "preconditioner must be one of"),
         (lambda: solvers.darcy(np.exp(np.eye(N) * 5), F, maxiter=2), "conjugate gradients stopped at maxiter"),
