@@ -267,7 +267,10 @@ def equivalent_scratch_size(
                 return float(math.exp(math.log(n[i]) + t * (math.log(n[i + 1]) - math.log(n[i])))), False
     if fit is None or fit["b"] <= 0 or target <= 0:
         return None, True
-    return float((fit["a"] / target) ** (1.0 / fit["b"])), True
+    log_n = (math.log(fit["a"]) - math.log(target)) / fit["b"]
+    if log_n > math.log(np.finfo(np.float64).max):  # a nearly flat fit: no finite N reaches the target
+        return None, True
+    return float(math.exp(log_n)), True
 
 
 def natural_key(value: Any) -> tuple:

@@ -79,9 +79,9 @@ import ml_collections
 from experiments.configs import base as base_config
 from experiments.configs.study_scale import HEAD_FACTOR
 from fno_jax.config import ConfigError, flat_items, layout_of, model_size
-from fno_jax.model.channels import num_channels
+from fno_jax.model.channels import holds, num_channels
 from fno_jax.training.cadence import Cadence
-from solvers.families import FAMILIES, MIXED, TASK_NAMES
+from solvers.families import FAMILIES, MIXED, MIXTURE, TASK_NAMES
 
 __all__ = [
     "MODES",
@@ -417,7 +417,7 @@ def _pretrain_run(
     config.seed = seed
     config.data.seed = ex.data_seed("pretrain")
     if entry.task == MIXED and ex.study.get("mixture", "full") == "full":
-        config.data.num_train = int(config.data.num_train) * len(FAMILIES)
+        config.data.num_train = int(config.data.num_train) * len(MIXTURE)
     num_steps = _set_length(config)
     name = f"pretrain-{pname}{ex.suffix(width, modes, seed)}"
     meta = {
@@ -609,13 +609,16 @@ def _downstream_run(
         pre_name, pre_config = pre
         deps = (pre_name,)
         config.init_from = run_workdir(ex.sweep_dir, pre_name)
-        # The pretrained network fixes the architecture and the input channels.
+        # The pretrained network fixes the architecture and the input channels; the domain padding is the
+        # downstream task's (it changes no parameter).
+        padding = config.model.padding
         config.model = copy.deepcopy(pre_config.model)
+        config.model.padding = padding
         layout = layout_of(pre_config)
-        # A mixed-layout model keeps its layout; otherwise the downstream task's own layout, whose channels
-        # fno_jax.training.finetune.channel_map maps from the pretrained ones (a narrower layout would drop
-        # coefficients).
-        config.data.layout = MIXED if layout == MIXED else ""
+        # A mixed-layout model keeps its layout where it holds the task's coefficients; otherwise the downstream
+        # task's own layout, whose channels fno_jax.training.finetune.channel_map maps from the pretrained ones (a
+        # narrower layout would drop coefficients; Darcy's field a has no channel in the mixed layout).
+        config.data.layout = MIXED if layout == MIXED and holds(MIXED, config.task) else ""
     if variant:
         apply_overrides(config, variant["overrides"], f"{ex.where}, variant {variant['label']!r}")
     config.seed = seed
@@ -666,7 +669,7 @@ def num_steps_of(config: ml_collections.ConfigDict) -> int:
 
 def _ranges_of(config: ml_collections.ConfigDict) -> dict[str, list[float]]:
     """The task_ranges fields the run's task actually reads (every family's for mixed)."""
-    families = [FAMILIES[config.task]] if config.task in FAMILIES else list(FAMILIES.values())
+    families = [FAMILIES[config.task]] if config.task in FAMILIES else [FAMILIES[f] for f in MIXTURE]
     return {f.range_field: [float(v) for v in config.task_ranges[f.range_field]] for f in families}
 
 

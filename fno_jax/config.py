@@ -21,7 +21,7 @@ from fno_jax.runtime.cli_errors import UserError
 from fno_jax.runtime.parallel import PARALLEL_MODES
 from fno_jax.training.tuning import MODES as TUNING_MODES
 from fno_jax.training.tuning import TARGETS as TUNING_TARGETS
-from solvers.families import FAMILIES, TASK_NAMES, make_task
+from solvers.families import FAMILIES, TASK_NAMES, TASK_OPTIONS, make_task
 
 DTYPES = ("float32", "bfloat16")
 NORM_STATS = ("downstream", "pretrained")
@@ -39,7 +39,7 @@ def default_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     # Seeds parameter init, data order and the nested training subset; also the data splits unless data.seed is set.
     config.seed = 0
-    # PDE family (`solvers.families`): poisson | advection_diffusion | helmholtz | mixed.
+    # PDE family (`solvers.families`): poisson | advection_diffusion | helmholtz | darcy | mixed (the periodic three).
     config.task = "poisson"
 
     # Coefficient range of each family's sampler, by its range field (`solvers.families`; the paper's pre-training,
@@ -49,6 +49,11 @@ def default_config() -> ml_collections.ConfigDict:
     config.task_ranges = ml_collections.ConfigDict()
     for family in FAMILIES.values():
         config.task_ranges[family.range_field] = family.default_range
+
+    # Sampler options of the families that have them (`solvers.families.TASK_OPTIONS`): Darcy's boundary condition
+    # bc ("dirichlet": u = 0 on the boundary, f = 1, the FNO benchmark's; or "periodic") and its permeability
+    # distribution ("threshold": a in {3, 12}, the benchmark's; or "lognormal"). The other families ignore them.
+    config.task_options = ml_collections.ConfigDict(dict(TASK_OPTIONS))
 
     config.data = ml_collections.ConfigDict()
     config.data.resolution = 128  # grid points per side
@@ -92,6 +97,10 @@ def default_config() -> ml_collections.ConfigDict:
     # Initialization of the Dense layers: "torch" (the paper's: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and
     # biases) or "flax" (LeCun-normal weights, zero biases).
     config.model.init = "torch"
+    # Domain padding: zero cells appended to the bottom and right of the lifted fields before the Fourier layers
+    # and cropped before the head (Li et al. pad non-periodic inputs this way, e.g. Darcy flow with u = 0 on the
+    # boundary); 0 for periodic data. Not part of the architecture: parameters load across paddings.
+    config.model.padding = 0
 
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 128  # global, split across devices
@@ -183,8 +192,9 @@ def matmul_precision(config: ml_collections.ConfigDict):
 
 
 def task_of(config: ml_collections.ConfigDict):
-    """The solvers task of a run config: `task`, `task_ranges` and `data.length` (ranges validated by the task)."""
-    return make_task(config.task, config.task_ranges, config.data.length)
+    """The solvers task of a run config: `task`, `task_ranges`, `task_options` and `data.length` (validated by the
+    task)."""
+    return make_task(config.task, config.task_ranges, config.data.length, config.get("task_options"))
 
 
 def layout_of(config: ml_collections.ConfigDict) -> str:
@@ -280,11 +290,21 @@ def _check_task_and_data(c: ml_collections.ConfigDict) -> None:
     for family in FAMILIES.values():
         field = family.range_field
         _check_range(f"task_ranges.{field}", c.task_ranges[field], integer=family.integer_range)
-    n = c.data.resolution
-    if n < 8 or n % 2:
-        raise ConfigError(f"config.data.resolution={n} must be an even number >= 8 (the paper uses 128).")
+    unknown = sorted(set(c.task_options) - set(TASK_OPTIONS))
+    if unknown:
+        raise ConfigError(f"config.task_options has unknown keys {unknown}; the options are {dict(TASK_OPTIONS)}.")
     if c.data.length <= 0:
         raise ConfigError(f"config.data.length={c.data.length} must be positive.")
+    try:
+        task = task_of(c)
+    except ValueError as err:
+        raise ConfigError(f"config.task={c.task!r} with config.task_ranges/task_options: {err}") from None
+    n = c.data.resolution
+    if getattr(task, "bc", "periodic") == "dirichlet":
+        if n < 8:
+            raise ConfigError(f"config.data.resolution={n} must be >= 8 (interior nodes per side of the grid).")
+    elif n < 8 or n % 2:
+        raise ConfigError(f"config.data.resolution={n} must be an even number >= 8 (the paper uses 128).")
     _check_at_least(c, ("data.num_val", "data.num_test", "data.generate_chunk"), 1)
     _check_at_least(c, ("data.num_train", "data.num_unlabelled"), 0)
     _check_at_least(c, ("data.seed", "data.pool_seed"), -1)
@@ -314,10 +334,12 @@ def _check_task_and_data(c: ml_collections.ConfigDict) -> None:
 
 def _check_model(c: ml_collections.ConfigDict) -> None:
     _check_at_least(c, tuple(f"model.{k}" for k in MODEL_SIZE_KEYS), 1)
-    n = c.data.resolution
+    _check_at_least(c, ("model.padding",), 0)
+    n = c.data.resolution + c.model.padding
     if c.model.modes > n // 2:
         raise ConfigError(
-            f"config.model.modes={c.model.modes} exceeds resolution/2 = {n // 2} (data.resolution={n}); "
+            f"config.model.modes={c.model.modes} exceeds (resolution + padding) / 2 = {n // 2} "
+            f"(data.resolution={c.data.resolution}, model.padding={c.model.padding}); "
             f"use modes <= {n // 2} or a finer resolution."
         )
 

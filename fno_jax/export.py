@@ -51,7 +51,7 @@ def _card(meta: RunMeta, step: int, summary: dict[str, Any], workdir: str) -> di
     data, train = config.get("data", {}), config.get("train", {})
     tested = summary.get("best_step") == step
     return {
-        "model": {**meta.model, "out_dim": 1},
+        "model": {**meta.model, "out_dim": 1, "padding": int(config.get("model", {}).get("padding", 0))},
         "layout": meta.layout,
         "channels": list(channels.LAYOUTS[meta.layout]),
         "norm_stats": meta.norm_stats.to_dict(),

@@ -189,7 +189,7 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
 
 def model_from_card(card: Mapping[str, Any]) -> FNO:
     """The float32 FNO a card describes."""
-    return FNO(**{key: int(card["model"][key]) for key in MODEL_KEYS})
+    return FNO(**{key: int(card["model"][key]) for key in MODEL_KEYS}, padding=int(card["model"].get("padding", 0)))
 
 
 def _check_tree(params: Mapping[str, Any], model: FNO, layout: str, where: str) -> None:
@@ -320,7 +320,8 @@ def resolve(path_or_name: str | os.PathLike) -> str:
 @jax.tree_util.register_pytree_node_class
 class Operator:
     """A pretrained solution operator: call it with a solvers task batch, `op(batch)`, or with physical inputs,
-    `op(source, diffusion=K, velocity=v, omega=w)`, and get the solution u [B, n, n] in physical units, at any
+    `op(source, diffusion=K, velocity=v, omega=w)` (Darcy: `permeability=a` [B, n, n]), and get the solution
+    u [B, n, n] in physical units, at any
     resolution n (>= 2 x the model's modes) on the card's domain [0, L)^2.
 
     It takes care of the bundle's input channels (`fno_jax.model.channels`) and normalization (the card's
@@ -344,11 +345,17 @@ class Operator:
         op.layout, op.norm_stats, op.length = op.card["layout"], norm_stats(op.card), float(op.card["length"])
         return op
 
-    def __call__(self, source, *, diffusion=None, velocity=None, omega=None) -> jax.Array:
+    def __call__(self, source, *, diffusion=None, velocity=None, omega=None, permeability=None) -> jax.Array:
         from fno_jax.model import predict
 
-        batch = source if isinstance(source, Mapping) else _physical_batch(source, diffusion, velocity, omega)
+        batch = source
+        if not isinstance(source, Mapping):
+            batch = _physical_batch(source, diffusion, velocity, omega)
+            if permeability is not None:
+                batch["permeability"] = jnp.asarray(permeability)
         inputs = {"source": jnp.asarray(batch["source"]), "coeffs": channels.coefficients(batch, self.layout)}
+        if channels.field_channels(self.layout):
+            inputs["fields"] = channels.fields(batch, self.layout)
         if inputs["source"].ndim != 3:
             raise ValueError(
                 f"source must have shape [B, n, n], got {inputs['source'].shape}; add a batch axis with source[None]."

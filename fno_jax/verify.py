@@ -25,6 +25,7 @@ import numpy as np
 
 from fno_jax import pretrained
 from fno_jax.runtime.cli_errors import exit_on_expected_errors
+from solvers.schema import FIELDS
 
 __all__ = ["main", "verify"]
 
@@ -65,14 +66,14 @@ def per_sample_test_metrics(op: pretrained.Operator, batch: dict[str, np.ndarray
     @jax.jit
     def evaluate(op, batch):
         prediction = op(batch)
-        coeffs = channels.coefficients(batch, op.layout)
-        coefficients = channels.physical_coefficients(coeffs, op.layout)
+        inputs = {"coeffs": channels.coefficients(batch, op.layout), "fields": channels.fields(batch, op.layout)}
+        coefficients = channels.residual_coefficients(inputs, op.layout)
         out = metrics.per_sample_metrics(prediction, batch["solution"], batch["source"], coefficients, length=op.length)
         diff = (prediction - batch["solution"]).reshape(prediction.shape[0], -1)
         out["loss"] = (diff * diff).sum(axis=-1)
         return out
 
-    keys = ("source", "solution", "diffusion", "velocity", "omega")
+    keys = [k for k in ("source", "solution", "diffusion", "velocity", "omega", *FIELDS) if k in batch]
     num = len(batch["source"])
     parts = [evaluate(op, {k: batch[k][s : s + CHUNK] for k in keys}) for s in range(0, num, CHUNK)]
     return {k: np.concatenate([np.asarray(p[k], np.float64) for p in parts]) for k in parts[0]}

@@ -37,6 +37,7 @@ def test_num_channels():
         "poisson": 4,
         "advection_diffusion": 6,
         "helmholtz": 3,
+        "darcy": 2,
         "mixed": 7,
     }
 

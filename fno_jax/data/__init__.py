@@ -2,6 +2,7 @@
 generate job, HDF5 import, nested subsets, prefetching."""
 
 from fno_jax.data.build import generate_dataset, validate_generate_config
+from fno_jax.data.darcy_import import import_darcy
 from fno_jax.data.hdf5_import import import_hdf5
 from fno_jax.data.loader import Feed, loader_of, make_feed
 from fno_jax.data.order import batch_indices, epoch_order
@@ -42,6 +43,7 @@ __all__ = [
     "batch_indices",
     "epoch_order",
     "generate_dataset",
+    "import_darcy",
     "import_hdf5",
     "input_stats",
     "load_splits",

@@ -25,7 +25,7 @@ from fno_jax.config import layout_of
 from fno_jax.data import generate
 from fno_jax.data.order import UNLABELLED, batch_indices, epoch_order
 from fno_jax.data.prefetch import Prefetcher
-from fno_jax.data.training_set import TRAIN_KEYS, Splits, TrainingSet
+from fno_jax.data.training_set import Splits, TrainingSet
 from fno_jax.model import channels
 
 # data.loader="auto": training sets up to this size (all runs of a group together) live on the devices; larger ones
@@ -157,10 +157,13 @@ def make_feed(
 
 def _select_rows(step, data, seed, *, num, batch_size):
     index = batch_indices(step, num=num, batch_size=batch_size, seed=seed)
-    return {k: data[k][index] for k in TRAIN_KEYS}
+    return {k: value[index] for k, value in data.items()}
 
 
 def _select_stream(step, data, *, task, layout, seed, batch_size, resolution):
     del data
     batch = generate.stream_batch(task, seed, step, batch_size, resolution)
-    return {"source": batch["source"], "coeffs": channels.coefficients(batch, layout), "solution": batch["solution"]}
+    out = {"source": batch["source"], "coeffs": channels.coefficients(batch, layout), "solution": batch["solution"]}
+    if channels.field_channels(layout):
+        out["fields"] = channels.fields(batch, layout)
+    return out

@@ -36,13 +36,36 @@ from fno_jax.runtime.cli_errors import UserError
 from fno_jax.storage.integrity import ChecksumError, seal, verify
 from fno_jax.storage.json_io import to_json, write_json_atomic
 from fno_jax.storage.version import package_version
-from solvers.schema import COEFFICIENTS
+from solvers.families import FAMILIES
+from solvers.schema import CHANNELS, COEFFICIENTS
 
 FORMAT_NAME = "fno-jax-dataset"
 FORMAT_VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-# The batch dict's arrays: fields, then every coefficient of the schema (`solvers.schema`), then per-sample labels.
-ARRAYS: tuple[str, ...] = ("source", "solution", *COEFFICIENTS, "pde", "volume_fraction")
+# The batch dict's arrays every dataset holds: fields, every per-sample coefficient of the schema (`solvers.schema`),
+# then per-sample labels. A dataset of a family with a field coefficient (Darcy's permeability) holds it too
+# (`arrays_for`).
+ARRAYS: tuple[str, ...] = (
+    "source",
+    "solution",
+    *(name for name, c in COEFFICIENTS.items() if not c.field),
+    "pde",
+    "volume_fraction",
+)
+
+
+def arrays_for(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The arrays of a dataset of the task `spec`: ARRAYS and the field coefficients of its families."""
+    names = [s.get("name") for s in spec.get("tasks", [spec])] if isinstance(spec, Mapping) else []
+    fields = [
+        CHANNELS[channel].coefficient
+        for name in names
+        if name in FAMILIES
+        for channel in FAMILIES[name].coefficients
+        if CHANNELS[channel].field
+    ]
+    return (*ARRAYS, *dict.fromkeys(fields))
+
 
 METADATA_FILE = "metadata.json"
 PROGRESS_FILE = "progress.json"
@@ -79,6 +102,8 @@ class DatasetWriteError(UserError, OSError):
 
 def _array_shape(name: str, count: int, resolution: int) -> tuple[int, ...]:
     if name in ("source", "solution"):
+        return (count, resolution, resolution)
+    if name in COEFFICIENTS and COEFFICIENTS[name].field:
         return (count, resolution, resolution)
     if name in COEFFICIENTS:
         return (count, *COEFFICIENTS[name].shape)
@@ -221,9 +246,10 @@ class DatasetWriter:
         self.complete = False
         self._done: dict[str, list[int]] = {s: [] for s in SPLITS}
         self._arrays: dict[tuple[str, str], ts.TensorStore] = {}
+        self.names = arrays_for(spec)
         if self._resume_or_start():
             for split in SPLITS:
-                for name in ARRAYS:
+                for name in self.names:
                     self._arrays[split, name] = self._open_array(split, name)
 
     def _resume_or_start(self) -> bool:
@@ -336,11 +362,11 @@ class DatasetWriter:
         self._write_span(split, start, count, batch)
 
     def _write_span(self, split: str, start: int, count: int, batch: Mapping[str, Any]) -> None:
-        missing = [k for k in ARRAYS if k not in batch]
+        missing = [k for k in self.names if k not in batch]
         if missing:
-            raise ValueError(f"batch lacks arrays {missing}; a batch dict holds {ARRAYS}")
+            raise ValueError(f"batch lacks arrays {missing}; a batch dict of this task holds {self.names}")
         host = {}
-        for name in ARRAYS:
+        for name in self.names:
             value = np.asarray(batch[name], dtype=_array_dtype(name, self.dtype))
             expected = _array_shape(name, count, self.resolution)
             if value.shape != expected:
@@ -350,7 +376,7 @@ class DatasetWriter:
                 )
             host[name] = value
         try:
-            futures = [self._arrays[split, name][start : start + count].write(host[name]) for name in ARRAYS]
+            futures = [self._arrays[split, name][start : start + count].write(host[name]) for name in self.names]
             for future in futures:
                 future.result()
         except (OSError, ValueError) as err:  # tensorstore reports I/O failures as ValueError
@@ -372,7 +398,7 @@ class DatasetWriter:
         """Reads back stored samples before the dataset is complete (e.g. to compute statistics)."""
         if self.complete:
             return open_dataset(self.path).read(split, index)
-        return _read_arrays(self.path, split, {k: self._arrays[split, k] for k in ARRAYS}, index)
+        return _read_arrays(self.path, split, {k: self._arrays[split, k] for k in self.names}, index)
 
     def missing_chunks(self) -> dict[str, list[int]]:
         """Chunk starts not yet stored, per split."""
@@ -403,7 +429,7 @@ class DatasetWriter:
                     "shape": list(_array_shape(name, -1, self.resolution)[1:]),
                     "dtype": _array_dtype(name, self.dtype),
                 }
-                for name in ARRAYS
+                for name in self.names
             },
             "complete": {s: True for s in SPLITS},
             "package_version": package_version(),
@@ -526,14 +552,26 @@ class StoredDataset:
         self._check_split(split)
         return int(self.metadata["counts"][split])
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The arrays this dataset holds (ARRAYS, and its family's field coefficients)."""
+        return tuple(self.metadata.get("arrays") or ARRAYS)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The arrays a model's inputs (and their statistics) are made of: all but the solution and labels."""
+        return tuple(n for n in self.names if n not in ("solution", "volume_fraction"))
+
     def read(
-        self, split: str, index: slice | Sequence[int] | np.ndarray, arrays: Sequence[str] = ARRAYS
+        self, split: str, index: slice | Sequence[int] | np.ndarray, arrays: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """Samples of a split selected by a slice or 1-D integer indices, as a host batch dict (of `arrays`)."""
+        """Samples of a split selected by a slice or 1-D integer indices, as a host batch dict (of `arrays`, default
+        all of them)."""
         self._check_split(split)
-        unknown = sorted(set(arrays) - set(ARRAYS))
+        arrays = self.names if arrays is None else arrays
+        unknown = sorted(set(arrays) - set(self.names))
         if unknown:
-            raise ValueError(f"unknown dataset arrays {unknown}; a dataset holds {list(ARRAYS)}")
+            raise ValueError(f"unknown dataset arrays {unknown}; this dataset holds {list(self.names)}")
         arrays = {name: self._array(split, name) for name in arrays}
         n = self.num(split)
         if not isinstance(index, slice):

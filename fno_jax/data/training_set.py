@@ -28,12 +28,8 @@ from fno_jax.data.subsets import nested_subset
 from fno_jax.model import channels
 from fno_jax.model.normalization import NormStats
 from fno_jax.runtime.distributed import from_main_process
-from solvers.schema import COEFFICIENTS
 
-TRAIN_KEYS = ("source", "coeffs", "solution")
 # What a stored dataset must supply for training arrays and for input statistics.
-_STORED_INPUTS = ("source", *COEFFICIENTS, "pde")
-_STORED_FOR_TRAINING = (*_STORED_INPUTS, "solution")
 # Samples read at a time when a statistic runs over a stored split (bounded memory).
 _STATS_CHUNK = 1024
 # Generated samples behind a stream run's statistics (a stream has no fixed training set).
@@ -41,9 +37,18 @@ STREAM_STATS_SAMPLES = 1024
 
 
 def training_arrays(batch: Mapping[str, np.ndarray], layout: str) -> dict[str, np.ndarray]:
-    """A raw task batch as training arrays of `layout` (host numpy)."""
+    """A raw task batch as training arrays of `layout` (host numpy): source, coeffs [B, C_s], solution and, when the
+    layout has field channels, fields [B, n, n, F]."""
     coeffs = np.asarray(channels.coefficients(batch, layout))
-    return {"source": np.asarray(batch["source"]), "coeffs": coeffs, "solution": np.asarray(batch["solution"])}
+    out = {"source": np.asarray(batch["source"]), "coeffs": coeffs, "solution": np.asarray(batch["solution"])}
+    if channels.field_channels(layout):
+        out["fields"] = np.asarray(channels.fields(batch, layout))
+    return out
+
+
+def _for_training(dataset: StoredDataset) -> tuple[str, ...]:
+    """The stored arrays training arrays are made of: the inputs and the solution."""
+    return (*dataset.inputs, "solution")
 
 
 class TrainingSet:
@@ -68,13 +73,14 @@ class TrainingSet:
         index = self.indices[rows]
         # Tensorstore reads sorted indices fastest; the rows come back in the order asked for.
         order = np.argsort(index, kind="stable")
-        batch = self.dataset.read("train", index[order], arrays=_STORED_FOR_TRAINING)
+        batch = self.dataset.read("train", index[order], arrays=_for_training(self.dataset))
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
         return {k: v[inverse] for k, v in training_arrays(batch, self.layout).items()}
 
     def nbytes(self, resolution: int) -> int:
-        return self.num * (2 * resolution * resolution + channels.num_channels(self.layout)) * 4
+        fields = len(channels.field_channels(self.layout))
+        return self.num * ((2 + fields) * resolution * resolution + channels.num_channels(self.layout)) * 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,15 +191,15 @@ def _subset(pool: dict | None, num: int, seed: int, layout: str) -> TrainingSet:
 
 def _inputs(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The inputs of training arrays (no solutions): what a residual loss reads."""
-    return {"source": arrays["source"], "coeffs": arrays["coeffs"]}
+    return {k: v for k, v in arrays.items() if k != "solution"}
 
 
 def _stored_splits(
     config: ml_collections.ConfigDict, layout: str, dataset: StoredDataset, seeds: Sequence[int]
 ) -> list[Splits]:
     d = config.data
-    val = training_arrays(dataset.read("val", slice(0, d.num_val), arrays=_STORED_FOR_TRAINING), layout)
-    test = training_arrays(dataset.read("test", slice(0, d.num_test), arrays=_STORED_FOR_TRAINING), layout)
+    val = training_arrays(dataset.read("val", slice(0, d.num_val), arrays=_for_training(dataset)), layout)
+    test = training_arrays(dataset.read("test", slice(0, d.num_test), arrays=_for_training(dataset)), layout)
     stats = _stored_stats(dataset, layout, d.length)
     pool_size = dataset.num("train")
     num = min(d.num_train, pool_size)
@@ -230,7 +236,7 @@ def _stored_stats(dataset: StoredDataset, layout: str, length: float) -> NormSta
     def compute() -> NormStats:
         total = dataset.num("train")
         chunks = (
-            dataset.read("train", slice(s, min(s + _STATS_CHUNK, total)), arrays=_STORED_INPUTS)
+            dataset.read("train", slice(s, min(s + _STATS_CHUNK, total)), arrays=dataset.inputs)
             for s in range(0, total, _STATS_CHUNK)
         )
         return input_stats(chunks, layout, length)

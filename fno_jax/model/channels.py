@@ -22,11 +22,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from solvers.families import CHANNELS, COEFFICIENTS, FAMILIES, MIXED, family_of_id
+from solvers.families import CHANNELS, COEFFICIENTS, FAMILIES, MIXED, MIXTURE, family_of_id
 
 __all__ = [
     "LAYOUTS",
     "assemble_inputs",
+    "field_channels",
+    "fields",
+    "residual_coefficients",
+    "scalar_channels",
     "coefficients",
     "holds",
     "num_channels",
@@ -36,29 +40,15 @@ __all__ = [
 ]
 
 
-def _tensor_form(name: str) -> tuple[str, ...]:
-    """The single-entry channels a multi-entry channel stands for (D = D * identity: K11 and K22), else ()."""
-    channel = CHANNELS[name]
-    if len(channel.places) < 2:
-        return ()
-    return tuple(
-        other.name
-        for other in CHANNELS.values()
-        if other.name != name
-        and other.coefficient == channel.coefficient
-        and len(other.places) == 1
-        and other.index in channel.places
-    )
-
-
-# Helmholtz's scalar D is its diffusion tensor D * identity: in a layout with the tensor entries it is K11 = K22
-# (and K12 = 0); a model that saw K11 and K22 sees D through the sum of their lift rows (`fno_jax.training.finetune`).
-TENSOR_FORM: dict[str, tuple[str, ...]] = {name: form for name in CHANNELS if (form := _tensor_form(name))}
+# Helmholtz's scalar D is its diffusion tensor D * identity, Darcy's a(x) the field a(x) * identity: in a layout with
+# the tensor entries they are K11 = K22 (and K12 = 0); a model that saw K11 and K22 sees them through the sum of
+# their lift rows (`fno_jax.training.finetune`).
+TENSOR_FORM: dict[str, tuple[str, ...]] = {name: c.tensor_form for name, c in CHANNELS.items() if c.tensor_form}
 
 
 def _mixed_layout() -> tuple[str, ...]:
     names: list[str] = []
-    for family in FAMILIES.values():
+    for family in (FAMILIES[name] for name in MIXTURE):
         for name in family.coefficients:
             if name not in TENSOR_FORM and name not in names:
                 names.append(name)
@@ -84,6 +74,11 @@ def _carried(family_name: str, layout: str) -> set[str]:
     return out
 
 
+def _in_tensor_form(name: str, have: tuple[str, ...]) -> bool:
+    """Whether the scalar coefficient `name` is carried by `have`'s diffusion-tensor channels (a field never is)."""
+    return not CHANNELS[name].field and all(t in have for t in TENSOR_FORM.get(name, ("?",)))
+
+
 def holds(layout: str, task: str) -> bool:
     """Whether `layout` has a channel for every coefficient the samples of `task` carry (a narrower layout would
     drop coefficients from the inputs, e.g. mixed data in the poisson layout loses v and omega)."""
@@ -91,7 +86,8 @@ def holds(layout: str, task: str) -> bool:
     for name in families:
         wanted = FAMILIES[name].coefficients
         have = LAYOUTS[validate_layout(layout)]
-        if not all(w in have or all(t in have for t in TENSOR_FORM.get(w, ("?",))) for w in wanted):
+        # A field coefficient needs its own channel: constant channels cannot carry it.
+        if not all(w in have or _in_tensor_form(w, have) for w in wanted):
             return False
     return True
 
@@ -123,13 +119,41 @@ def num_channels(layout: str) -> int:
     return len(LAYOUTS[validate_layout(layout)])
 
 
+def scalar_channels(layout: str) -> tuple[str, ...]:
+    """The coefficient channels of `layout` with one value per sample (constant fields), in layout order."""
+    return tuple(name for name in LAYOUTS[validate_layout(layout)][1:] if not CHANNELS[name].field)
+
+
+def field_channels(layout: str) -> tuple[str, ...]:
+    """The coefficient channels of `layout` that are fields on the grid (Darcy's a(x)), in layout order; they
+    follow the scalar ones."""
+    return tuple(name for name in LAYOUTS[validate_layout(layout)][1:] if CHANNELS[name].field)
+
+
+def fields(batch: Mapping[str, Array], layout: str) -> Float[Array, "b n n f"] | None:
+    """The field channels of `layout` from a task batch, ``[B, n, n, F]`` raw (None when it has none)."""
+    names = field_channels(layout)
+    if not names:
+        return None
+    missing = [CHANNELS[n].coefficient for n in names if CHANNELS[n].coefficient not in batch]
+    if missing:
+        raise ValueError(
+            f"layout {layout!r} needs batch[{missing[0]!r}] (a field [B, n, n]), but the batch has keys "
+            f"{sorted(batch)}; pass the dict returned by task.sample()."
+        )
+    return jnp.stack([jnp.asarray(batch[CHANNELS[n].coefficient]) for n in names], axis=-1)
+
+
 def coefficients(batch: Mapping[str, Array], layout: str) -> Float[Array, "b c"]:
-    """Per-instance coefficient values ``[B, C-1]`` of ``layout``, in layout order.
+    """Per-instance coefficient values ``[B, C_s]`` of ``layout``'s scalar channels, in layout order (its field
+    channels: `fields`).
 
     ``batch`` is the task batch dict (``diffusion [B, 2, 2]``, ``velocity [B, 2]``, ``omega [B]``);
     only the keys the layout needs must be present.
     """
-    names = LAYOUTS[validate_layout(layout)][1:]
+    names = scalar_channels(layout)
+    if not names:
+        return jnp.zeros((jnp.shape(batch["source"])[0], 0), jnp.asarray(batch["source"]).dtype)
     columns = []
     for name in names:
         channel = CHANNELS[name]
@@ -158,7 +182,7 @@ def physical_coefficients(
     One operator covers every family: Helmholtz's ``D`` becomes ``K = D I``; a coefficient the layout has no channel
     for is zero. Inverse of `coefficients` for the families a layout holds.
     """
-    names = LAYOUTS[validate_layout(layout)][1:]
+    names = scalar_channels(layout)
     coeffs = jnp.asarray(coeffs)
     if coeffs.ndim != 2 or coeffs.shape[1] != len(names):
         raise ValueError(
@@ -166,17 +190,28 @@ def physical_coefficients(
             f"got {coeffs.shape}."
         )
     batch = coeffs.shape[0]
-    out = {c.name: jnp.zeros((batch, *c.shape), coeffs.dtype) for c in COEFFICIENTS.values()}
+    out = {c.name: jnp.zeros((batch, *c.shape), coeffs.dtype) for c in COEFFICIENTS.values() if not c.field}
     for j, name in enumerate(names):
         channel = CHANNELS[name]
         for place in channel.places:
             out[channel.coefficient] = out[channel.coefficient].at[(slice(None), *place)].set(coeffs[:, j])
-    by_role = {c.role: out[c.name] for c in COEFFICIENTS.values()}
+    by_role = {c.role: out[c.name] for c in COEFFICIENTS.values() if not c.field}
     return by_role["K"], by_role["v"], by_role["omega"]
 
 
-def assemble_inputs(source: Float[Array, "b ny nx"], coeffs: Float[Array, "b c"]) -> Float[Array, "b ny nx c1"]:
-    """Model inputs ``[B, ny, nx, 1 + c]``: the source, then each coefficient as a constant."""
+def residual_coefficients(batch: Mapping[str, Array], layout: str):
+    """What the residual of `layout`'s operator needs from a raw batch {"source", "coeffs"[, "fields"]}: the periodic
+    operator's (K, v, omega) (`physical_coefficients`), or for Darcy's layout {"a": the permeability field}."""
+    if field_channels(layout):
+        return {"a": jnp.asarray(batch["fields"])[..., field_channels(layout).index("a")]}
+    return physical_coefficients(batch["coeffs"], layout)
+
+
+def assemble_inputs(
+    source: Float[Array, "b ny nx"], coeffs: Float[Array, "b c"], fields: Float[Array, "b ny nx f"] | None = None
+) -> Float[Array, "b ny nx c1"]:
+    """Model inputs ``[B, ny, nx, 1 + c (+ f)]``: the source, then each scalar coefficient as a constant field, then
+    the field coefficients."""
     source = jnp.asarray(source)
     coeffs = jnp.asarray(coeffs)
     if source.ndim != 3:
@@ -188,5 +223,8 @@ def assemble_inputs(source: Float[Array, "b ny nx"], coeffs: Float[Array, "b c"]
         )
     dtype = jnp.result_type(source, coeffs)
     batch, ny, nx = source.shape
-    fields = jnp.broadcast_to(coeffs[:, None, None, :], (batch, ny, nx, coeffs.shape[1]))
-    return jnp.concatenate([source[..., None].astype(dtype), fields.astype(dtype)], axis=-1)
+    constants = jnp.broadcast_to(coeffs[:, None, None, :], (batch, ny, nx, coeffs.shape[1]))
+    parts = [source[..., None].astype(dtype), constants.astype(dtype)]
+    if fields is not None:
+        parts.append(jnp.asarray(fields).astype(dtype))
+    return jnp.concatenate(parts, axis=-1)

@@ -141,6 +141,11 @@ class FNO(nn.Module):
             or ``"flax"``; see the module docstring.
         layer_impl: ``"fused"`` or ``"autodiff"`` (see the module docstring); ``None`` (default)
             picks `default_layer_impl` when traced.
+        padding: zero cells appended to the bottom and right of the lifted fields before the Fourier layers and
+            cropped off before the head (Li et al.'s domain padding for non-periodic inputs: the spectral
+            convolutions then see a periodic extension of the domain instead of wrapping its right edge onto its
+            left); 0 (default) for periodic data. Changes no parameter, only the grid the layers see, so a model
+            trained with one padding loads with another. ``modes`` must fit the padded grid.
         head_tile: grid points per tile of the projection head (`fno_jax.model.head.projection_head`):
             ``> 0`` computes fc1 -> GELU -> fc2 tile by tile and recomputes fc1 in the backward
             pass instead of storing the ``fc_dim``-wide activations; ``0`` is the plain form;
@@ -164,6 +169,7 @@ class FNO(nn.Module):
     param_init: str = "torch"
     layer_impl: str | None = None
     head_tile: int | None = None
+    padding: int = 0
 
     def __post_init__(self) -> None:
         for name in ("width", "modes", "depth", "fc_dim", "out_dim"):
@@ -199,6 +205,11 @@ class FNO(nn.Module):
                 f"FNO layer_impl='fused' computes the spectral convolution with DFT matmuls; it needs "
                 f"spectral_impl='dft', got {self.spectral_impl!r} (use layer_impl='autodiff' for 'fft')."
             )
+        if isinstance(self.padding, bool) or not isinstance(self.padding, numbers.Integral) or self.padding < 0:
+            raise ValueError(
+                f"FNO padding must be an integer >= 0 (zero cells added to each non-periodic direction), "
+                f"got {self.padding!r}."
+            )
         tile = self.head_tile
         if tile is not None and (isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 0):
             raise ValueError(f"FNO head_tile must be None or an integer >= 0 (0 = untiled), got {tile!r}.")
@@ -212,7 +223,8 @@ class FNO(nn.Module):
                 "add a batch axis with x[None] (and a channel axis with x[..., None])."
             )
         batch, ny, nx, in_channels = x.shape
-        check_modes(self.modes, ny, nx)
+        pad = int(self.padding)
+        check_modes(self.modes, ny + pad, nx + pad)
         dense = dict(param_init=self.param_init, param_dtype=self.param_dtype)
         lift = _DenseParams(self.width, name="lift", **dense)(in_channels)
         layers = [
@@ -237,17 +249,25 @@ class FNO(nn.Module):
         if impl == "fused":
             # Channels-first from the lift to the head: [width, batch, y, x], then [width, points].
             z = jnp.einsum("byxi,ic->cbyx", x, lift[0]) + lift[1][:, None, None, None]
+            if pad:
+                z = jnp.pad(z, ((0, 0), (0, 0), (0, pad), (0, pad)))
             for i, (weights, kernel, bias) in enumerate(layers):
                 z = fourier_layer(z, weights, kernel, bias, i > 0)
+            if pad:
+                z = z[:, :, :ny, :nx]
             out = projection_head(z.reshape(self.width, -1), *head, tile=tile)
         else:
             h = x @ lift[0] + lift[1]
+            if pad:
+                h = jnp.pad(h, ((0, 0), (0, pad), (0, pad), (0, 0)))
             layer = _autodiff_layer
             if self.remat:
                 # Saving nothing inside the layer keeps only its input (the previous layer's output).
                 layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.nothing_saveable, static_argnums=(4, 5))
             for i, (weights, kernel, bias) in enumerate(layers):
                 h = layer(h, weights, kernel, bias, i < self.depth - 1, self.spectral_impl)
+            if pad:
+                h = h[:, :ny, :nx]
             v = h.reshape(-1, self.width)
             if tile == 0:
                 return (gelu(v @ head[0] + head[1]) @ head[2] + head[3]).reshape(batch, ny, nx, self.out_dim)

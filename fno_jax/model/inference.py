@@ -28,16 +28,25 @@ Batch = dict[str, jax.Array]
 
 
 def from_config(config: ml_collections.ConfigDict) -> FNO:
-    """The FNO of a run config: `model.<SIZE_KEYS>`, compute dtype (`train.dtype`), remat and initialization."""
+    """The FNO of a run config: `model.<SIZE_KEYS>`, compute dtype (`train.dtype`), remat, initialization and domain
+    padding."""
     dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
     m = config.model
-    return FNO(**{k: m[k] for k in SIZE_KEYS}, out_dim=1, dtype=dtype, remat=m.remat, param_init=m.init)
+    return FNO(
+        **{k: m[k] for k in SIZE_KEYS}, out_dim=1, dtype=dtype, remat=m.remat, param_init=m.init, padding=m.padding
+    )
 
 
 def model_inputs(batch: Batch, norm: normalization.NormStats | normalization.ScaleArrays, length: float) -> jax.Array:
-    """Normalized, channels-last model input [B, n, n, C] from a raw batch."""
-    source, coeffs = normalization.normalize(batch["source"], batch["coeffs"], norm, length=length)
-    return channels.assemble_inputs(source, coeffs)
+    """Normalized, channels-last model input [B, n, n, C] from a raw batch (`batch["fields"]` [B, n, n, F]: the field
+    coefficient channels, when the layout has any)."""
+    if batch.get("fields") is None:
+        source, coeffs = normalization.normalize(batch["source"], batch["coeffs"], norm, length=length)
+        return channels.assemble_inputs(source, coeffs)
+    source, coeffs, fields = normalization.normalize(
+        batch["source"], batch["coeffs"], norm, length=length, fields=batch["fields"]
+    )
+    return channels.assemble_inputs(source, coeffs, fields)
 
 
 def predict(params: Any, batch: Batch, *, model: nn.Module, norm, length: float) -> jax.Array:

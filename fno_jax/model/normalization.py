@@ -207,23 +207,30 @@ def normalize(
     coeffs: Float[ArrayLike, "b c"],
     stats: NormStats | ScaleArrays,
     length: float = 1.0,
-) -> tuple[Float[Array, "b ny nx"], Float[Array, "b c"]]:
+    fields: Float[ArrayLike, "b ny nx f"] | None = None,
+):
     """Normalized ``(source_n, coeffs_n)``: divide by ``r = s(f) / source_scale`` per instance,
-    then each coefficient channel by ``stats.coeff_scale``.
+    then each coefficient channel by ``stats.coeff_scale``; with field coefficients ``[B, ny, nx, F]`` (whose scales
+    follow the scalar channels' in ``coeff_scale``), ``(source_n, coeffs_n, fields_n)``.
 
     An all-zero source (``s(f) = 0``) is left unscaled (``r = 1``) rather than dividing by zero.
     Pure and jit-friendly: ``stats`` is static data (`NormStats`) or traced (`ScaleArrays`), with the same result.
     """
     source = _check_source(source)
     coeffs = _check_coeffs(coeffs, source.shape[0])
-    if coeffs.shape[1] != stats.num_coefficients:
+    num_fields = 0 if fields is None else int(jnp.shape(fields)[-1])
+    if coeffs.shape[1] + num_fields != stats.num_coefficients:
         raise ValueError(
-            f"coeffs has {coeffs.shape[1]} channels but the stats were computed for "
+            f"coeffs has {coeffs.shape[1]} channels (and {num_fields} fields) but the stats were computed for "
             f"{stats.num_coefficients}; use the stats of the same channel layout."
         )
     norms = source_norms(source, length)
     ratio = jnp.where(norms > 0, norms / stats.source_scale, 1.0).astype(source.dtype)
     coeff_scale = jnp.asarray(stats.coeff_scale, dtype=coeffs.dtype)
     source_n = source / ratio[:, None, None]
-    coeffs_n = coeffs / ratio[:, None].astype(coeffs.dtype) / coeff_scale
-    return source_n, coeffs_n
+    coeffs_n = coeffs / ratio[:, None].astype(coeffs.dtype) / coeff_scale[..., : coeffs.shape[1]]
+    if fields is None:
+        return source_n, coeffs_n
+    fields = jnp.asarray(fields)
+    field_scale = coeff_scale[..., coeffs.shape[1] :].astype(fields.dtype)
+    return source_n, coeffs_n, fields / ratio[:, None, None, None].astype(fields.dtype) / field_scale

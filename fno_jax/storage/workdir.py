@@ -42,7 +42,7 @@ from fno_jax.storage.json_io import write_json_atomic, write_text_atomic
 from fno_jax.storage.version import package_version
 
 # Config sections that define what a workdir's checkpoints are; changing them on a resume is an error.
-IDENTITY_KEYS = ("seed", "task", "task_ranges", "data", "model", "init_from", "init_step")
+IDENTITY_KEYS = ("seed", "task", "task_ranges", "task_options", "data", "model", "init_from", "init_step")
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"

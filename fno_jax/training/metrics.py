@@ -214,7 +214,7 @@ METRICS: tuple[Metric, ...] = (
         "rel_residual",
         "relative PDE residual ||A u_pred - f|| / ||f||",
         "relative PDE residual ||A u_pred - f|| / ||f||",
-        lambda p, t, f, c, length: relative_residual(p, f, *c, length=length),
+        lambda p, t, f, c, length: residual_of(p, f, c, length=length),
         needs_coefficients=True,
     ),
     Metric(
@@ -235,6 +235,30 @@ BAND_EDGES_WORDS = {"low": f"|m| < {BAND_EDGES[0]}", "mid": f"{BAND_EDGES[0]} <=
 def band_keys(metric: Metric, prefix: str = "test_") -> dict[str, str]:
     """{flat key: band} of a banded metric: {"test_rel_l2_band_low": "low", ...} (report columns)."""
     return {f"{prefix}{metric.name.removesuffix('s')}_{band}": band for band in BANDS}
+
+
+def relative_darcy_residual(
+    prediction: Float[Array, "b n n"],
+    source: Float[Array, "b n n"],
+    permeability: Float[Array, "b n n"],
+    *,
+    length: float = 1.0,
+) -> Float[Array, " b"]:
+    """||A_a u_pred - f|| / ||f|| per sample, A_a the finite-volume -div(a grad .) with u = 0 on the boundary of
+    Darcy's Dirichlet grid (`solvers.darcy_residual`): 0 to the solver's tolerance on its solutions."""
+    from solvers import darcy_residual
+
+    residual = darcy_residual(prediction, permeability, source, bc="dirichlet", length=length)
+    norm = lambda x: jnp.sqrt(jnp.sum(x * x, axis=(-2, -1)))
+    return _ratio(norm(residual), norm(source))
+
+
+def residual_of(prediction, source, coefficients, *, length: float = 1.0) -> jax.Array:
+    """The relative residual of a family's operator: Darcy's for {"a": permeability}, else the periodic operator's
+    for (diffusion, velocity, omega) (`fno_jax.model.channels.residual_coefficients`)."""
+    if isinstance(coefficients, dict):
+        return relative_darcy_residual(prediction, source, coefficients["a"], length=length)
+    return relative_residual(prediction, source, *coefficients, length=length)
 
 
 def per_sample_metrics(

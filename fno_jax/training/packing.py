@@ -87,7 +87,9 @@ def packed_step_bytes(config: ml_collections.ConfigDict) -> int:
     """Bytes one run adds to a packed group's train step (arguments, outputs not aliased, temporaries; its
     device-resident training set), by XLA's memory analysis of the compiled program of one packed run, traced with
     abstract inputs only."""
-    n, c = config.data.resolution, channels.num_channels(layout_of(config))
+    layout = layout_of(config)
+    n, c = config.data.resolution, channels.num_channels(layout)
+    f = len(channels.field_channels(layout))
     model = from_config(config)
     dummy = jax.ShapeDtypeStruct((1, n, n, c), jnp.float32)
     params = jax.eval_shape(lambda k: model.init(k, jnp.zeros(dummy.shape, dummy.dtype))["params"], jax.random.key(0))
@@ -98,13 +100,15 @@ def packed_step_bytes(config: ml_collections.ConfigDict) -> int:
     b, num = config.train.batch_size, config.data.num_train
     batch = {
         "source": jax.ShapeDtypeStruct((1, b, n, n), jnp.float32),
-        "coeffs": jax.ShapeDtypeStruct((1, b, c - 1), jnp.float32),
+        "coeffs": jax.ShapeDtypeStruct((1, b, c - 1 - f), jnp.float32),
         "solution": jax.ShapeDtypeStruct((1, b, n, n), jnp.float32),
     }
+    if f:
+        batch["fields"] = jax.ShapeDtypeStruct((1, b, n, n, f), jnp.float32)
     norm = jax.tree_util.tree_map(stacked, ScaleArrays(np.float32(1), np.ones(c - 1, np.float32)))
     one = functools.partial(steps.train_step, model=model, optimizer=optimizer, length=1.0)
     compiled = jax.jit(jax.vmap(one), donate_argnums=(0,)).lower(state, batch, norm).compile()
     memory = compiled.memory_analysis()
-    data = num * (2 * n * n + c - 1) * 4 if config.data.source != "stream" else 0
+    data = num * ((2 + f) * n * n + c - 1 - f) * 4 if config.data.source != "stream" else 0
     total = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
     return int(total - memory.alias_size_in_bytes + data)

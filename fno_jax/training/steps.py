@@ -35,8 +35,8 @@ def residual_loss(
     prediction, ||A u_pred - P f|| / ||P f|| with A rebuilt from the raw coefficient channels of `layout`
     (`fno_jax.training.metrics.relative_residual`): a loss that needs no solutions, 0 on the solver's solutions."""
     prediction = predict(params, inputs, model=model, norm=norm, length=length)
-    coefficients = channels.physical_coefficients(inputs["coeffs"], layout)
-    return jnp.mean(metrics.relative_residual(prediction, inputs["source"], *coefficients, length=length))
+    coefficients = channels.residual_coefficients(inputs, layout)
+    return jnp.mean(metrics.residual_of(prediction, inputs["source"], coefficients, length=length))
 
 
 def train_step(
@@ -121,7 +121,7 @@ def eval_step(
     if layout is None:
         per_sample = metrics.per_sample_metrics(prediction, target, batch["source"], None, length=length)
     else:
-        coefficients = channels.physical_coefficients(batch["coeffs"], layout)
+        coefficients = channels.residual_coefficients(batch, layout)
         per_sample = metrics.per_sample_metrics(prediction, target, batch["source"], coefficients, length=length)
     diff = (prediction - target).reshape(target.shape[0], -1)
     per_sample["sse"] = jnp.sum(diff * diff, axis=-1)
