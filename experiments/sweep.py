@@ -241,6 +241,10 @@ def _check_or_save_run(spec: RunSpec, workdir: str) -> None:
     write_json_atomic(path, payload)
 
 
+def _config_key(config: dict) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
 def _without_learning_rate(config: dict) -> dict:
     return {**config, "train": {k: v for k, v in config["train"].items() if k != "learning_rate"}}
 
@@ -359,24 +363,31 @@ class _Sweep:
             logging.info(f"    sweep {time.monotonic() - start:.0f} s")
 
     def _reuse(self, spec: RunSpec, prefix: str) -> None:
-        """Copy a finished run of another sweep (`reuse_from`) that has this run's name and config into this sweep,
-        instead of training it again. Only runs that start from nothing (pretraining and scratch runs): a run
+        """Copy a finished run of another sweep (`reuse_from`) with this run's config (under any name) into this
+        sweep, instead of training it again. Only runs that start from nothing (pretraining and scratch runs): a run
         fine-tuned there started from that sweep's pretrained model."""
         workdir = self.workdir(spec.name)
         if spec.config.init_from or _read_summary(workdir) is not None:
             return
-        for other in self.reuse_from:
-            source = run_workdir(other, spec.name)
-            saved = _read_json(os.path.join(source, RUN_FILE))
-            if _read_summary(source) is None or saved is None:
-                continue
-            if with_defaults(saved["config"]) != to_json(spec.config.to_dict()):
-                continue
-            if os.path.exists(workdir):
-                shutil.rmtree(workdir)
-            shutil.copytree(source, workdir)
-            logging.info(f"{prefix} ... {spec.name} reused from {source}")
+        source = self._finished_elsewhere().get(_config_key(to_json(spec.config.to_dict())))
+        if source is None:
             return
+        if os.path.exists(workdir):
+            shutil.rmtree(workdir)
+        shutil.copytree(source, workdir)
+        logging.info(f"{prefix} ... {spec.name} reused from {source}")
+
+    def _finished_elsewhere(self) -> dict[str, str]:
+        """config key -> run folder, for the finished runs without init_from of the `reuse_from` sweeps."""
+        found: dict[str, str] = {}
+        for other in self.reuse_from:
+            root = os.path.join(other, "runs")
+            for name in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+                saved = _read_json(os.path.join(root, name, RUN_FILE))
+                if saved is None or saved["config"].get("init_from") or _read_summary(os.path.join(root, name)) is None:
+                    continue
+                found.setdefault(_config_key(with_defaults(saved["config"])), os.path.join(root, name))
+        return found
 
     def _run_unit(self, unit: list[RunSpec], prefix: str) -> None:
         unit = [resolve_learning_rate(spec, self.sweep_dir) for spec in unit]

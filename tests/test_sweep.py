@@ -418,3 +418,13 @@ def test_finished_runs_of_another_sweep_are_reused_not_trained_again(tmp_path):
     third = FakeRun()
     run_sweep(other, str(tmp_path / "third"), run_fn=third, reuse_from=[str(first)])
     assert "pretrain-poisson-s0" in third.calls
+
+
+def test_reuse_matches_runs_by_config_under_any_name(tmp_path):
+    first = tmp_path / "first"
+    run_sweep(_quickstart(), str(first), run_fn=FakeRun())
+    os.rename(first / "runs" / "pretrain-poisson-s0", first / "runs" / "pretrain-named-otherwise")
+    again = FakeRun()
+    run_sweep(_quickstart(), str(tmp_path / "second"), run_fn=again, reuse_from=[str(first)])
+    assert "pretrain-poisson-s0" not in again.calls
+    assert os.path.exists(tmp_path / "second" / "runs" / "pretrain-poisson-s0" / "summary.json")
