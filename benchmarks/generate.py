@@ -21,13 +21,13 @@ import jax
 
 from benchmarks.model_flags import run_main
 from solvers import tasks
-from solvers.families import FAMILIES, MIXED, TASK_NAMES
+from solvers.families import FAMILIES, MIXED, MIXTURE, TASK_NAMES
 
 
 def _task(name: str):
     """The task `name` with its sampler's default (the paper's pretraining) ranges."""
     if name == MIXED:
-        return tasks.Mixed(tuple(family.sampler() for family in FAMILIES.values()))
+        return tasks.Mixed(tuple(FAMILIES[family].sampler() for family in MIXTURE))
     return FAMILIES[name].sampler()
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from fno_jax.head import default_head_tile
 from fno_jax.model import LAYER_IMPLS, default_layer_impl
-from fno_jax.spectral_conv import SPECTRAL_IMPLS
+from fno_jax.model.head import default_head_tile
+from fno_jax.model.spectral_conv import SPECTRAL_IMPLS
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 

@@ -1,4 +1,4 @@
-"""K small runs one after another and the same K packed into one program (`fno_jax.packed`), in one process.
+"""K small runs one after another and the same K packed into one program (`fno_jax.training.packing`), in one process.
 
     python -m benchmarks.throughput pack --runs 6 --num-train 8 --steps 50 --resolution 32 --width 16 --modes 8 --json
 
@@ -20,8 +20,7 @@ import jax
 import numpy as np
 
 from fno_jax import checkpoint, default_config
-from fno_jax.packed import train_and_evaluate_packed
-from fno_jax.train import train_and_evaluate
+from fno_jax.train import train_and_evaluate, train_and_evaluate_packed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -52,11 +52,11 @@ def measure(args: argparse.Namespace) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from fno_jax import steps
     from fno_jax.model import FNO
-    from fno_jax.normalization import NormStats
-    from fno_jax.optim import make_optimizer
-    from fno_jax.parallel import make_parallel
+    from fno_jax.model.normalization import NormStats
+    from fno_jax.runtime.parallel import make_parallel
+    from fno_jax.training import steps
+    from fno_jax.training.optim import make_optimizer
 
     n, b = args.resolution, args.batch
     model = FNO(width=args.width, modes=args.modes, depth=args.depth, fc_dim=args.fc_dim, out_dim=1)

@@ -58,7 +58,7 @@ def _synthetic(resolution: int):
 def run(args: argparse.Namespace) -> dict[str, Any]:
     parallel = None
     if args.device_put:
-        from fno_jax.parallel import make_parallel
+        from fno_jax.runtime.parallel import make_parallel
 
         parallel = make_parallel("shard_map")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:

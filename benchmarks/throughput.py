@@ -69,7 +69,7 @@ def _quiet_libraries() -> None:
     like runs of `experiments.main`."""
     from absl import flags, logging
 
-    from fno_jax.log_setup import configure_logging
+    from fno_jax.runtime.log_setup import configure_logging
 
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()  # absl's defaults; this command line is argparse's

@@ -6,7 +6,7 @@
         [--baseline REPO --baseline-python PY] [--json]
 
 (also reached as ``python -m benchmarks.throughput train ...``). The step timed is
-`fno_jax.steps.train_step` (normalization, channel assembly, forward, sum-of-squares loss, backward,
+`fno_jax.training.steps.train_step` (normalization, channel assembly, forward, sum-of-squares loss, backward,
 Adam, the finite-update guard) under ``jax.jit(..., donate_argnums=0)``, on a fixed random batch
 already on the device. The first call (trace + compile + one step) is ``compile_s``; each timed step
 ends in ``block_until_ready`` on the new state and metrics; ``step_ms_median`` is the median.
@@ -36,10 +36,10 @@ import numpy as np
 import optax
 
 from benchmarks.model_flags import DTYPES, add_flag, add_model_arguments, model_impl, peak_bytes, run_main, time_calls
-from fno_jax import steps
 from fno_jax.model import FNO
-from fno_jax.normalization import NormStats
-from fno_jax.optim import make_optimizer
+from fno_jax.model.normalization import NormStats
+from fno_jax.training import steps
+from fno_jax.training.optim import make_optimizer
 
 __all__ = ["add_arguments", "run"]
 

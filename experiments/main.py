@@ -6,16 +6,16 @@
 Running the same command again on the same workdir resumes from the latest checkpoint. SIGTERM or SIGINT during
 training saves a checkpoint at the step reached and exits with status 143 or 130. An expected error (a bad config
 value, a missing dataset, a pretrained model that does not fit, a workdir in use, ...) prints one line that says what
-to change and exits with status 2 (`fno_jax.cli_errors`).
+to change and exits with status 2 (`fno_jax.runtime.cli_errors`).
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from fno_jax.cli_errors import run_absl_main
-from fno_jax.distributed import maybe_initialize
-from fno_jax.log_setup import configure_logging
-from fno_jax.preemption import exit_on_preemption
+from fno_jax.runtime.cli_errors import run_absl_main
+from fno_jax.runtime.distributed import maybe_initialize
+from fno_jax.runtime.log_setup import configure_logging
+from fno_jax.runtime.preemption import exit_on_preemption
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Run configuration file (path[:arg]).", lock_config=True)

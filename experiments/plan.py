@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from experiments.study import RunSpec, num_steps_of
-from fno_jax.json_io import to_json, write_json_atomic
+from fno_jax.storage.json_io import to_json, write_json_atomic
 
 __all__ = [
     "DEFAULT_SAMPLES_PER_S",
@@ -91,11 +91,17 @@ def run_cost(spec: RunSpec) -> RunCost:
 
 
 def plan_entries(runs: Sequence[RunSpec]) -> list[dict[str, Any]]:
-    """plan.json: one entry per run, dependencies first: name, depends_on, meta, config (the full run config)."""
-    return [
-        {"name": r.name, "depends_on": list(r.depends_on), "meta": r.meta, "config": to_json(r.config.to_dict())}
-        for r in runs
-    ]
+    """plan.json: one entry per run, dependencies first: name, depends_on, meta, config (the full run config) and,
+    for a length-check run, select_lr_from (the runs whose best-validation learning rate it takes; its config's
+    rate is a placeholder until then)."""
+    entries = []
+    for r in runs:
+        entry = {"name": r.name, "depends_on": list(r.depends_on), "meta": r.meta}
+        entry["config"] = to_json(r.config.to_dict())
+        if r.select_lr_from:
+            entry["select_lr_from"] = list(r.select_lr_from)
+        entries.append(entry)
+    return entries
 
 
 def write_plan(sweep_dir: str, runs: Sequence[RunSpec]) -> str:
@@ -168,7 +174,8 @@ def describe(
             c, cost = r.config, costs[r.name]
             lines.append(
                 f"  {r.name}: {c.task}, {int(c.data.num_train):,} samples, batch {int(c.train.batch_size)}, "
-                f"{int(c.train.num_epochs)} epochs = {cost.num_steps:,} steps, LR {float(c.train.learning_rate):g}, "
+                f"{r.meta.get('epochs') or c.train.num_epochs:g} epochs = {cost.num_steps:,} steps, LR "
+                f"{float(c.train.learning_rate):g}, "
                 f"{r.meta['num_params']:,} parameters, {cost.num_evals} evaluations"
             )
     lines += _downstream_tables(runs, costs)
@@ -189,7 +196,7 @@ def _downstream_tables(runs: Sequence[RunSpec], costs: dict[str, RunCost]) -> li
     rows: dict[tuple, dict[int, dict[str, Any]]] = defaultdict(dict)
     for r in runs:
         m = r.meta
-        if m["kind"] != "downstream" or m["mode"] == "zeroshot":
+        if m["kind"] != "downstream" or m["mode"] == "zeroshot" or m.get("length_check"):
             continue
         model = m["model"]
         key = (m["group"], f"w{model['width']}m{model['modes']}")
@@ -203,7 +210,8 @@ def _downstream_tables(runs: Sequence[RunSpec], costs: dict[str, RunCost]) -> li
                 "seeds": set(),
             },
         )
-        row["lrs"][m["mode"] + (f" ({m['pretrain']})" if m["pretrain"] else "")].add(m["learning_rate"])
+        source = ", ".join(x for x in (m["pretrain"], m.get("variant", "")) if x)
+        row["lrs"][m["mode"] + (f" ({source})" if source else "")].add(m["learning_rate"])
         row["seeds"].add(m["seed"])
     lines = []
     for (group, model), by_n in rows.items():
@@ -221,6 +229,9 @@ def _downstream_tables(runs: Sequence[RunSpec], costs: dict[str, RunCost]) -> li
             lines.append(
                 f"  {n:>7,} {row['batch']:>6} {row['epochs']:>7} {row['steps']:>9,}  {len(row['seeds']):>5}  {grids}"
             )
+    checks = [r for r in runs if r.meta.get("length_check")]
+    if checks:
+        lines += ["", f"Length check: {len(checks)} runs with twice the steps ({checks[0].name}, ...)"]
     zeroshot = [r.name for r in runs if r.meta["mode"] == "zeroshot"]
     if zeroshot:
         shown = ", ".join(zeroshot[:4]) + (", ..." if len(zeroshot) > 4 else "")

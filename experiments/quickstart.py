@@ -19,8 +19,8 @@ from ml_collections import config_flags
 
 from experiments.report import build_report
 from experiments.sweep import run_sweep
-from fno_jax.cli_errors import exit_on_flag_errors, run_absl_main
-from fno_jax.log_setup import configure_logging
+from fno_jax.runtime.cli_errors import exit_on_flag_errors, run_absl_main
+from fno_jax.runtime.log_setup import configure_logging
 
 # `make quickstart` runs the quickstart study at the cpu scale.
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "quickstart.py") + ":cpu"

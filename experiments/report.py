@@ -36,19 +36,26 @@ report.json:
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
 import sys
-from collections import defaultdict
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import numpy as np
-
-from fno_jax.config import MODEL_SIZE_KEYS
-from fno_jax.json_io import write_json_atomic
+from experiments import report_plots, report_tables
+from experiments.report_data import (
+    LENGTH_TOLERANCE,
+    _data_savings,
+    _fits,
+    aggregate_points,
+    bootstrap_ci,
+    curves,
+    equivalent_scratch_size,
+    fit_power_law,
+    length_check,
+    load_results,
+    order_statistic_coverage,
+    select_best_lr,
+)
+from fno_jax.storage.json_io import write_json_atomic
 
 __all__ = [
     "aggregate_points",
@@ -60,345 +67,9 @@ __all__ = [
     "select_best_lr",
 ]
 
-REQUIRED = ("task", "mode", "num_train", "model", "test_rel_l2")
-# The paper's metric first: it is the headline of every table and plot.
-HEADLINE = "test_rel_l2"
-METRICS = ("test_rel_l2", "test_rel_h1", "test_rel_linf", "test_rel_residual")
-BANDS = ("low", "mid", "high")
-BOOTSTRAP_RESAMPLES = 10_000
-BOOTSTRAP_SEED = 0
-LEVEL = 0.95
-# The scratch curve's power law is followed at most this factor beyond its largest (or below its smallest) N: a
-# scratch-equivalent N further out is reported as a bound at the limit, not as a number read off a long extrapolation.
-EXTRAPOLATION_LIMIT = 4.0
-
-
-def load_results(sweep_dir: str) -> list[dict]:
-    """The records of SWEEP_DIR/results.jsonl, each checked to have the fields a report needs."""
-    path = os.path.join(sweep_dir, "results.jsonl")
-    if not os.path.exists(path):
-        raise ValueError(
-            f"sweep_dir: no results.jsonl in {sweep_dir!r}; run `python -m experiments.sweep "
-            "--config=... --workdir=DIR` first (it writes DIR/results.jsonl as runs finish)."
-        )
-    records = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            missing = [k for k in REQUIRED if k not in record]
-            if missing:
-                raise ValueError(f"{path}:{line_no}: record lacks {missing}; every run needs {list(REQUIRED)}.")
-            record.setdefault("kind", "downstream")
-            record.setdefault("shift", "")
-            record.setdefault("pretrain", "")
-            record.setdefault("group", record["task"])
-            record.setdefault("val_rel_l2", record["test_rel_l2"])
-            record.setdefault("seed", 0)  # results from before seeds were recorded: one seed
-            records.append(record)
-    return records
-
-
-def model_key(model: dict) -> tuple[int, ...]:
-    """(width, modes, depth, fc_dim): what tells two models apart."""
-    return tuple(int(model.get(k, 0)) for k in MODEL_SIZE_KEYS)
-
-
-def model_label(model: dict) -> str:
-    return f"w{model.get('width')}m{model.get('modes')}"
-
-
-def _point_key(r: dict) -> tuple:
-    """(task, shift, model key, mode, pretrain, N): one point of a curve."""
-    return (r["task"], r["shift"], model_key(r["model"]), r["mode"], r["pretrain"], int(r["num_train"]))
-
-
-def select_best_lr(records: Sequence[dict]) -> list[dict]:
-    """One record per (task, shift, mode, pretrain, N, model, seed): the lowest val_rel_l2 over learning rates.
-
-    Each selected record gets `lr_grid`: every learning rate tried with its val/test error, sorted by LR.
-    """
-    buckets: dict[tuple, list[dict]] = defaultdict(list)
-    for r in records:
-        if r.get("kind") != "pretrain":
-            buckets[(*_point_key(r), int(r["seed"]))].append(r)
-    selected = []
-    for key in sorted(buckets, key=lambda k: (k[0], k[1], k[2], k[3], k[4], k[5], k[6])):
-        group = buckets[key]
-        best = dict(min(group, key=lambda r: (_finite(r["val_rel_l2"]), r.get("learning_rate") or 0.0)))
-        best["lr_grid"] = sorted(
-            (
-                {
-                    "learning_rate": r.get("learning_rate"),
-                    "val_rel_l2": r["val_rel_l2"],
-                    "test_rel_l2": r["test_rel_l2"],
-                    "name": r.get("name", ""),
-                }
-                for r in group
-            ),
-            key=lambda g: g["learning_rate"] or 0.0,
-        )
-        selected.append(best)
-    return selected
-
-
-def _finite(x: Any) -> float:
-    x = float(x) if x is not None else math.inf
-    return x if math.isfinite(x) else math.inf
-
-
-def bootstrap_ci(
-    values: Sequence[float],
-    *,
-    statistic: Callable[..., Any] = np.median,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    level: float = LEVEL,
-    seed: int = BOOTSTRAP_SEED,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of `statistic` over `values` (resampled with replacement); deterministic."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        raise ValueError("bootstrap_ci: no values.")
-    if v.size == 1:
-        return float(v[0]), float(v[0])
-    rng = np.random.default_rng(seed)
-    stats = statistic(v[rng.integers(0, v.size, size=(resamples, v.size))], axis=1)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(stats, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def _metrics_of(record: dict) -> dict[str, float]:
-    """The test metrics a record carries (bands as test_rel_l2_band_<low|mid|high>); missing ones are absent."""
-    out = {m: float(record[m]) for m in METRICS if record.get(m) is not None}
-    bands = record.get("test_rel_l2_bands")
-    if isinstance(bands, dict):
-        out.update({f"test_rel_l2_band_{b}": float(bands[b]) for b in BANDS if bands.get(b) is not None})
-    elif isinstance(bands, list | tuple) and len(bands) == len(BANDS):
-        out.update({f"test_rel_l2_band_{b}": float(x) for b, x in zip(BANDS, bands) if x is not None})
-    return out
-
-
-def aggregate_points(runs: Sequence[dict]) -> list[dict]:
-    """One entry per (task, shift, pretrain, model, mode, N) over the per-seed best runs: median and interval."""
-    by_point: dict[tuple, list[dict]] = defaultdict(list)
-    for r in runs:
-        by_point[_point_key(r)].append(r)
-    points = []
-    for key in sorted(by_point):
-        rs = sorted(by_point[key], key=lambda r: r["seed"])
-        metrics: dict[str, dict[str, Any]] = {}
-        for name in sorted({m for r in rs for m in _metrics_of(r)}):
-            pairs = [(r["seed"], _metrics_of(r)[name]) for r in rs if name in _metrics_of(r)]
-            values = [v for _, v in pairs]
-            low, high = bootstrap_ci(values)
-            metrics[name] = {
-                "median": float(np.median(values)),
-                "ci_low": low,
-                "ci_high": high,
-                "seeds": [s for s, _ in pairs],
-                "values": values,
-            }
-        first = rs[0]
-        points.append(
-            {
-                "task": first["task"],
-                "shift": first["shift"],
-                "pretrain": first["pretrain"],
-                "model": first["model"],
-                "num_params": first.get("num_params"),
-                "mode": first["mode"],
-                "num_train": int(first["num_train"]),
-                "seeds": [r["seed"] for r in rs],
-                "test_rel_l2": metrics[HEADLINE]["median"],
-                "ci_low": metrics[HEADLINE]["ci_low"],
-                "ci_high": metrics[HEADLINE]["ci_high"],
-                "metrics": metrics,
-            }
-        )
-    return points
-
-
-def fit_power_law(num_train: Sequence[float], error: Sequence[float]) -> dict | None:
-    """Least-squares fit of log err = log a - b log N; None with fewer than 2 distinct N (or bad errors).
-
-    Returns {"a", "b", "r2", "num_points"}: err ~ a * N^-b.
-    """
-    n = np.asarray(num_train, dtype=np.float64)
-    e = np.asarray(error, dtype=np.float64)
-    ok = (n > 0) & (e > 0) & np.isfinite(e)
-    n, e = n[ok], e[ok]
-    if len(np.unique(n)) < 2:
-        return None
-    x, y = np.log(n), np.log(e)
-    slope, intercept = np.polyfit(x, y, 1)
-    residual = y - (intercept + slope * x)
-    total = np.sum((y - y.mean()) ** 2)
-    r2 = 1.0 - float(np.sum(residual**2) / total) if total > 0 else 1.0
-    return {"a": float(np.exp(intercept)), "b": float(-slope), "r2": r2, "num_points": int(len(n))}
-
-
-def equivalent_scratch_size(
-    target: float, scratch_n: Sequence[float], scratch_err: Sequence[float], fit: dict | None
-) -> tuple[float | None, bool]:
-    """N at which the scratch curve reaches error `target`: (N, extrapolated).
-
-    Inside the curve's error range: the first (smallest-N) crossing of the scratch curve, linear in
-    (log N, log err) between neighbouring points. Outside it: N = (a / target)^(1/b) from the power-law fit
-    (flagged extrapolated); None when there is no decreasing fit to extrapolate with.
-    """
-    order = np.argsort(scratch_n)
-    n = np.asarray(scratch_n, dtype=np.float64)[order]
-    e = np.asarray(scratch_err, dtype=np.float64)[order]
-    if target > 0 and len(n) >= 1 and e.min() <= target <= e[0]:
-        if e[0] == target:
-            return float(n[0]), False
-        lt = math.log(target)
-        for i in range(len(n) - 1):
-            hi, lo = e[i], e[i + 1]
-            if hi >= target >= lo and hi > lo:
-                t = (math.log(hi) - lt) / (math.log(hi) - math.log(lo))
-                return float(math.exp(math.log(n[i]) + t * (math.log(n[i + 1]) - math.log(n[i])))), False
-    if fit is None or fit["b"] <= 0 or target <= 0:
-        return None, True
-    return float((fit["a"] / target) ** (1.0 / fit["b"])), True
-
-
-def natural_key(value: Any) -> tuple:
-    """Sort key that orders the numbers inside labels by value: e1-2.5 < e5-10 < e10-20, w8m4 < w16m8."""
-    parts = re.split(r"(\d+(?:\.\d+)?)", str(value))
-    return tuple((1, float(x), "") if i % 2 else (0, 0.0, x) for i, x in enumerate(parts))
-
-
-def curves(points: Sequence[dict]) -> dict[tuple, list[dict]]:
-    """(task, shift, model key, mode, pretrain) -> points sorted by N."""
-    out: dict[tuple, list[dict]] = defaultdict(list)
-    for p in points:
-        out[(p["task"], p["shift"], model_key(p["model"]), p["mode"], p["pretrain"])].append(p)
-    for v in out.values():
-        v.sort(key=lambda p: p["num_train"])
-    return out
-
-
-def _fits(curve_map: dict[tuple, list[dict]]) -> list[dict]:
-    fits = []
-    for (task, shift, _, mode, pretrain), pts in curve_map.items():
-        if mode == "zeroshot":
-            continue
-        fit = fit_power_law([p["num_train"] for p in pts], [p["test_rel_l2"] for p in pts])
-        if fit is None:
-            continue
-        fits.append(
-            {
-                "task": task,
-                "shift": shift,
-                "model": pts[0]["model"],
-                "mode": mode,
-                "pretrain": pretrain,
-                **fit,
-                "num_train_range": [pts[0]["num_train"], pts[-1]["num_train"]],
-            }
-        )
-    return fits
-
-
-def _savings_curve(scratch: Sequence[tuple[int, float]], finetune: Sequence[tuple[int, float]]) -> list:
-    """(N, N_scratch, savings, extrapolated, bound) per fine-tuned (N, error), against a scratch curve of (N, error).
-
-    N_scratch is clipped to [min N / EXTRAPOLATION_LIMIT, max N * EXTRAPOLATION_LIMIT] of the scratch curve; `bound`
-    says which end clipped it: "lower" (the savings are at least the value), "upper" (at most), or "" (none)."""
-    sn, se = [n for n, _ in scratch], [e for _, e in scratch]
-    fit = fit_power_law(sn, se)
-    low, high = min(sn) / EXTRAPOLATION_LIMIT, max(sn) * EXTRAPOLATION_LIMIT
-    out = []
-    for n, err in finetune:
-        n_eq, extrapolated = equivalent_scratch_size(err, sn, se, fit)
-        bound = ""
-        if n_eq is not None and n_eq > high:
-            n_eq, bound = high, "lower"
-        elif n_eq is not None and n_eq < low:
-            n_eq, bound = low, "upper"
-        out.append((n, n_eq, None if n_eq is None else n_eq / n, extrapolated, bound))
-    return out
-
-
-def _resampled_medians(pts: Sequence[dict], seeds: Sequence[int], picks: np.ndarray) -> np.ndarray:
-    """[resamples, points]: each point's median at the drawn seeds (with repeats); a point that has none of the
-    drawn seeds keeps the median of all its seeds."""
-    out = np.empty((picks.shape[0], len(pts)))
-    for j, p in enumerate(pts):
-        headline = p["metrics"][HEADLINE]
-        by_seed = dict(zip(headline["seeds"], headline["values"], strict=True))
-        values = np.array([by_seed.get(s, np.nan) for s in seeds])[picks]
-        empty = np.all(np.isnan(values), axis=1)
-        values[empty] = np.median(headline["values"])
-        out[:, j] = np.nanmedian(values, axis=1)
-    return out
-
-
-def _savings_interval(
-    scratch: Sequence[dict], finetune: Sequence[dict], resamples: int = 2000
-) -> list[tuple[float | None, float | None]]:
-    """Bootstrap interval of each fine-tuned point's savings: seeds resampled jointly over both curves."""
-    seeds = sorted({s for p in (*scratch, *finetune) for s in p["metrics"][HEADLINE]["seeds"]})
-    if len(seeds) < 2:
-        return [(None, None)] * len(finetune)
-    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, len(seeds), size=(resamples, len(seeds)))
-    scratch_err = _resampled_medians(scratch, seeds, picks)
-    finetune_err = _resampled_medians(finetune, seeds, picks)
-    scratch_n, finetune_n = [p["num_train"] for p in scratch], [p["num_train"] for p in finetune]
-    draws: list[list[float | None]] = [[] for _ in finetune]
-    for b in range(resamples):
-        curve = _savings_curve(list(zip(scratch_n, scratch_err[b])), list(zip(finetune_n, finetune_err[b])))
-        for i, (_, _, saving, _, _) in enumerate(curve):
-            draws[i].append(saving)
-    tail = 100 * (1 - LEVEL) / 2
-    out = []
-    for d in draws:
-        finite = [x for x in d if x is not None and math.isfinite(x)]
-        if len(finite) < len(d):  # some resamples have no decreasing scratch fit to read N off
-            out.append((None, None))
-        else:
-            low, high = np.percentile(finite, [tail, 100 - tail])
-            out.append((float(low), float(high)))
-    return out
-
-
-def _data_savings(curve_map: dict[tuple, list[dict]]) -> list[dict]:
-    out = []
-    for key, pts in curve_map.items():
-        task, shift, mkey, mode, pretrain = key
-        scratch = curve_map.get((task, shift, mkey, "scratch", ""))
-        if mode != "finetune" or not scratch:
-            continue
-        central = _savings_curve(
-            [(p["num_train"], p["test_rel_l2"]) for p in scratch], [(p["num_train"], p["test_rel_l2"]) for p in pts]
-        )
-        intervals = _savings_interval(scratch, pts)
-        scratch_n = [p["num_train"] for p in scratch]
-        points = [
-            {
-                "num_train": n,
-                "finetune_rel_l2": p["test_rel_l2"],
-                "scratch_equivalent_num_train": n_eq,
-                "savings": saving,
-                "extrapolated": extrapolated,
-                "savings_bound": bound,
-                "savings_ci_low": low,
-                "savings_ci_high": high,
-                "savings_limits": [min(scratch_n) / EXTRAPOLATION_LIMIT / n, max(scratch_n) * EXTRAPOLATION_LIMIT / n],
-            }
-            for p, (n, n_eq, saving, extrapolated, bound), (low, high) in zip(pts, central, intervals, strict=True)
-        ]
-        out.append({"task": task, "shift": shift, "model": pts[0]["model"], "pretrain": pretrain, "points": points})
-    return out
-
 
 def build_report(sweep_dir: str, *, plots: bool = True, verbose: bool = False) -> dict:
     """Read SWEEP_DIR/results.jsonl; write report.json, report.md, plots/*.png; return the report dict."""
-    from experiments import report_plots, report_tables  # they use this module's helpers
-
     records = load_results(sweep_dir)
     runs = select_best_lr(records)
     points = aggregate_points(runs)
@@ -412,12 +83,8 @@ def build_report(sweep_dir: str, *, plots: bool = True, verbose: bool = False) -
         "all_runs": records,
         "fits": fits,
         "data_savings": savings,
-        "statistic": {
-            "point": "median over seeds",
-            "interval": f"{LEVEL:.0%} percentile bootstrap over seeds",
-            "resamples": BOOTSTRAP_RESAMPLES,
-            "generator_seed": BOOTSTRAP_SEED,
-        },
+        "length_check": length_check(records, points),
+        "statistic": _statistic(records, points),
         "plots": report_plots.write_plots(sweep_dir, points, fits, savings) if plots and points else [],
     }
     tables = report_tables.main_tables(points, savings)
@@ -428,6 +95,41 @@ def build_report(sweep_dir: str, *, plots: bool = True, verbose: bool = False) -
         for title, table in tables:
             print(f"\n{title}\n{table}")
     return report
+
+
+def _statistic(records: list[dict], points: list[dict]) -> dict:
+    """What a point's value and bracket are, in words and numbers, from what the runs varied."""
+    counts = sorted({len(p["seeds"]) for p in points if p["mode"] != "zeroshot"}) or [0]
+    n = counts[0]
+    downstream = [r for r in records if r.get("kind") != "pretrain"]
+    varies = ["the network's initialization", "the order of the training samples", "the subset drawn from the pool"]
+    fixed = ["the validation and test sets"]
+    if any(int(r.get("pool_seed", -1)) >= 0 for r in downstream):
+        varies.append("the training pool itself (each seed draws its own)")
+    else:
+        fixed.append("the training pool")
+    pretrain_seeds = {r["pretrain_seed"] for r in downstream if r.get("pretrain_seed") is not None}
+    if len(pretrain_seeds) > 1:
+        varies.append(f"the pretrained model ({len(pretrain_seeds)} pretraining seeds, assigned round robin)")
+    elif pretrain_seeds:
+        fixed.append("the pretrained model (one pretraining seed)")
+    seeds = f"{n}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    interval = (
+        f"the range, lowest to highest, of a point's {seeds} per-seed values (each at its seed's best-validation "
+        "learning rate). As an interval for the median of the seed-to-seed distribution it is distribution-free, "
+        f"with coverage 1 - 2^(1-n): {order_statistic_coverage(n):.1%} at n = {n}. A seed varies "
+        f"{', '.join(varies)}; fixed across seeds: {', '.join(fixed)}."
+    )
+    return {
+        "point": "median over seeds",
+        "interval": interval,
+        "seeds_per_point": counts,
+        "coverage": order_statistic_coverage(n),
+        "varies": varies,
+        "fixed": fixed,
+        "savings": "per seed: the seed's fine-tuned error on its own scratch curve; median and range over seeds",
+        "length_tolerance": LENGTH_TOLERANCE,
+    }
 
 
 def _cli() -> None:

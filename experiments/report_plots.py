@@ -46,7 +46,7 @@ def _error_vs_n(plot_dir: str, curve_map: dict, fits: list[dict], multi_model: b
     """One panel per (task, shift, model): a median line with its interval band per curve, fits dashed."""
     import matplotlib.pyplot as plt
 
-    from experiments.report import model_key, model_label
+    from experiments.report_data import model_key, model_label
 
     fit_of = {(f["task"], f["shift"], model_key(f["model"]), f["mode"], f["pretrain"]): f for f in fits}
     written = []
@@ -57,6 +57,12 @@ def _error_vs_n(plot_dir: str, curve_map: dict, fits: list[dict], multi_model: b
         for i, key in enumerate(keys):
             pts, color = curve_map[key], f"C{i}"
             label = key[3] + (f" ({key[4]})" if key[4] else "")
+            if key[3] != "zeroshot" and any(p["num_train"] == 0 for p in pts):  # label-free: no N to plot at
+                free = next(p for p in pts if p["num_train"] == 0)
+                ax.axhline(free["test_rel_l2"], color=color, linestyle="--", label=f"{label}, label-free")
+                pts = [p for p in pts if p["num_train"] > 0]
+                if not pts:
+                    continue
             if key[3] == "zeroshot":
                 ax.axhline(pts[0]["test_rel_l2"], color=color, linestyle=":", label=label)
                 ax.axhspan(pts[0]["ci_low"], pts[0]["ci_high"], color=color, alpha=0.1)
@@ -69,7 +75,7 @@ def _error_vs_n(plot_dir: str, curve_map: dict, fits: list[dict], multi_model: b
                 grid = np.geomspace(min(n), max(n), 50)
                 ax.plot(grid, fit["a"] * grid ** -fit["b"], "--", color=color, alpha=0.5, linewidth=1)
         suffix = model_label(model) if multi_model else ""
-        sizes = [p["num_train"] for key in keys if key[3] != "zeroshot" for p in curve_map[key]]
+        sizes = [p["num_train"] for key in keys if key[3] != "zeroshot" for p in curve_map[key] if p["num_train"] > 0]
         title = f"{task} {shift} {suffix}".strip()
         _log_axes(ax, "downstream training examples N", "test relative L2 error", title, xticks=sizes)
         ax.legend(fontsize=8)
@@ -81,7 +87,7 @@ def _examples_saved(plot_dir: str, savings: list[dict], multi_model: bool) -> li
     """Savings factor vs N per (task, shift, model), one line per pretrained model, interval as error bars."""
     import matplotlib.pyplot as plt
 
-    from experiments.report import model_label
+    from experiments.report_data import model_label
 
     panels: dict[tuple, list[dict]] = defaultdict(list)
     for s in savings:
@@ -151,7 +157,7 @@ def _error_vs_model_size(plot_dir: str, points: Sequence[dict]) -> list[str]:
 def _zeroshot(plot_dir: str, points: Sequence[dict], multi_model: bool) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from experiments.report import model_key, model_label, natural_key
+    from experiments.report_data import model_key, model_label, natural_key
 
     zeroshot = sorted(
         (p for p in points if p["mode"] == "zeroshot"),
@@ -180,7 +186,7 @@ def write_plots(sweep_dir: str, points: Sequence[dict], fits: list[dict], saving
 
     matplotlib.use("Agg")  # files only; never needs a display
 
-    from experiments.report import curves, model_key
+    from experiments.report_data import curves, model_key
 
     plot_dir = os.path.join(sweep_dir, "plots")
     os.makedirs(plot_dir, exist_ok=True)

@@ -7,17 +7,18 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from experiments.report import BANDS, HEADLINE, METRICS, model_key, model_label, natural_key
+from experiments.report_data import HEADLINE, METRICS, model_key, model_label, natural_key, source_of
+from fno_jax.training import metrics
 
 __all__ = ["main_tables", "markdown"]
 
-METRIC_TITLES = {
-    "test_rel_l2": "relative L2 (the paper's metric)",
-    "test_rel_h1": "relative H1",
-    "test_rel_linf": "relative L-infinity",
-    "test_rel_residual": "relative PDE residual ||A u_pred - f|| / ||f||",
-    **{f"test_rel_l2_band_{b}": f"relative L2, {b} frequency band" for b in BANDS},
-}
+# Each report column's title, from the metric catalogue (a banded metric: one column per band).
+METRIC_TITLES = {}
+for _metric in metrics.METRICS:
+    if _metric.banded:
+        METRIC_TITLES.update({k: _metric.title.format(band=b) for k, b in metrics.band_keys(_metric).items()})
+    else:
+        METRIC_TITLES[f"test_{_metric.name}"] = _metric.title
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -55,7 +56,8 @@ def _metric_cell(p: dict | None, metric: str) -> str:
     if p is None or metric not in p["metrics"]:
         return "-"
     m = p["metrics"][metric]
-    return _cell(m["median"], m["ci_low"], m["ci_high"])
+    # A point whose chosen learning rate sits at an end of its grid for most seeds is marked: the grid may be narrow.
+    return _cell(m["median"], m["ci_low"], m["ci_high"]) + (" (LR edge)" if p.get("lr_at_edge") else "")
 
 
 def _savings_cell(s: dict | None) -> str:
@@ -77,25 +79,26 @@ def _savings_cell(s: dict | None) -> str:
 
 
 def _panel_table(pts: Sequence[dict], metric: str, saving_of: dict | None) -> str:
-    """Error by N, one column per scratch / finetune curve (+ savings), zero-shot rows last."""
-    pretrains = sorted({p["pretrain"] for p in pts if p["pretrain"]})
-    columns = [("scratch", "")] + [("finetune", pt) for pt in pretrains]
+    """Error by N, one column per scratch / finetune curve (+ savings), zero-shot rows last (one per pretrained
+    model and statistics rule, in the column of its pretrained model)."""
+    sources = sorted({source_of(p) for p in pts if p["mode"] == "finetune"}, key=natural_key)
+    columns = [("scratch", "")] + [("finetune", src) for src in sources]
     sizes = sorted({p["num_train"] for p in pts if p["mode"] != "zeroshot"})
-    point = {(p["mode"], p["pretrain"], p["num_train"]): p for p in pts}
-    header = ["N"] + [m if not pt else f"{m} ({pt})" for m, pt in columns]
+    point = {(p["mode"], source_of(p), p["num_train"]): p for p in pts}
+    header = ["N"] + [m if not src else f"{m} ({src})" for m, src in columns]
     if saving_of is not None:
-        header += [f"savings ({pt})" for pt in pretrains]
+        header += [f"savings ({src})" for src in sources]
     rows = []
     for n in sizes:
-        row = [n] + [_metric_cell(point.get((m, pt, n)), metric) for m, pt in columns]
+        row = [n] + [_metric_cell(point.get((m, src, n)), metric) for m, src in columns]
         if saving_of is not None:
-            row += [_savings_cell(saving_of.get((pt, n))) for pt in pretrains]
+            row += [_savings_cell(saving_of.get((src, n))) for src in sources]
         rows.append(row)
-    for pt in pretrains:
-        if ("zeroshot", pt, 0) in point:
-            row = [f"zero-shot ({pt})"] + ["-"] * (len(header) - 1)
-            row[1 + columns.index(("finetune", pt))] = _metric_cell(point[("zeroshot", pt, 0)], metric)
-            rows.append(row)
+    for p in sorted((p for p in pts if p["mode"] == "zeroshot"), key=lambda p: natural_key(source_of(p))):
+        row = [f"zero-shot ({source_of(p)})"] + ["-"] * (len(header) - 1)
+        column = next((i for i, (m, src) in enumerate(columns) if m == "finetune" and src == p["pretrain"]), None)
+        row[1 + (column if column is not None else 0)] = _metric_cell(p, metric)
+        rows.append(row)
     return _table(header, rows)
 
 
@@ -107,7 +110,7 @@ def main_tables(points: Sequence[dict], savings: list[dict]) -> list[tuple[str, 
     for (task, shift, _), pts in panels.items():
         model = pts[0]["model"]
         saving_of = {
-            (s["pretrain"], sp["num_train"]): sp
+            (s["source"], sp["num_train"]): sp
             for s in savings
             if (s["task"], s["shift"], s["model"]) == (task, shift, model)
             for sp in s["points"]
@@ -120,7 +123,7 @@ def main_tables(points: Sequence[dict], savings: list[dict]) -> list[tuple[str, 
 def _metric_tables(points: Sequence[dict]) -> list[str]:
     """One section per further test metric present in any point; points without it show '-'."""
     present = {m for p in points for m in p["metrics"]}
-    names = [m for m in METRICS if m != HEADLINE] + [f"test_rel_l2_band_{b}" for b in BANDS]
+    names = [m for m in METRICS if m != HEADLINE] + [k for k in METRIC_TITLES if k not in METRICS]
     out = []
     for metric in (m for m in names if m in present):
         out += [f"### {METRIC_TITLES[metric]} (`{metric}`)", ""]
@@ -130,6 +133,33 @@ def _metric_tables(points: Sequence[dict]) -> list[str]:
             model = pts[0]["model"]
             title = f"{task}, shift {shift or '-'}" + (f", model {model_label(model)}" if multi_model else "")
             out += [f"#### {title}", "", _panel_table(pts, metric, None), ""]
+    return out
+
+
+def _modes_tables(points: Sequence[dict]) -> list[str]:
+    """Per (task, shift): one row per way of training (scratch, each fine-tuning variant, zero-shot) with its
+    fine-tuning mode, loss and trainable parameters, and its error by N (N = 0: label-free)."""
+    if all(p.get("finetune_mode", "full") == "full" and p.get("loss", "data") == "data" for p in points):
+        return []
+    out = []
+    for (task, shift, _), pts in _panels(points).items():
+        rows_of: dict[tuple, dict[int, dict]] = defaultdict(dict)
+        for p in pts:
+            rows_of[(p["mode"], source_of(p))][p["num_train"]] = p
+        sizes = sorted({p["num_train"] for p in pts if p["mode"] != "zeroshot"})
+        header = ["training", "mode", "loss", "trainable params"] + [f"N={n}" for n in sizes]
+        rows = []
+        order = {"scratch": 0, "finetune": 1, "zeroshot": 2}
+        for (mode, source), by_n in sorted(rows_of.items(), key=lambda kv: (order[kv[0][0]], natural_key(kv[0][1]))):
+            first = next(iter(by_n.values()))
+            label = mode + (f" ({source})" if source else "")
+            # A zero-shot model trains on nothing: its error stands in the N = 0 column (the first one without it).
+            zero = 0 if 0 in sizes else sizes[0]
+            cells = [_metric_cell(by_n.get(0) if mode == "zeroshot" and n == zero else by_n.get(n), HEADLINE)
+                     for n in sizes]  # fmt: skip
+            rows.append([label, first.get("finetune_mode", "full"), first.get("loss", "data"),
+                         _fmt(first.get("trainable_params")), *cells])  # fmt: skip
+        out += [f"### {task}, shift {shift or '-'}", "", _table(header, rows), ""]
     return out
 
 
@@ -154,10 +184,29 @@ def _lr_table(runs: Sequence[dict]) -> str:
         if r["mode"] == "zeroshot":
             continue
         grid = ", ".join(f"{g['learning_rate']:g}: {_fmt(g['val_rel_l2'])}" for g in r["lr_grid"])
-        rows.append(
-            [r["task"], r["shift"], r["mode"], r["pretrain"], r["num_train"], r["seed"], r["learning_rate"], grid]
-        )
+        chosen = f"{r['learning_rate']:g}" + (" (edge)" if r.get("lr_at_edge") else "")
+        rows.append([r["task"], r["shift"], r["mode"], source_of(r), r["num_train"], r["seed"], chosen, grid])
     return _table(["task", "shift", "mode", "pretrain", "N", "seed", "chosen LR", "val error by LR"], rows)
+
+
+def _length_table(entries: Sequence[dict]) -> str:
+    rows = [
+        [
+            e["kind"],
+            e["task"],
+            e["shift"],
+            e["mode"] + (f" ({e['source']})" if e.get("source") else ""),
+            e["num_train"],
+            _fmt(e.get("epochs"), 3),
+            len(e["seeds"]),
+            _fmt(e["test_rel_l2"], 3),
+            _fmt(e["test_rel_l2_doubled"], 3),
+            f"{100 * e['relative_change']:+.1f}%" + ("" if e["within_tolerance"] else " (over)"),
+        ]
+        for e in entries
+    ]
+    header = ["kind", "task", "shift", "mode", "N", "epochs", "seeds", "reported", "doubled", "change"]
+    return _table(header, rows)
 
 
 def markdown(report: dict, tables: list[tuple[str, str]]) -> str:
@@ -166,8 +215,8 @@ def markdown(report: dict, tables: list[tuple[str, str]]) -> str:
         "# Report",
         "",
         f"Test relative L2 error (the paper's metric) of the best-validation learning rate per point and seed: the "
-        f"median over {len(seeds)} seed(s) {seeds} with its 95% bootstrap interval in brackets "
-        "(omitted where it has no width).",
+        f"median over the seeds {seeds}, in brackets {report['statistic']['interval']} `(LR edge)` marks a point "
+        "whose chosen learning rate sits at an end of its grid for most seeds.",
         "",
         "## Error by downstream size",
         "",
@@ -176,12 +225,34 @@ def markdown(report: dict, tables: list[tuple[str, str]]) -> str:
         out += [f"### {title}", "", table, ""]
     out += [
         "`savings` = N_scratch(err_finetune(N)) / N: how many times more downstream examples training from "
-        "scratch needs to reach the fine-tuned error (log-log interpolation of the scratch curve; "
-        "`extrap.` = beyond the scratch curve, from its power-law fit, followed at most 4 times beyond the scratch "
-        "N range: `>=` marks a value held at that limit, a lower bound); its interval resamples the seeds of both "
-        "curves together.",
+        "scratch needs to reach the fine-tuned error, seed by seed (each seed's fine-tuned error read off its own "
+        "scratch curve, log-log interpolation), the median over seeds and their range; `extrap.` = the median "
+        "seed's value lies beyond its scratch curve, from the curve's power-law fit, followed at most 4 times beyond "
+        "the scratch N range: `>=` marks a value held at that limit, a lower bound.",
         "",
     ]
+    if report.get("length_check"):
+        out += [
+            "## Length check: the same runs with twice the steps",
+            "",
+            "A run has converged when doubling its length changes the reported error by at most "
+            f"{report['statistic']['length_tolerance']:.0%}: pretraining runs' test error, and downstream points' "
+            "median over the same seeds (each at its chosen learning rate).",
+            "",
+            _length_table(report["length_check"]),
+            "",
+        ]
+    modes = _modes_tables(report["points"])
+    if modes:
+        out += [
+            "## Fine-tuning modes and losses",
+            "",
+            "Test relative L2 (median [range] over seeds) by the way of "
+            "training: which weights train (mode), what is minimized (loss: data, the PDE residual, or both), "
+            "how many parameters train; N = 0 is label-free (no solutions, only unlabelled inputs).",
+            "",
+        ]
+        out += modes
     model_table = _model_size_table(report["points"])
     if model_table:
         out += ["## Error by model size", "", model_table, ""]

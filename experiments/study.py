@@ -10,12 +10,18 @@ A *study* is an `ml_collections.ConfigDict` with
                     runs fine-tune the pretrained run of *their* model.
     seeds           number of seeds per downstream point: every downstream run is repeated with seed
                     base.seed + s, s = 0 .. seeds-1. A seed varies the init, the data order and the nested
-                    subset drawn from the pool; never the pool, the validation or the test set (`data.seed`).
-    pretrain_per_seed
-                    False (default): one pretraining run (seed base.seed) that every seed fine-tunes, as the paper
-                    fine-tunes one pretrained model; the intervals are then over downstream randomness. True: each
-                    seed pretrains its own model and fine-tunes / evaluates zero-shot from it, so the intervals also
-                    cover pretraining's randomness (at `seeds` x the pretraining cost).
+                    subset drawn from the pool (and the pool itself with `vary_pool`); never the validation or the
+                    test set (`data.seed`).
+    pretrain_seeds  number of pretraining runs per pretrain entry and model (seeds base.seed + p, p = 0 .. P-1);
+                    downstream seed s fine-tunes (and evaluates zero-shot) the pretraining run of seed index s mod P,
+                    so with P > 1 the intervals also cover pretraining's randomness. 1 (default): one pretrained
+                    model, as the paper fine-tunes.
+    vary_pool       True: each downstream seed draws its own training pool (`data.pool_seed`), so the intervals
+                    also cover which problems the downstream pool holds; False (default): one pool per group.
+    length_check    True: the study also reruns, with their length doubled, the first pretraining run of every
+                    pretrain entry and model, and the smallest and largest N of scratch and fine-tuned runs of every
+                    group (every seed, at the learning rate its grid chose); the report compares them
+                    (`length_check` in report.json).
     data_seed       pretrain, downstream: the `data.seed` of pretraining and of downstream runs. They differ, so
                     the downstream pool never repeats the pretraining pool's sources (the paper generated every
                     dataset with seed 0, so its downstream sources were its pretraining sources; equal seeds give
@@ -25,15 +31,19 @@ A *study* is an `ml_collections.ConfigDict` with
                     everything each single-family model saw; "equal_total": data.num_train samples in total, the
                     same budget as one single-family run.
     pack            True (default): runs that differ only in seed and learning rate train as one program
-                    (`fno_jax.packed`); False runs them one at a time.
+                    (`fno_jax.training.packing`); False runs them one at a time.
     pretrain.<name> task (str) and overrides (partial run config, e.g. {"task_ranges": {...}, "train": {...}}).
     downstream.<group>
                     task, shift (label of the downstream ranges, e.g. "e5-10"), task_ranges (partial),
                     num_train (tuple of downstream sizes N), modes (subset of scratch / finetune / zeroshot),
                     pretrained (tuple of pretrain names fine-tuned / evaluated zero-shot), learning_rates (grid;
                     every LR is run, the report keeps the best-validation one per point and seed), epochs
-                    (run length), batch_size (a run at N uses min(N, batch_size)), overrides (partial run config
-                    applied to every run of the group).
+                    (run length), batch_size (a run at N uses min(N, batch_size)), finetune_learning_rates (the
+                    fine-tuned runs' own grid; empty: learning_rates), scratch_num_train (further sizes
+                    for scratch runs only: a scratch curve that must reach the fine-tuned errors), variants
+                    (fine-tuning variants: ({"label", "overrides"}, ...), e.g. adapters or residual losses; each a
+                    point of its own), zeroshot_stats (the zero-shot statistics rules, default both), overrides
+                    (partial run config applied to every run of the group).
 
 Expansion rules (the "why" of each is in the code):
   * pretraining runs come first, downstream runs after, so running the list in order meets every dependency;
@@ -44,9 +54,9 @@ Expansion rules (the "why" of each is in the code):
   * scratch:  init_from = "", the group's LR grid;
   * finetune: init_from = the pretrain run's workdir, its model and input layout (a `mixed` model keeps the
               7-channel layout on a single-PDE task), the same LR grid;
-  * zeroshot: train.num_steps = 0, init_from as finetune, one run per (group, pretrain, model, pretraining seed) -
-              no N, no LR - and the downstream normalization statistics (the paper evaluates a pretrained model on
-              the downstream dataset with that dataset's scales);
+  * zeroshot: train.num_steps = 0, init_from as finetune, one run per (group, pretrain, model, pretraining seed,
+              statistics rule) - no N, no LR - under both rules (`zeroshot_stats`): the pretraining statistics (the
+              released code's inference path) and the downstream pool's;
   * every N of a group draws from one train pool of the largest N, whose inputs give the normalization
     statistics, the same at every N;
   * the global batch is min(batch_size, N) so tiny downstream sets still make full batches (the paper's rule).
@@ -68,10 +78,10 @@ import ml_collections
 
 from experiments.configs import base as base_config
 from experiments.configs.study_scale import HEAD_FACTOR
-from fno_jax.cadence import Cadence
-from fno_jax.channels import num_channels
 from fno_jax.config import ConfigError, flat_items, layout_of, model_size
-from solvers.families import FAMILIES, MIXED, TASK_NAMES
+from fno_jax.model.channels import holds, num_channels
+from fno_jax.training.cadence import Cadence
+from solvers.families import FAMILIES, MIXED, MIXTURE, TASK_NAMES
 
 __all__ = [
     "MODES",
@@ -90,6 +100,14 @@ __all__ = [
 ]
 
 MODES = ("scratch", "finetune", "zeroshot")
+# Zero-shot runs normalize their inputs with the statistics of ("zeroshot_stats"): "pretrain", the pretraining data's
+# (the released code's only inference path: its run.sh evaluates with the pretraining config's scales), or
+# "downstream", the downstream pool's; `finetune.norm_stats` of each.
+ZEROSHOT_STATS = ("pretrain", "downstream")
+_NORM_STATS_OF = {"pretrain": "pretrained", "downstream": "downstream"}
+# study.vary_pool: the pool seed of downstream seed s is POOL_SEED_BASE x (downstream data seed) + s, apart from the
+# pretraining pool (data seed 0) and from every other seed's pool.
+POOL_SEED_BASE = 1000
 MIXTURES = ("full", "equal_total")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
@@ -103,14 +121,20 @@ class RunSpec:
       config: the complete, locked run config (base.py's keys only).
       depends_on: names of runs that must have finished (summary.json) before this one starts.
       meta: JSON-serialisable description merged into the run's results.jsonl record: kind
-        ("pretrain" | "downstream"), group, shift, task, task_ranges, mode, pretrain, num_train, learning_rate,
-        model, seed, num_steps (the derived run length), num_params.
+        ("pretrain" | "downstream"), group, shift, task, task_ranges, mode, pretrain, pretrain_seed (the seed of the
+        pretraining run it starts from; None for scratch), variant (a fine-tuning variant's label), num_train,
+        learning_rate, epochs, length_check (a doubled run of the length check), zeroshot_stats (zero-shot runs:
+        "pretrain" or "downstream"), model, seed, num_steps (the derived run length), num_params.
+      select_lr_from: a length-check run's learning rate is not fixed in advance: the sweep gives it the rate of
+        the run among these (its seed's grid at the same point) with the lowest validation error, as the report
+        chooses it.
     """
 
     name: str
     config: ml_collections.ConfigDict
     depends_on: tuple[str, ...]
     meta: dict[str, Any]
+    select_lr_from: tuple[str, ...] = ()
 
 
 def run_workdir(sweep_dir: str, name: str) -> str:
@@ -161,10 +185,13 @@ def new_study(name: str) -> ml_collections.ConfigDict:
     _apply_protocol(study.base)
     study.models = ()
     study.seeds = 1
-    study.pretrain_per_seed = False
+    study.pretrain_seeds = 1
+    study.vary_pool = False
+    study.length_check = False
     study.data_seed = ml_collections.ConfigDict({"pretrain": 0, "downstream": 1})
     study.mixture = "full"
-    # Runs that differ only in seed and learning rate train as one program (fno_jax.packed); False: one at a time.
+    # Runs that differ only in seed and learning rate train as one program (fno_jax.training.packing); False: one at a
+    # time.
     study.pack = True
     study.pretrain = ml_collections.ConfigDict()
     study.downstream = ml_collections.ConfigDict()
@@ -198,6 +225,10 @@ def downstream_group(
     min_steps: int = 0,
     modes: Sequence[str] = MODES,
     shift: str = "",
+    scratch_num_train: Sequence[int] = (),
+    finetune_learning_rates: Sequence[float] = (),
+    variants: Sequence[dict[str, Any]] = (),
+    zeroshot_stats: Sequence[str] = ZEROSHOT_STATS,
     **overrides: Any,
 ) -> ml_collections.ConfigDict:
     """A `study.downstream.<group>` entry; `shift` defaults to a label made from the task's range."""
@@ -209,15 +240,30 @@ def downstream_group(
             "shift": shift,
             "task_ranges": dict(task_ranges),
             "num_train": tuple(int(n) for n in num_train),
+            "scratch_num_train": tuple(int(n) for n in scratch_num_train),
             "modes": tuple(modes),
             "pretrained": tuple(pretrained),
             "learning_rates": tuple(float(lr) for lr in learning_rates),
+            "finetune_learning_rates": tuple(float(lr) for lr in finetune_learning_rates),
             "epochs": int(epochs),
             "batch_size": int(batch_size),
             "min_steps": int(min_steps),
+            "variants": tuple(_variant(v) for v in variants),
+            "zeroshot_stats": tuple(zeroshot_stats),
             "overrides": overrides,
         }
     )
+
+
+def _variant(v: dict[str, Any]) -> dict[str, Any]:
+    """A fine-tuning variant: label, overrides (partial run config), and optionally its own sizes N (`num_train`; a
+    label-free variant runs at N = 0) and learning-rate grid (`learning_rates`)."""
+    return {
+        "label": str(v["label"]),
+        "overrides": dict(v.get("overrides", {})),
+        "num_train": tuple(int(n) for n in v.get("num_train", ())),
+        "learning_rates": tuple(float(lr) for lr in v.get("learning_rates", ())),
+    }
 
 
 def shift_label(task: str, task_ranges: dict[str, Any]) -> str:
@@ -298,11 +344,21 @@ class _Expansion:
 
     @property
     def pretrain_seeds(self) -> tuple[int, ...]:
-        return self.seeds if self.study.get("pretrain_per_seed", False) else self.seeds[:1]
+        return tuple(int(self.study.base.seed) + s for s in range(int(self.study.get("pretrain_seeds", 1))))
+
+    def pretrain_seed(self, seed: int) -> int:
+        """The seed of the pretraining run a downstream run of `seed` starts from (round robin)."""
+        return self.pretrain_seeds[self.seeds.index(seed) % len(self.pretrain_seeds)]
 
     def data_seed(self, kind: str) -> int:
         seeds = self.study.get("data_seed", {"pretrain": 0, "downstream": 1})
         return int(seeds[kind])
+
+    def pool_seed(self, seed: int) -> int:
+        """`data.pool_seed` of a downstream run of `seed`: its own pool (study.vary_pool), else the data seed's."""
+        if not self.study.get("vary_pool", False):
+            return -1
+        return POOL_SEED_BASE * self.data_seed("downstream") + seed
 
     def set_model(self, config: ml_collections.ConfigDict, width: int, modes: int) -> None:
         if self.models:  # the study's model list wins over per-run overrides
@@ -331,10 +387,14 @@ def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSp
         if entry.task not in TASK_NAMES:
             raise ConfigError(f"{where}: pretrain {pname!r} has task {entry.task!r}; use one of {TASK_NAMES}.")
         for mi, (width, modes) in enumerate(ex.model_list):
+            first = None
             for seed in ex.pretrain_seeds:
                 spec = _pretrain_run(ex, pname, entry, width, modes, seed)
                 runs.append(spec)
+                first = first or spec
                 pretrained[(pname, mi, seed)] = (spec.name, spec.config)
+            if study.get("length_check", False):
+                runs.append(_doubled(first, ()))
 
     for gname, group in study.downstream.items():
         runs += _group_runs(ex, gname, group, pretrained)
@@ -357,7 +417,7 @@ def _pretrain_run(
     config.seed = seed
     config.data.seed = ex.data_seed("pretrain")
     if entry.task == MIXED and ex.study.get("mixture", "full") == "full":
-        config.data.num_train = int(config.data.num_train) * len(FAMILIES)
+        config.data.num_train = int(config.data.num_train) * len(MIXTURE)
     num_steps = _set_length(config)
     name = f"pretrain-{pname}{ex.suffix(width, modes, seed)}"
     meta = {
@@ -368,11 +428,36 @@ def _pretrain_run(
         "task_ranges": _ranges_of(config),
         "mode": "scratch",
         "pretrain": "",
+        "pretrain_seed": None,
+        "variant": "",
         "num_train": int(config.data.num_train),
         "learning_rate": float(config.train.learning_rate),
+        "epochs": _epochs_of(config),
+        "length_check": False,
         **_run_facts(config, seed, num_steps),
     }
     return RunSpec(name, config, (), meta)
+
+
+def _epochs_of(config: ml_collections.ConfigDict) -> float:
+    """A run's length in epochs (steps x batch / N; a floored run counts its floor)."""
+    steps = num_steps_of(config)
+    return steps / max(int(config.data.num_train) // int(config.train.batch_size), 1)
+
+
+def _doubled(spec: RunSpec, select_lr_from: tuple[str, ...]) -> RunSpec:
+    """The run `spec` with its length doubled (the length check): twice its steps, everything else the same; a
+    downstream one takes the learning rate its seed's grid chose (`select_lr_from`, resolved by the sweep)."""
+    config = copy.deepcopy(spec.config)
+    config.train.num_steps = 2 * int(spec.meta["num_steps"])
+    _clip_intervals(config, config.train.num_steps)
+    meta = {**spec.meta, "num_steps": int(config.train.num_steps), "epochs": 2 * spec.meta["epochs"]}
+    meta["length_check"] = True
+    if select_lr_from:
+        meta["learning_rate"] = None
+    name = re.sub(r"-lr[^-]*(?=-)", "", spec.name) + "-x2"
+    depends_on = spec.depends_on + tuple(n for n in select_lr_from if n not in spec.depends_on)
+    return RunSpec(name, config, depends_on, meta, select_lr_from)
 
 
 def _group_runs(
@@ -381,7 +466,8 @@ def _group_runs(
     group: ml_collections.ConfigDict,
     pretrained: dict[tuple[str, int, int], tuple[str, ml_collections.ConfigDict]],
 ) -> list[RunSpec]:
-    """Every run of one downstream group: per model, N, mode, pretrained model, LR and seed; then zero-shot."""
+    """Every run of one downstream group: per model, N, mode, variant, pretrained model, LR and seed; then the
+    length check (doubled runs of the smallest and largest N of each trained mode); then zero-shot."""
     _check_name("downstream group", gname)
     gwhere = f"{ex.where}, downstream {gname!r}"
     sizes, lrs = _check_group(ex, group, gwhere)
@@ -394,32 +480,89 @@ def _group_runs(
         apply_overrides(downstream, group.get("overrides"), gwhere)
         ex.set_model(downstream, width, modes)
         downstream.data.seed = ex.data_seed("downstream")
-        # Every N of the group draws from one train pool, so N=8 lies inside N=16 inside ..., and the pool's
-        # inputs give the normalization statistics at every N (unless a stored dataset, whose train split is
-        # the pool, is used).
-        downstream.data.num_train_pool = max(int(downstream.data.num_train_pool), max(sizes))
-
-        for n in sizes:
-            for mode in [m for m in MODES if m in group.modes and m != "zeroshot"]:
-                for pname in group.pretrained if mode == "finetune" else ("",):
-                    for lr in lrs:
-                        for seed in ex.seeds:
-                            pre = pretrained.get((pname, mi, _pretrain_seed(ex, seed)))
-                            config, deps = _downstream_run(ex, downstream, mode, pre, n, group, seed)
-                            config.train.learning_rate = lr
-                            source = f"-from-{pname}" if pname else ""
-                            name = f"{gname}-{mode}{source}-n{n:05d}-lr{lr:g}{ex.suffix(width, modes, seed)}"
-                            runs.append(RunSpec(name, config, deps, _meta(config, gname, group, mode, pname, n)))
+        # Every N of the group draws from one train pool (per seed with study.vary_pool), so N=8 lies inside N=16
+        # inside ..., and the pool's inputs give the normalization statistics at every N (unless a stored dataset,
+        # whose train split is the pool, is used).
+        downstream.data.num_train_pool = max(int(downstream.data.num_train_pool), *_all_sizes(group, sizes))
+        points: dict[tuple, list[RunSpec]] = {}  # (mode, variant, pname, n, seed) -> its grid runs
+        for mode, n, variant, pname in _trained_points(group, sizes):
+            rates = tuple(group.get("finetune_learning_rates", ())) if mode == "finetune" else ()
+            rates = tuple(variant.get("learning_rates", ())) or rates
+            for lr in rates or lrs:
+                for seed in ex.seeds:
+                    pre = pretrained.get((pname, mi, ex.pretrain_seed(seed)))
+                    config, deps = _downstream_run(ex, downstream, mode, pre, n, group, seed, variant)
+                    config.train.learning_rate = lr
+                    source = f"-from-{pname}" if pname else ""
+                    label = f"-{variant['label']}" if variant["label"] else ""
+                    name = f"{gname}-{mode}{label}{source}-n{n:05d}-lr{lr:g}{ex.suffix(width, modes, seed)}"
+                    meta = _meta(ex, config, gname, group, mode, pname, n, seed, variant)
+                    spec = RunSpec(name, config, deps, meta)
+                    runs.append(spec)
+                    points.setdefault((mode, variant["label"], pname, n, seed), []).append(spec)
+        if ex.study.get("length_check", False):
+            runs += _length_check_runs(points)
         if "zeroshot" in group.modes:
-            for pname in group.pretrained:
-                for seed in ex.pretrain_seeds:
-                    # No training: N and LR do not matter; the pool (and its statistics) is the group's.
-                    config, deps = _downstream_run(
-                        ex, downstream, "zeroshot", pretrained[(pname, mi, seed)], min(sizes), group, seed
-                    )
-                    name = f"{gname}-zeroshot-from-{pname}{ex.suffix(width, modes, seed)}"
-                    runs.append(RunSpec(name, config, deps, _meta(config, gname, group, "zeroshot", pname, 0)))
+            runs += _zeroshot_runs(ex, gname, group, downstream, pretrained, mi, sizes, (width, modes))
     return runs
+
+
+def _all_sizes(group: ml_collections.ConfigDict, sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """Every N of a group: its sizes and the extra scratch sizes (`scratch_num_train`)."""
+    return tuple(sorted(set(sizes) | {int(n) for n in group.get("scratch_num_train", ())}))
+
+
+def _trained_points(group: ml_collections.ConfigDict, sizes: tuple[int, ...]):
+    """(mode, N, variant, pretrain name) of every trained point of a group: scratch at its sizes (the group's, and
+    `scratch_num_train` beyond them), fine-tuned per variant and pretrained model."""
+    base_variant = {"label": "", "overrides": {}}
+    for mode in [m for m in MODES if m in group.modes and m != "zeroshot"]:
+        variants = (base_variant,) if mode == "scratch" else tuple(group.get("variants", ())) or (base_variant,)
+        for n in _all_sizes(group, sizes) if mode == "scratch" else sorted({*sizes, *_variant_sizes(variants)}):
+            for variant in variants:
+                if n not in (variant.get("num_train") or sizes):
+                    continue
+                for pname in group.pretrained if mode == "finetune" else ("",):
+                    yield mode, n, variant, pname
+
+
+def _variant_sizes(variants) -> set[int]:
+    return {int(n) for v in variants for n in (v.get("num_train") or ())}
+
+
+def _length_check_runs(points: dict[tuple, list[RunSpec]]) -> list[RunSpec]:
+    """The doubled runs of the smallest and largest N of each trained mode (its first variant and pretrained model;
+    every seed), each at the learning rate its seed's grid chose."""
+    out = []
+    for mode in ("scratch", "finetune"):
+        keys = [k for k in points if k[0] == mode]
+        if not keys:
+            continue
+        variant, pname = keys[0][1], keys[0][2]
+        sizes = sorted({k[3] for k in keys if k[1] == variant and k[2] == pname})
+        for n in sorted({sizes[0], sizes[-1]}):
+            for key in [k for k in keys if k[1:4] == (variant, pname, n)]:
+                grid = points[key]
+                out.append(_doubled(grid[0], tuple(spec.name for spec in grid)))
+    return out
+
+
+def _zeroshot_runs(ex, gname, group, downstream, pretrained, mi, sizes, model) -> list[RunSpec]:
+    """One zero-shot run per (pretrained model, pretraining seed, statistics rule): no training, so no N and no LR;
+    the pool (and its statistics, for the "downstream" rule) is the group's."""
+    out = []
+    for pname in group.pretrained:
+        for seed in ex.pretrain_seeds:
+            for rule in tuple(group.get("zeroshot_stats", ZEROSHOT_STATS)):
+                pre = pretrained[(pname, mi, seed)]
+                config, deps = _downstream_run(ex, downstream, "zeroshot", pre, min(sizes), group, seed, None)
+                config.finetune.norm_stats = _NORM_STATS_OF[rule]
+                label = "" if rule == "downstream" else f"-{rule}stats"
+                name = f"{gname}-zeroshot{label}-from-{pname}{ex.suffix(*model, seed)}"
+                meta = _meta(ex, config, gname, group, "zeroshot", pname, 0, seed, None)
+                meta["zeroshot_stats"] = rule
+                out.append(RunSpec(name, config, deps, meta))
+    return out
 
 
 def _check_group(ex: _Expansion, group: ml_collections.ConfigDict, gwhere: str) -> tuple[tuple[int, ...], tuple]:
@@ -432,7 +575,7 @@ def _check_group(ex: _Expansion, group: ml_collections.ConfigDict, gwhere: str) 
     if not sizes or min(sizes) < 1:
         raise ConfigError(f"{gwhere}: num_train must be a non-empty tuple of sizes >= 1, got {sizes}.")
     lrs = tuple(float(lr) for lr in group.learning_rates)
-    if not lrs or min(lrs) <= 0:
+    if not lrs or min(lrs) <= 0 or min(group.get("finetune_learning_rates", ()) or lrs) <= 0:
         raise ConfigError(f"{gwhere}: learning_rates must be a non-empty tuple of positive floats.")
     if int(group.epochs) < 1 or int(group.batch_size) < 1:
         raise ConfigError(f"{gwhere}: epochs and batch_size must be >= 1, got {group.epochs}, {group.batch_size}.")
@@ -448,11 +591,6 @@ def _check_group(ex: _Expansion, group: ml_collections.ConfigDict, gwhere: str) 
     return sizes, lrs
 
 
-def _pretrain_seed(ex: _Expansion, seed: int) -> int:
-    """The seed of the pretraining run a downstream run of `seed` starts from."""
-    return seed if ex.study.get("pretrain_per_seed", False) else ex.pretrain_seeds[0]
-
-
 def _downstream_run(
     ex: _Expansion,
     downstream: ml_collections.ConfigDict,
@@ -461,24 +599,36 @@ def _downstream_run(
     n: int,
     group: ml_collections.ConfigDict,
     seed: int,
+    variant: dict | None,
 ) -> tuple[ml_collections.ConfigDict, tuple[str, ...]]:
-    """One downstream run config (a copy of the group's config) and its dependencies."""
+    """One downstream run config (a copy of the group's config, with the variant's overrides) and its
+    dependencies."""
     config = copy.deepcopy(downstream)
     deps: tuple[str, ...] = ()
     if mode != "scratch":
         pre_name, pre_config = pre
         deps = (pre_name,)
         config.init_from = run_workdir(ex.sweep_dir, pre_name)
-        # The pretrained network fixes the architecture and the input channels.
+        # The pretrained network fixes the architecture and the input channels; the domain padding is the
+        # downstream task's (it changes no parameter).
+        padding = config.model.padding
         config.model = copy.deepcopy(pre_config.model)
+        config.model.padding = padding
         layout = layout_of(pre_config)
-        # A mixed-layout model keeps its layout; otherwise the downstream task's own layout, whose channels
-        # fno_jax.finetune.channel_map maps from the pretrained ones (a narrower layout would drop coefficients).
-        config.data.layout = MIXED if layout == MIXED else ""
+        # A mixed-layout model keeps its layout where it holds the task's coefficients; otherwise the downstream
+        # task's own layout, whose channels fno_jax.training.finetune.channel_map maps from the pretrained ones (a
+        # narrower layout would drop coefficients; Darcy's field a has no channel in the mixed layout).
+        config.data.layout = MIXED if layout == MIXED and holds(MIXED, config.task) else ""
+    if variant:
+        apply_overrides(config, variant["overrides"], f"{ex.where}, variant {variant['label']!r}")
     config.seed = seed
     config.data.num_train = n
-    # The paper shrinks the batch for small sets (utils/trainer.py modify_bs_for_subsampling): min(N, 128).
-    config.train.batch_size = min(int(group.batch_size), n)
+    if mode != "zeroshot":
+        config.data.pool_seed = ex.pool_seed(seed)
+    # The paper shrinks the batch for small sets (utils/trainer.py modify_bs_for_subsampling): min(N, 128); a
+    # residual-only run's set is its unlabelled inputs.
+    epoch_set = int(config.data.num_unlabelled) if config.train.loss == "residual" else n
+    config.train.batch_size = min(int(group.batch_size), epoch_set if mode != "zeroshot" else n)
     config.train.eval_batch_size = min(
         int(config.train.eval_batch_size), int(config.data.num_val), int(config.data.num_test)
     )
@@ -513,13 +663,13 @@ def _clip_intervals(config: ml_collections.ConfigDict, num_steps: int) -> None:
 
 def num_steps_of(config: ml_collections.ConfigDict) -> int:
     """The run's length in steps: train.num_steps, or derived from train.num_epochs when it is -1 (as the trainer
-    resolves it, `fno_jax.cadence.Cadence`)."""
+    resolves it, `fno_jax.training.cadence.Cadence`)."""
     return Cadence.from_config(config).num_steps
 
 
 def _ranges_of(config: ml_collections.ConfigDict) -> dict[str, list[float]]:
     """The task_ranges fields the run's task actually reads (every family's for mixed)."""
-    families = [FAMILIES[config.task]] if config.task in FAMILIES else list(FAMILIES.values())
+    families = [FAMILIES[config.task]] if config.task in FAMILIES else [FAMILIES[f] for f in MIXTURE]
     return {f.range_field: [float(v) for v in config.task_ranges[f.range_field]] for f in families}
 
 
@@ -534,7 +684,8 @@ def _run_facts(config: ml_collections.ConfigDict, seed: int, num_steps: int) -> 
     }
 
 
-def _meta(config, gname, group, mode, pname, n) -> dict[str, Any]:
+def _meta(ex: _Expansion, config, gname, group, mode, pname, n, seed, variant) -> dict[str, Any]:
+    trained = mode != "zeroshot"
     return {
         "kind": "downstream",
         "group": gname,
@@ -543,7 +694,13 @@ def _meta(config, gname, group, mode, pname, n) -> dict[str, Any]:
         "task_ranges": _ranges_of(config),
         "mode": mode,
         "pretrain": pname,
+        # The seed of the pretraining run a fine-tuned or zero-shot run starts from; None for scratch.
+        "pretrain_seed": None if mode == "scratch" else (ex.pretrain_seed(seed) if trained else seed),
+        "variant": variant["label"] if variant else "",
         "num_train": int(n),
-        "learning_rate": float(config.train.learning_rate) if mode != "zeroshot" else None,
+        "learning_rate": float(config.train.learning_rate) if trained else None,
+        "epochs": _epochs_of(config) if trained else None,
+        "length_check": False,
+        "pool_seed": int(config.data.pool_seed),
         **_run_facts(config, int(config.seed), num_steps_of(config)),
     }

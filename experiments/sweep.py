@@ -28,25 +28,28 @@ Layout of SWEEP_DIR:
 
 Shards write one SWEEP_DIR at the same time safely: every run writes only its own folder, and results.jsonl and
 failures.jsonl are rebuilt from all run folders under an exclusive `flock` on .sweep.lock, then replaced
-atomically (`fno_jax.json_io`). Every shard rebuilds them after each of its runs, so the last rebuild, whichever
+atomically (`fno_jax.storage.json_io`). Every shard rebuilds them after each of its runs, so the last rebuild, whichever
 shard makes it, sees every run that had finished before it took the lock: the files never lose a run or show
 half of one. plan.json and study.json hold the same content from every shard and are replaced atomically.
 
 Resuming: a run whose workdir has summary.json is skipped (its summary re-read); an unfinished run is started
 again and `train_and_evaluate` resumes it from its latest checkpoint, so a sweep killed at any moment and run
 again ends with the results of an uninterrupted one. SIGTERM or SIGINT stops the run in flight at a checkpoint
-(`fno_jax.preemption`) and the sweep with status 143 or 130. A changed run config for an existing run folder is an
-error (start a new SWEEP_DIR or delete that folder).
+(`fno_jax.runtime.preemption`) and the sweep with status 143 or 130. A changed run config for an existing run folder is
+an error (start a new SWEEP_DIR or delete that folder).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -59,13 +62,13 @@ from ml_collections import config_flags
 
 from experiments import plan as plan_lib
 from experiments.study import RunSpec, expand_study, run_workdir
-from fno_jax.config import ConfigError
-from fno_jax.distributed import maybe_initialize, on_main_process
-from fno_jax.json_io import to_json
-from fno_jax.json_io import write_json_atomic as _write_json_atomic
-from fno_jax.json_io import write_jsonl_atomic as _write_jsonl_atomic
-from fno_jax.log_setup import configure_logging
-from fno_jax.preemption import exit_on_preemption
+from fno_jax.config import ConfigError, with_defaults
+from fno_jax.runtime.distributed import maybe_initialize, on_main_process
+from fno_jax.runtime.log_setup import configure_logging
+from fno_jax.runtime.preemption import exit_on_preemption
+from fno_jax.storage.json_io import to_json
+from fno_jax.storage.json_io import write_json_atomic as _write_json_atomic
+from fno_jax.storage.json_io import write_jsonl_atomic as _write_jsonl_atomic
 
 # In a multi-host sweep every process runs every run; process 0 alone writes the sweep's own files.
 write_json_atomic = on_main_process(_write_json_atomic)
@@ -168,12 +171,17 @@ def _sweep_lock(sweep_dir: str) -> Iterator[None]:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
+# Meta fields a study's runs may carry (experiments.study) that the report reads.
+_OPTIONAL_META = ("pretrain_seed", "variant", "zeroshot_stats", "length_check", "epochs", "pool_seed")
+
+
 def _record(spec: RunSpec, summary: dict) -> dict:
     """A results.jsonl line: the run's summary with the sweep's description of the run."""
     record = dict(summary)
     # The sweep knows which group/shift/pretrain a run belongs to; the trainer does not.
-    for key in ("kind", "group", "shift", "task_ranges", "pretrain", "mode", "seed"):
-        record[key] = spec.meta[key]
+    for key in ("kind", "group", "shift", "task_ranges", "pretrain", "mode", "seed", *_OPTIONAL_META):
+        if key in spec.meta:
+            record[key] = spec.meta[key]
     record["name"] = spec.name
     record.setdefault("model", spec.meta["model"])
     record.setdefault("learning_rate", spec.meta["learning_rate"])
@@ -204,24 +212,64 @@ def collect_results(runs: Sequence[RunSpec], sweep_dir: str) -> list[dict]:
 
 
 def _check_or_save_run(spec: RunSpec, workdir: str) -> None:
-    """Save the run's full config; refuse to reuse a folder made by a different config."""
+    """Save the run's full config; refuse to reuse a folder made by a different config. A length-check run's
+    learning rate is chosen when it starts (`resolve_learning_rate`): its folder is checked without the rate, and
+    saved once the rate is known."""
     config = to_json(spec.config.to_dict())
     path = os.path.join(workdir, RUN_FILE)
+    resolved = not spec.select_lr_from or spec.meta["learning_rate"] is not None
     if os.path.exists(path):
         with open(path) as f:
-            saved = json.load(f)["config"]
+            saved = with_defaults(json.load(f)["config"])  # keys added since it was saved: at their defaults
         # init_from is an absolute path: moving the sweep folder must not invalidate it.
         ignore = {"init_from"}
-        if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in config.items() if k not in ignore}:
+        mine = config
+        if spec.select_lr_from:
+            saved, mine = (_without_learning_rate(c) for c in (saved, config))
+        if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in mine.items() if k not in ignore}:
             raise ValueError(
                 f"Run folder {workdir} was made with a different run config than the study now gives. "
                 "Use a new --workdir for a changed study, or delete that run folder to redo it."
             )
+        if not (spec.select_lr_from and resolved):
+            return
+    if not resolved:
         return
     os.makedirs(workdir, exist_ok=True)
     payload = {"name": spec.name, "depends_on": list(spec.depends_on), "meta": spec.meta}
     payload["config"] = config
     write_json_atomic(path, payload)
+
+
+def _config_key(config: dict) -> str:
+    return json.dumps(config, sort_keys=True)
+
+
+def _without_learning_rate(config: dict) -> dict:
+    return {**config, "train": {k: v for k, v in config["train"].items() if k != "learning_rate"}}
+
+
+def resolve_learning_rate(spec: RunSpec, sweep_dir: str) -> RunSpec:
+    """A length-check run with its learning rate chosen: the rate of the run of `spec.select_lr_from` (its seed's
+    grid at the same point, all finished) with the lowest validation relative L2, the report's rule. Other runs are
+    returned as they are."""
+    if not spec.select_lr_from:
+        return spec
+    summaries = []
+    for name in spec.select_lr_from:
+        summary = _read_summary(run_workdir(sweep_dir, name))
+        if summary is None:
+            raise RuntimeError(f"{spec.name}: its learning rate comes from {name}, which has not finished.")
+        summaries.append(summary)
+    best = min(summaries, key=lambda s: (_finite_or_inf(s.get("val_rel_l2")), float(s["learning_rate"])))
+    config = copy.deepcopy(spec.config)
+    config.train.learning_rate = float(best["learning_rate"])
+    meta = {**spec.meta, "learning_rate": float(best["learning_rate"])}
+    return dataclasses.replace(spec, config=config, meta=meta)
+
+
+def _finite_or_inf(value) -> float:
+    return float(value) if value is not None and math.isfinite(float(value)) else math.inf
 
 
 def _select(runs: list[RunSpec], only: str | Sequence[str] | None) -> list[RunSpec]:
@@ -247,11 +295,12 @@ class _DependencyFailed(RuntimeError):
 
 
 def work_units(runs: list[RunSpec], pack: bool) -> list[list[RunSpec]]:
-    """The runs as units of work, in order: groups of runs that train as one program (`fno_jax.packed.pack_key`:
+    """The runs as units of work, in order: groups of runs that train as one program
+    (`fno_jax.training.packing.pack_key`:
     they differ only in seed and learning rate, hence also share their dependencies), the rest one per unit."""
     if not pack:
         return [[r] for r in runs]
-    from fno_jax.packed import pack_key  # heavy: import only when packing
+    from fno_jax.training.packing import pack_key  # heavy: import only when packing
 
     units: dict[str, list[RunSpec]] = {}
     for spec in runs:
@@ -263,8 +312,11 @@ def work_units(runs: list[RunSpec], pack: bool) -> list[list[RunSpec]]:
 
 def _group_label(unit: list[RunSpec]) -> str:
     """'poisson_e5_10-scratch-n00008: 6 packed runs (lr 0.0001, 0.001; seeds 0, 1, 2)'."""
-    stem = re.sub(r"-lr[^-]*(-.*)?$", "", unit[0].name)
-    rates = ", ".join(f"{lr:g}" for lr in sorted({float(r.meta["learning_rate"]) for r in unit}))
+    stem = re.sub(r"-s\d+(-x2)?$", r"\1", re.sub(r"-lr[^-]*(-.*)?$", "", unit[0].name))
+    if any(r.select_lr_from for r in unit):
+        rates = "each seed's chosen"
+    else:
+        rates = ", ".join(f"{lr:g}" for lr in sorted({float(r.meta["learning_rate"]) for r in unit}))
     seeds = ", ".join(str(s) for s in sorted({int(r.meta["seed"]) for r in unit}))
     return f"{stem}: {len(unit)} packed runs (lr {rates}; seeds {seeds})"
 
@@ -273,7 +325,7 @@ def _group_label(unit: list[RunSpec]) -> str:
 class _Sweep:
     """One shard's pass over its runs: skip the finished, wait for other shards' dependencies, record failures.
 
-    Runs that can train as one program (`fno_jax.packed`) run together when `pack_fn` is given."""
+    Runs that can train as one program (`fno_jax.training.packing`) run together when `pack_fn` is given."""
 
     runs: list[RunSpec]
     sweep_dir: str
@@ -281,6 +333,7 @@ class _Sweep:
     pack_fn: PackFn | None
     keep_going: bool
     wait: DependencyWait
+    reuse_from: tuple[str, ...] = ()
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def workdir(self, name: str) -> str:
@@ -292,6 +345,8 @@ class _Sweep:
             first, done = done + 1, done + len(unit)
             label = unit[0].name if len(unit) == 1 else _group_label(unit)
             prefix = f"[{first}/{len(mine)}] {label}" if len(unit) == 1 else f"[{first}-{done}/{len(mine)}] {label}"
+            for spec in unit:
+                self._reuse(spec, prefix)
             todo = [spec for spec in unit if _read_summary(self.workdir(spec.name)) is None]
             if len(todo) < len(unit):
                 finished = f"{len(unit) - len(todo)} of {len(unit)} " if len(unit) > 1 else ""
@@ -307,8 +362,38 @@ class _Sweep:
                 continue
             logging.info(f"    sweep {time.monotonic() - start:.0f} s")
 
+    def _reuse(self, spec: RunSpec, prefix: str) -> None:
+        """Copy a finished run of another sweep (`reuse_from`) with this run's config (under any name) into this
+        sweep, instead of training it again. Only runs that start from nothing (pretraining and scratch runs): a run
+        fine-tuned there started from that sweep's pretrained model."""
+        workdir = self.workdir(spec.name)
+        if spec.config.init_from or _read_summary(workdir) is not None:
+            return
+        source = self._finished_elsewhere().get(_config_key(to_json(spec.config.to_dict())))
+        if source is None:
+            return
+        if os.path.exists(workdir):
+            shutil.rmtree(workdir)
+        shutil.copytree(source, workdir)
+        logging.info(f"{prefix} ... {spec.name} reused from {source}")
+
+    def _finished_elsewhere(self) -> dict[str, str]:
+        """config key -> run folder, for the finished runs without init_from of the `reuse_from` sweeps."""
+        found: dict[str, str] = {}
+        for other in self.reuse_from:
+            root = os.path.join(other, "runs")
+            for name in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+                saved = _read_json(os.path.join(root, name, RUN_FILE))
+                if saved is None or saved["config"].get("init_from") or _read_summary(os.path.join(root, name)) is None:
+                    continue
+                found.setdefault(_config_key(with_defaults(saved["config"])), os.path.join(root, name))
+        return found
+
     def _run_unit(self, unit: list[RunSpec], prefix: str) -> None:
+        unit = [resolve_learning_rate(spec, self.sweep_dir) for spec in unit]
         workdirs = [self.workdir(spec.name) for spec in unit]
+        for spec, workdir in zip(unit, workdirs, strict=True):
+            _check_or_save_run(spec, workdir)
         logging.info(f"{prefix} ...")
         start = time.monotonic()
         if len(unit) == 1:
@@ -372,6 +457,7 @@ def run_sweep(
     shard: tuple[int, int] = (0, 1),
     keep_going: bool = False,
     wait: DependencyWait | None = None,
+    reuse_from: Sequence[str] = (),
 ) -> list[dict]:
     """Run (or resume) every run of a study in `sweep_dir`; returns the finished runs' records.
 
@@ -380,14 +466,17 @@ def run_sweep(
       sweep_dir: the sweep's folder; created if missing.
       run_fn: `run_fn(config, workdir) -> summary dict`, writing `workdir/summary.json`; default
         `fno_jax.train.train_and_evaluate`.
-      pack_fn: `pack_fn(configs, workdirs) -> summaries` for runs that train as one program (`fno_jax.packed`);
-        default `fno_jax.packed.train_and_evaluate_packed` when the study packs (`study.pack`) and `run_fn` is the
-        default; with a `run_fn` of your own, runs are packed only through a `pack_fn` of your own.
+      pack_fn: `pack_fn(configs, workdirs) -> summaries` for runs that train as one program
+        (`fno_jax.training.packing`); default `fno_jax.train.train_and_evaluate_packed` when the study packs
+        (`study.pack`) and `run_fn` is the default; with a `run_fn` of your own, runs are packed only through a
+        `pack_fn` of your own.
       only: regex (or list of regexes) over run names; their dependencies are included.
       shard: (i, k): run only runs i, i+k, ... of the (selected, ordered) list.
       keep_going: on a failing run, record it (failures.jsonl) and continue with the runs that do not depend on
         it; raise at the end. Default: record it and stop (finished runs stay recorded).
       wait: how long / how often to wait for another shard's pretraining run.
+      reuse_from: other sweep directories whose finished pretraining and scratch runs of the same name and config
+        are copied in instead of trained again (e.g. studies that pretrain the same model).
 
     Raises:
       Preempted: SIGTERM/SIGINT stopped the run in flight (at a checkpoint); rerun to resume.
@@ -396,14 +485,15 @@ def run_sweep(
         from fno_jax.train import train_and_evaluate as run_fn  # heavy: import only when needed
 
         if pack_fn is None and study_config.get("pack", True):
-            from fno_jax.packed import train_and_evaluate_packed as pack_fn
+            from fno_jax.train import train_and_evaluate_packed as pack_fn
         _use_compilation_cache(sweep_dir)
     if not study_config.get("pack", True):
         pack_fn = None
     sweep_dir = os.path.abspath(sweep_dir)
     runs, mine = _prepare(study_config, sweep_dir, only, shard)
     logging.info(f"Sweep {study_config.get('name', '')!r}: {len(mine)} run(s) in {sweep_dir}")
-    sweep = _Sweep(runs, sweep_dir, run_fn, pack_fn, keep_going, wait or DependencyWait())
+    reused = tuple(os.path.abspath(d) for d in reuse_from)
+    sweep = _Sweep(runs, sweep_dir, run_fn, pack_fn, keep_going, wait or DependencyWait(), reused)
     sweep.run_all(mine)
     records = collect_results(runs, sweep_dir)
     if sweep.failed:
@@ -481,6 +571,9 @@ def _cli() -> None:
         "eval_samples_per_s", None, f"Evaluated samples/s (default {plan_lib.EVAL_SPEEDUP}x samples_per_s)."
     )
     run_overhead_s = flags.DEFINE_float("run_overhead_s", 0.0, "Seconds per run beyond its samples (start-up).")
+    reuse_from = flags.DEFINE_multi_string(
+        "reuse_from", None, "Another sweep dir whose finished pretraining/scratch runs of the same config are reused."
+    )
     flags.mark_flags_as_required(["config", "workdir"])
 
     def main(argv: Sequence[str]) -> None:
@@ -510,10 +603,11 @@ def _cli() -> None:
                 only=only.value,
                 shard=parse_shard(shard.value),
                 keep_going=keep_going.value,
+                reuse_from=reuse_from.value or (),
             )
         print(f"Done. Report: {sys.executable} -m experiments.report --sweep {workdir.value}")
 
-    from fno_jax.cli_errors import run_absl_main
+    from fno_jax.runtime.cli_errors import run_absl_main
 
     run_absl_main(main, "experiments.sweep")
 

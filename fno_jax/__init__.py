@@ -14,18 +14,17 @@ The run machinery (training, checkpoints, data) is imported on first use, so `im
 import importlib
 from typing import Any
 
-from fno_jax import channels, normalization
 from fno_jax.config import ConfigError, default_config, validate_config
-from fno_jax.model import FNO
-from fno_jax.normalization import NormStats
+from fno_jax.model import FNO, channels, normalization
+from fno_jax.model.normalization import NormStats
 
 _LAZY = {
     "train_and_evaluate": ("fno_jax.train", "train_and_evaluate"),
     "checkpoint": ("fno_jax.checkpoint", None),
-    "finetune": ("fno_jax.finetune", None),
+    "finetune": ("fno_jax.training.finetune", None),
     "interop": ("fno_jax.interop", None),
     "pretrained": ("fno_jax.pretrained", None),
-    "train_and_evaluate_packed": ("fno_jax.packed", "train_and_evaluate_packed"),
+    "train_and_evaluate_packed": ("fno_jax.train", "train_and_evaluate_packed"),
 }
 
 __all__ = [

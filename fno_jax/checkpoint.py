@@ -20,8 +20,15 @@ resumed run can write that step again; nothing is deleted. Running out of memory
 When checkpoints exist but none can be read, the run stops too (`CheckpointError`) instead of starting again from
 step 0 over them.
 
+One policy for one run and for a group of K runs trained together (`restore_latest`): the group resumes from the
+newest step that every run has and that restores for every run. A run whose copy of that step is unreadable has it
+moved aside and the group falls back to the previous common step, with a message; a step of another state stops the
+group (nothing moved, metrics untouched). The only start from step 0 over existing checkpoints is a group stopped
+before every run had saved its first one (there is no common step to resume from; the skipped runs' steps are
+recomputed bitwise), and it is logged.
+
 Across processes, every process reads, the processes agree on each step's outcome before acting on it, and process
-0 alone moves a broken step while the others wait (`fno_jax.distributed.barrier`).
+0 alone moves a broken step while the others wait (`fno_jax.runtime.distributed.barrier`).
 """
 
 from __future__ import annotations
@@ -38,9 +45,10 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
 from fno_jax.config import ConfigError
-from fno_jax.distributed import barrier, each_process, is_main_process
-from fno_jax.integrity import seal
-from fno_jax.workdir import RunMeta
+from fno_jax.runtime.cli_errors import UserError
+from fno_jax.runtime.distributed import barrier, each_process, is_main_process
+from fno_jax.storage.integrity import seal
+from fno_jax.storage.workdir import RunMeta
 
 __all__ = [
     "CheckpointError",
@@ -50,6 +58,7 @@ __all__ = [
     "checkpoint_dir",
     "load_meta",
     "load_params",
+    "restore_latest",
 ]
 
 # Outcome of one process's attempt to restore a step (agreed on by all processes before anyone acts on it).
@@ -76,7 +85,7 @@ def _selection(metrics: dict[str, float]) -> float:
     return value if math.isfinite(value) else math.inf
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """No usable checkpoint where one was expected."""
 
 
@@ -98,8 +107,8 @@ def _require_shardings(abstract, what: str) -> None:
     if missing:
         raise ValueError(
             f"the restore target for {what} has {len(missing)} array(s) without a sharding; build it with "
-            "DataParallel.abstract_state (or fno_jax.parallel.abstract_arrays) so the checkpoint loads onto this "
-            "run's devices whatever topology wrote it."
+            "DataParallel.abstract_state (or fno_jax.runtime.parallel.abstract_arrays) so the checkpoint loads "
+            "onto this run's devices whatever topology wrote it."
         )
 
 
@@ -268,45 +277,6 @@ class Checkpointer:
         except (ValueError, TypeError, KeyError) as err:
             raise CheckpointMismatchError(f"checkpoint {self.directory}/{step}: {err}") from err
 
-    def restore_latest(self, abstract_state: dict) -> tuple[int, dict, RunMeta] | None:
-        """The newest step that restores, as (step, state, meta); None when there is no checkpoint at all.
-
-        Unreadable newer steps are reported with a warning and, unless read-only, moved to
-        `workdir/broken_checkpoints/` by process 0 (kept for inspection, out of the way of the resumed run's saves).
-        Raises CheckpointMismatchError for a step of another state (nothing moved), and CheckpointError when a
-        step cannot be restored for another reason (e.g. out of memory) or when no step can be read.
-        """
-        steps = self.steps()
-        broken: list[int] = []
-        for step in reversed(steps):
-            restored, error = self._try_restore(step, abstract_state)
-            outcomes = each_process(_outcome(error))
-            if _FAILED in outcomes:
-                cause = f"{type(error).__name__}: {str(error)[:300]}" if error else "see the failing process's log"
-                raise CheckpointError(
-                    f"checkpoint {self.directory}/{step} could not be restored on process(es) "
-                    f"{[i for i, o in enumerate(outcomes) if o == _FAILED]} ({cause}). This is not a read error, so "
-                    "nothing was moved; give the run more memory (or fewer runs per host) and rerun the same command."
-                ) from error
-            if _UNREADABLE not in outcomes:
-                self._quarantine(broken)
-                return step, restored[0], restored[1]
-            broken.append(step)
-            why = f"{type(error).__name__}: {str(error)[:200]}" if error else "another process could not read it"
-            logging.warning(
-                "checkpoint %s/%d could not be restored (%s); falling back to the previous checkpoint.",
-                self.directory, step, why,
-            )  # fmt: skip
-        if not steps:
-            return None
-        self._quarantine(broken)
-        where = "moved to broken_checkpoints/" if not self.read_only else "left in place (read-only)"
-        raise CheckpointError(
-            f"none of the checkpoints {steps} in {self.directory} can be read (they were {where}); the run stops "
-            "rather than start again from step 0. Rerun the same command to train from scratch, or restore the "
-            "checkpoints from a backup first."
-        )
-
     def _try_restore(self, step: int, abstract_state: dict) -> tuple[tuple[dict, RunMeta] | None, Exception | None]:
         """(state, meta) of `step`, or the error that stopped this process reading it; a mismatch raises."""
         _require_shardings(abstract_state, f"step {step}")
@@ -390,7 +360,7 @@ def load_params(workdir: str | os.PathLike, step: int | None | str = None):
 def load_meta(workdir: str | os.PathLike, step: int | None | str = None) -> tuple[int, RunMeta]:
     """(step, meta) of a checkpoint in `workdir` (latest by default; "best" or -1: best validation).
 
-    `meta.norm_stats` is the `NormStats` the model's inputs are normalized with; see `fno_jax.workdir.RunMeta`.
+    `meta.norm_stats` is the `NormStats` the model's inputs are normalized with; see `fno_jax.storage.workdir.RunMeta`.
     """
     ckpt = Checkpointer(workdir, read_only=True)
     try:
@@ -398,3 +368,69 @@ def load_meta(workdir: str | os.PathLike, step: int | None | str = None) -> tupl
         return resolved, ckpt.meta(resolved)
     finally:
         ckpt.close()
+
+
+def restore_latest(
+    checkpointers: list[Checkpointer], abstract_state: dict
+) -> tuple[int, list[dict], list[RunMeta]] | None:
+    """The newest step every run of a group (one Checkpointer per run; one run: a list of one) can restore, as
+    (step, [state per run], [meta per run]); None when no run has a checkpoint. See the module docstring.
+
+    `abstract_state` is one run's {"params", "opt_state"} target, laid out for this run's devices
+    (`DataParallel.abstract_state`). Raises CheckpointMismatchError for a step of another state (nothing moved), and
+    CheckpointError when a step cannot be restored for another reason (e.g. out of memory) or when checkpoints exist
+    but no step common to every run can be read (the unreadable ones are moved to `broken_checkpoints/`).
+    """
+    steps = [set(ckpt.steps()) for ckpt in checkpointers]
+    if not any(steps):
+        return None
+    broken: list[list[int]] = [[] for _ in checkpointers]
+    for step in sorted(set.intersection(*steps), reverse=True):
+        restored = [_agreed_restore(ckpt, step, abstract_state) for ckpt in checkpointers]
+        if all(r is not None for r in restored):
+            for ckpt, bad in zip(checkpointers, broken, strict=True):
+                ckpt._quarantine(bad)
+            return step, [r[0] for r in restored], [r[1] for r in restored]
+        for r, bad in zip(restored, broken, strict=True):
+            if r is None:
+                bad.append(step)
+    for ckpt, bad in zip(checkpointers, broken, strict=True):
+        ckpt._quarantine(bad)
+    if any(broken):
+        where = [f"{ckpt.directory} {sorted(s)}" for ckpt, s in zip(checkpointers, steps, strict=True)]
+        moved = "moved to broken_checkpoints/" if not checkpointers[0].read_only else "left in place (read-only)"
+        raise CheckpointError(
+            f"no checkpoint step common to every run can be read ({'; '.join(where)}; the unreadable ones were "
+            f"{moved}); the run stops rather than start again from step 0. Rerun the same command to train from "
+            "scratch, or restore the checkpoints from a backup first."
+        )
+    with_steps = [ckpt.directory for ckpt, s in zip(checkpointers, steps, strict=True) if s]
+    without = [ckpt.directory for ckpt, s in zip(checkpointers, steps, strict=True) if not s]
+    logging.warning(
+        "no checkpoint step is common to every run of the group (%s have checkpoints, %s none: the group was stopped "
+        "before every run had saved its first one); it starts again from step 0, recomputing the same steps.",
+        with_steps, without,
+    )  # fmt: skip
+    return None
+
+
+def _agreed_restore(ckpt: Checkpointer, step: int, abstract_state: dict) -> tuple[dict, RunMeta] | None:
+    """(state, meta) of `step`, or None when a process could not read its files (all processes agree); raises
+    CheckpointMismatchError for another state and CheckpointError for a failure that is not a read error."""
+    restored, error = ckpt._try_restore(step, abstract_state)
+    outcomes = each_process(_outcome(error))
+    if _FAILED in outcomes:
+        cause = f"{type(error).__name__}: {str(error)[:300]}" if error else "see the failing process's log"
+        raise CheckpointError(
+            f"checkpoint {ckpt.directory}/{step} could not be restored on process(es) "
+            f"{[i for i, o in enumerate(outcomes) if o == _FAILED]} ({cause}). This is not a read error, so "
+            "nothing was moved; give the run more memory (or fewer runs per host) and rerun the same command."
+        ) from error
+    if _UNREADABLE in outcomes:
+        why = f"{type(error).__name__}: {str(error)[:200]}" if error else "another process could not read it"
+        logging.warning(
+            "checkpoint %s/%d could not be restored (%s); falling back to the previous checkpoint.",
+            ckpt.directory, step, why,
+        )  # fmt: skip
+        return None
+    return restored

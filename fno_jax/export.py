@@ -1,9 +1,16 @@
 """Export a run's checkpoint as a pretrained bundle (`fno_jax.pretrained`): weights, card.json and a model card.
 
     python -m fno_jax.export --workdir runs/pretrain_poisson --out bundles/poisson [--step best|latest|N]
+    python -m fno_jax.export --workdir runs/lora --out bundles/lora [--base bundles/poisson]
 
 `--step best` (the default) exports the checkpoint the run selected by validation, whose test metrics are in the
 run's summary.json and go into the card; another step is exported without test metrics.
+
+A run fine-tuned with adapters (`finetune.mode` lora or band_adapter) exports as a small adapter bundle: only the
+adapters' weights, and a card naming its base bundle (the pretrained model the adapters sit on) by path and by the
+sha256 of its weights. The base is the bundle the run was fine-tuned from (`init_from`), or `--base`, a bundle of
+exactly those pretrained weights (export the pretraining run first when the run started from a workdir).
+`fno_jax.pretrained.load` loads an adapter bundle on top of its base.
 """
 
 from __future__ import annotations
@@ -15,15 +22,19 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from absl import logging
 
-from fno_jax import channels, checkpoint, pretrained
-from fno_jax.cli_errors import exit_on_expected_errors
-from fno_jax.workdir import SUMMARY_FILE, RunMeta
+from fno_jax import checkpoint, pretrained
+from fno_jax.model import channels
+from fno_jax.runtime.cli_errors import exit_on_expected_errors
+from fno_jax.storage.workdir import SUMMARY_FILE, RunMeta
+from fno_jax.training.metrics import METRICS
 
 __all__ = ["export_bundle", "main"]
 
-_TEST_KEYS = ("test_rel_l2", "test_rel_h1", "test_rel_linf", "test_rel_residual", "test_rel_l2_bands", "test_loss")
+# The test metrics a card carries: every metric of the catalogue, and the loss.
+_TEST_KEYS = (*(f"test_{m.name}" for m in METRICS), "test_loss")
 
 
 def _read_summary(workdir: str) -> dict[str, Any]:
@@ -40,7 +51,7 @@ def _card(meta: RunMeta, step: int, summary: dict[str, Any], workdir: str) -> di
     data, train = config.get("data", {}), config.get("train", {})
     tested = summary.get("best_step") == step
     return {
-        "model": {**meta.model, "out_dim": 1},
+        "model": {**meta.model, "out_dim": 1, "padding": int(config.get("model", {}).get("padding", 0))},
         "layout": meta.layout,
         "channels": list(channels.LAYOUTS[meta.layout]),
         "norm_stats": meta.norm_stats.to_dict(),
@@ -70,15 +81,52 @@ def _card(meta: RunMeta, step: int, summary: dict[str, Any], workdir: str) -> di
     }
 
 
-def export_bundle(workdir: str | os.PathLike, out: str | os.PathLike, step: int | str = "best") -> dict[str, Any]:
+def export_bundle(
+    workdir: str | os.PathLike, out: str | os.PathLike, step: int | str = "best", base: str | None = None
+) -> dict[str, Any]:
     """Write the checkpoint `step` ("best", "latest" or a step number) of the run in `workdir` as a bundle in the
-    new directory `out`; returns its card. A CheckpointError or BundleError says what is missing."""
+    new directory `out` (an adapter run: an adapter bundle on `base`, see the module docstring); returns its card. A
+    CheckpointError or BundleError says what is missing."""
     workdir = os.fspath(workdir)
     if not os.path.isdir(workdir):
         raise checkpoint.CheckpointError(f"--workdir {workdir} is not a directory; give the workdir of a run.")
     resolved, meta = checkpoint.load_meta(workdir, None if step == "latest" else step)
     params = checkpoint.load_params(workdir, resolved)
-    return pretrained.write_bundle(out, params, _card(meta, resolved, _read_summary(workdir), workdir))
+    card = _card(meta, resolved, _read_summary(workdir), workdir)
+    tuning = meta.config.get("finetune", {})
+    if tuning.get("mode") in ("lora", "band_adapter"):
+        return _export_adapters(out, params, card, tuning, base or meta.config.get("init_from"))
+    return pretrained.write_bundle(out, params, card)
+
+
+def _export_adapters(out, params: dict, card: dict, tuning: dict, base: str | None) -> dict[str, Any]:
+    """An adapter bundle: the adapters of `params` ({"base", "adapters"}), on the base bundle `base`."""
+    if not base or not pretrained.is_bundle(base):
+        raise pretrained.BundleError(
+            f"an adapter run exports on top of a base bundle of its pretrained weights, and {base!r} is none; export "
+            "the pretraining run (python -m fno_jax.export --workdir PRETRAINED --out BASE) and pass --base BASE."
+        )
+    _, base_params, base_card = pretrained.load(base)
+    mine, theirs = pretrained.flatten_params(params["base"]), pretrained.flatten_params(base_params)
+    if mine.keys() != theirs.keys() or any(not np.array_equal(mine[k], theirs[k]) for k in mine):
+        raise pretrained.BundleError(
+            f"bundle {base} holds other weights than the pretrained model this run's adapters sit on; pass the "
+            "bundle exported from the run it was fine-tuned from."
+        )
+    out = os.path.abspath(os.fspath(out))
+    base = os.path.abspath(base)
+    card["adapter"] = {
+        "mode": tuning["mode"],
+        "rank": int(tuning["rank"]),
+        "targets": list(tuning["lora_targets"]),
+        "base": {
+            "sha256": base_card["weights"]["sha256"],
+            "path": base,
+            "relative_path": os.path.relpath(base, out),
+            "num_params": base_card["num_params"],
+        },
+    }
+    return pretrained.write_bundle(out, params["adapters"], card)
 
 
 def _step(value: str) -> int | str:
@@ -95,11 +143,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workdir", required=True, help="the run's workdir")
     parser.add_argument("--out", required=True, help="the bundle directory to create")
     parser.add_argument("--step", type=_step, default="best", help="best (default), latest, or a step number")
+    parser.add_argument("--base", default=None, help="an adapter run's base bundle (default: its init_from)")
     args = parser.parse_args(argv)
     # Orbax warns that it opens the checkpoints read-only, which is the point here.
     logging.set_verbosity(logging.ERROR)
     with exit_on_expected_errors(parser.prog):
-        card = export_bundle(args.workdir, args.out, args.step)
+        card = export_bundle(args.workdir, args.out, args.step, args.base)
     metric = card["test_metrics"].get("test_rel_l2")
     tested = f", test rel L2 {metric:.4g}" if metric is not None else ""
     print(f"wrote {os.path.abspath(args.out)} (step {card['training']['step']}, {card['num_params']:,} params{tested})")

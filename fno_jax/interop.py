@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fno_jax.model import FNO
+from fno_jax.storage.version import package_version
 
 __all__ = ["bundle_from_state_dict", "export_reference_state_dict", "load_reference_state_dict"]
 
@@ -193,9 +194,9 @@ def bundle_from_state_dict(
     """
     import time
 
-    from fno_jax import channels, pretrained
-    from fno_jax.data.store import package_version
-    from fno_jax.normalization import NormStats
+    from fno_jax import pretrained
+    from fno_jax.model import channels
+    from fno_jax.model.normalization import NormStats
 
     model, params = load_reference_state_dict(state_dict)
     in_channels = int(params["lift"]["kernel"].shape[0])

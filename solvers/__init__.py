@@ -1,4 +1,4 @@
-"""Physics for fno-jax: grids, Gaussian-bump sources, coefficient samplers, spectral solves.
+"""Physics for fno-jax: grids, Gaussian-bump sources, coefficient samplers, spectral solves, Darcy flow.
 
 Depends on jax/numpy only.  The grid and wavenumber convention (x is the last array axis; K11 and vx go with x)
 is stated once, in `solvers.grid`; what is checked where, and how checks reach code under jit/vmap/grad
@@ -7,6 +7,7 @@ is stated once, in `solvers.grid`; what is checked where, and how checks reach c
 
 from solvers import families, grid, tasks
 from solvers.coefficients import rotated_diffusion
+from solvers.darcy_flow import DarcyInfo, darcy, darcy_residual
 from solvers.families import FAMILIES
 from solvers.grid import Domain
 from solvers.residual import advection_diffusion_residual, helmholtz_residual, poisson_residual
@@ -26,6 +27,9 @@ __all__ = [
     "poisson_residual",
     "advection_diffusion_residual",
     "helmholtz_residual",
+    "darcy",
+    "darcy_residual",
+    "DarcyInfo",
     "helmholtz_dropped_fraction",
     "resonant_omegas",
     "RESONANCE_RTOL",

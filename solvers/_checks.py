@@ -108,8 +108,9 @@ def check_key(key) -> jax.Array:
 # ---- fields and coefficients ------------------------------------------------------------------------------------
 
 
-def check_field(x, name: str) -> jax.Array:
-    """A real field [..., n, n] on the square grid with n even and >= 4."""
+def check_field(x, name: str, *, periodic: bool = True) -> jax.Array:
+    """A real field [..., n, n] on the square grid: n even and >= 4 (periodic), or any n >= 3 (the interior nodes
+    of the Dirichlet grid, `solvers.grid`)."""
     x = jnp.asarray(x)
     if jnp.iscomplexobj(x):
         raise ValueError(f"{name} must be real-valued, got dtype {x.dtype}.")
@@ -119,13 +120,16 @@ def check_field(x, name: str) -> jax.Array:
             f"{x.shape}; add the missing grid axes."
         )
     ny, nx = x.shape[-2:]
+    square = "the periodic square [0, L)^2" if periodic else "the interior nodes of the square [0, L]^2"
     if ny != nx:
         raise ValueError(
-            f"{name} must be square [..., n, n] on the periodic square [0, L)^2, got "
-            f"{ny} x {nx}; resample it to equal resolution along y and x."
+            f"{name} must be square [..., n, n] on {square}, got {ny} x {nx}; resample it to equal resolution "
+            "along y and x."
         )
-    if nx < 4 or nx % 2:
+    if periodic and (nx < 4 or nx % 2):
         raise ValueError(f"{name} must have an even resolution n >= 4, got n = {nx}; use e.g. 64 or 128.")
+    if not periodic and nx < 3:
+        raise ValueError(f"{name} must have n >= 3 interior nodes per side, got n = {nx}; use e.g. 63 or 128.")
     return x
 
 

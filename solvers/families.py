@@ -1,17 +1,26 @@
-"""The PDE families: the one table that names them.
+"""The PDE families and the coefficients they carry: the tables every layer reads.
 
-Everything that needs to list the families (channel layouts, config checks, dataset codes, study configs,
-benchmarks) derives from `FAMILIES`; adding a family is one entry here plus its sampler in `solvers.tasks`.
+Everything that names a family or a coefficient derives from here: channel layouts and the lift's channel map
+(`fno_jax.model.channels`), config keys and checks (`fno_jax.config`), stored and imported datasets
+(`fno_jax.data`), the residual metric (`fno_jax.training.metrics`), study configs and benchmarks. Adding a family
+whose coefficients exist is its solver, its sampler (`solvers.tasks`) and one `Family` entry below; a new coefficient
+is one `Coefficient` entry and its `Channel`s.
 
-Each family has:
-  name         the task name used in configs and datasets ("poisson", ...), = its sampler's `name`;
-  pde_id       the integer stored per sample in a batch's `pde` array, = its sampler's `pde_id`;
-  sampler      the task class in `solvers.tasks` (Poisson, AdvectionDiffusion, Helmholtz);
-  range_field  the sampler field that sets the coefficient range a study shifts (e.g. "eigenvalue_range");
-  range_label  the short letter of that range in run names ("e5-10", "r1-2", "w5-15");
-  coefficients the per-sample coefficients the family's model inputs carry, in channel order (the family's own
-               channel layout is the source followed by these): K11, K22, K12 are the entries of the diffusion
-               tensor K, v1, v2 the velocity, D the scalar diffusivity, omega the Helmholtz frequency.
+COEFFICIENTS and CHANNELS (what a batch carries, the model's coefficient channels) are `solvers.schema`'s, re-exported
+here.
+
+FAMILIES  the PDE families, by task name:
+  sampler      the task class in `solvers.tasks` (its `name` and `pde_id`: the integer stored per sample in `pde`);
+  range_field  the sampler field that sets the coefficient range a study shifts (e.g. "eigenvalue_range"), and
+  range_label  its short letter in run names ("e5-10", "r1-2", "w5-15");
+  default_range the paper's pre-training (in-distribution) range; integer_range: whether the range holds integers;
+  coefficients the channels of the family's own layout, in order (the layout is the source followed by these);
+  in_mixture   whether the mixture of families (`MIXED`) holds it: the periodic families; Darcy's grid (Dirichlet
+               boundaries, interior nodes) and field coefficient are of another kind;
+  operator     the residual's operator: "periodic" (the spectral -div(K grad u) + v . grad u - omega u of the three
+               periodic families) or "darcy" (the finite-volume -div(a grad u) with u = 0 on the boundary);
+  options      sampler fields beyond the range a config may set (`task_options`), with their defaults: Darcy's
+               boundary condition and permeability distribution.
 
 `MIXED` names the mixture of all families (`solvers.tasks.Mixed`), which is not a family of its own.
 """
@@ -23,8 +32,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from solvers import tasks
+from solvers.schema import CHANNELS, COEFFICIENTS, Channel, Coefficient
 
-__all__ = ["FAMILIES", "MIXED", "TASK_NAMES", "Family", "family_of_id", "make_task"]
+__all__ = [
+    "CHANNELS",
+    "COEFFICIENTS",
+    "FAMILIES",
+    "MIXED",
+    "MIXTURE",
+    "TASK_NAMES",
+    "TASK_OPTIONS",
+    "Channel",
+    "Coefficient",
+    "Family",
+    "family_of_id",
+    "make_task",
+    "task_from_spec",
+]
 
 MIXED = "mixed"
 
@@ -36,7 +60,12 @@ class Family:
     sampler: type
     range_field: str
     range_label: str
+    default_range: tuple[float, float]
+    integer_range: bool
     coefficients: tuple[str, ...]
+    in_mixture: bool = True
+    operator: str = "periodic"
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def name(self) -> str:
@@ -54,11 +83,26 @@ class Family:
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
-        Family(tasks.Poisson, "eigenvalue_range", "e", ("K11", "K22", "K12")),
-        Family(tasks.AdvectionDiffusion, "ratio_range", "r", ("K11", "K22", "K12", "v1", "v2")),
-        Family(tasks.Helmholtz, "omega_range", "w", ("D", "omega")),
+        Family(tasks.Poisson, "eigenvalue_range", "e", (1.0, 5.0), False, ("K11", "K22", "K12")),
+        Family(tasks.AdvectionDiffusion, "ratio_range", "r", (0.2, 1.0), False, ("K11", "K22", "K12", "v1", "v2")),
+        Family(tasks.Helmholtz, "omega_range", "w", (1, 10), True, ("D", "omega")),
+        Family(
+            tasks.Darcy,
+            "permeability_range",
+            "a",
+            (3.0, 12.0),
+            False,
+            ("a",),
+            in_mixture=False,
+            operator="darcy",
+            options=(("bc", "dirichlet"), ("distribution", "threshold")),
+        ),
     )
 }
+# The families the mixture draws from.
+MIXTURE: tuple[str, ...] = tuple(name for name, family in FAMILIES.items() if family.in_mixture)
+# Every sampler option a config's `task_options` may set (family options by name, with their defaults).
+TASK_OPTIONS: dict[str, Any] = {key: value for family in FAMILIES.values() for key, value in family.options}
 # Every name a config's `task` may take: the families, then their mixture.
 TASK_NAMES: tuple[str, ...] = (*FAMILIES, MIXED)
 
@@ -71,18 +115,37 @@ def family_of_id(pde_id: int) -> Family:
     raise ValueError(f"pde id {pde_id!r} is not one of {[f.pde_id for f in FAMILIES.values()]}.")
 
 
-def make_task(name: str, ranges: Mapping[str, Any], length: float = 1.0):
-    """The sampler of task `name` ("mixed": all families) with its range field read from `ranges`.
+def make_task(name: str, ranges: Mapping[str, Any], length: float = 1.0, options: Mapping[str, Any] | None = None):
+    """The sampler of task `name` ("mixed": all families) with its range field read from `ranges` and its `options`
+    (e.g. Darcy's "bc") from `options`.
 
-    `ranges` maps range fields to (low, high) pairs, e.g. a config's `task_ranges`; fields a task does not read
-    are ignored. The samplers validate the ranges themselves.
+    `ranges` maps range fields to (low, high) pairs, e.g. a config's `task_ranges`; `options` option names to values,
+    e.g. a config's `task_options`. Fields a task does not read are ignored; the samplers validate the values.
     """
+    options = dict(options or {})
 
     def single(family: Family):
-        return family.sampler(**{family.range_field: tuple(ranges[family.range_field])}, length=length)
+        own = {key: options.get(key, default) for key, default in family.options}
+        return family.sampler(**{family.range_field: tuple(ranges[family.range_field])}, **own, length=length)
 
     if name == MIXED:
-        return tasks.Mixed(tuple(single(f) for f in FAMILIES.values()), length=length)
+        return tasks.Mixed(tuple(single(FAMILIES[f]) for f in MIXTURE), length=length)
     if name not in FAMILIES:
         raise ValueError(f"task {name!r} is not one of {TASK_NAMES}.")
     return single(FAMILIES[name])
+
+
+def task_from_spec(spec: Mapping[str, Any]):
+    """The task of `task.spec()` (its inverse): a family's sampler, or a mixture of them."""
+    samplers = {name: family.sampler for name, family in FAMILIES.items()} | {MIXED: tasks.Mixed}
+    if not isinstance(spec, Mapping) or spec.get("name") not in samplers:
+        raise ValueError(
+            f"spec must be a dict with 'name' in {sorted(samplers)}, got {spec!r}; make it with task.spec()."
+        )
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    if spec["name"] == MIXED:
+        kwargs["tasks"] = tuple(task_from_spec(s) for s in kwargs.get("tasks", ()))
+    try:
+        return samplers[spec["name"]](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"spec for {spec['name']} has unknown fields: {err}.") from None

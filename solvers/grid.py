@@ -16,6 +16,15 @@ Convention (stated once, used everywhere):
   mixed derivative d2/dxdy) use the "odd" wavenumbers, where the Nyquist entry is set to 0.  This
   keeps every symbol Hermitian on the rfft grid, so solves map real fields to real fields exactly.
 
+Darcy flow (`solvers.darcy`, second-order finite volumes) has two grids, named by its boundary mode `bc`:
+
+* bc="periodic": the grid above, x_j = j L / n (n even), spacing h = L / n; f's mean is removed and u has zero
+  mean, as for the spectral solvers.
+* bc="dirichlet": the square [0, L]^2 with u = 0 on its boundary.  Arrays hold only the n x n interior nodes
+  x_i = (i + 1) h, h = L / (n + 1), i = 0..n-1 (`dirichlet_points`; the grid of the sine transform DST-I), any
+  n >= 3; the boundary nodes x = 0 and x = L are not stored.  Grids n and 2n + 1 are nested: node i of the
+  coarse grid is node 2i + 1 of the fine one.
+
 `Domain(n, length)` is this grid as a value: a frozen dataclass and a JAX pytree whose `length` is a leaf, so
 it can be traced (jit, vmap over a batch of lengths, grad with respect to L); `n` is static.  The module-level
 functions are the same quantities for a static length.
@@ -31,7 +40,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-__all__ = ["Domain", "grid_points", "wavenumbers", "odd_wavenumbers", "mode_numbers", "rfft_weights"]
+__all__ = [
+    "Domain",
+    "grid_points",
+    "dirichlet_points",
+    "wavenumbers",
+    "odd_wavenumbers",
+    "mode_numbers",
+    "rfft_weights",
+]
 
 
 def _is_static(length) -> bool:
@@ -104,6 +121,14 @@ def mode_numbers(n: int) -> tuple[np.ndarray, np.ndarray]:
 def grid_points(n: int, length: float = 1.0, dtype=None) -> Float[Array, " n"]:
     """`Domain(n, length).points(dtype)`."""
     return Domain(n, length).points(dtype)
+
+
+def dirichlet_points(n: int, length: float = 1.0, dtype=None) -> Float[Array, " n"]:
+    """The n interior nodes x_i = (i + 1) L / (n + 1) of the Dirichlet grid (same for x and y).
+
+    Written as ((i + 1) / (n + 1)) * L so that the shared nodes of grids n and 2n + 1 are bitwise equal.
+    """
+    return jnp.asarray((np.arange(1, n + 1) / (n + 1)) * float(length), dtype=dtype)
 
 
 def wavenumbers(n: int, length: float = 1.0, dtype=None) -> tuple[Float[Array, "n 1"], Float[Array, "1 m"]]:

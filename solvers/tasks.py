@@ -4,8 +4,10 @@
 leading axis B; floats in `dtype`, default JAX's default float):
 
     source [B, n, n], solution [B, n, n], diffusion [B, 2, 2] (full K, 0.01 scale included),
-    velocity [B, 2], omega [B], pde [B] int32 (0 poisson, 1 advection_diffusion, 2 helmholtz),
+    velocity [B, 2], omega [B], pde [B] int32 (0 poisson, 1 advection_diffusion, 2 helmholtz, 3 darcy),
     volume_fraction [B]
+
+and Darcy batches also permeability [B, n, n] (its field-valued coefficient; see `Darcy`).
 
 Determinism and sharding: sample number i of a batch is a pure function of (key, i) alone
 (its random numbers come from `jax.random.fold_in(key, i)`), so
@@ -36,13 +38,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from solvers import _checks, solve
+from solvers import _checks, darcy_flow, permeability, solve
 from solvers.coefficients import (
     DRAW_DTYPE,
     advection_strength,
@@ -50,11 +51,19 @@ from solvers.coefficients import (
     load_advection_table,
     table_strength,
 )
+from solvers.finite_volume import BOUNDARY_CONDITIONS, spacing
 from solvers.grid import Domain
-from solvers.sources import LATTICE_POINTS, VOLUME_FRACTIONS, draw_bump_amplitudes, gaussian_source_and_spectrum
+from solvers.schema import COEFFICIENTS
+from solvers.sources import (
+    LATTICE_POINTS,
+    VOLUME_FRACTIONS,
+    draw_bump_amplitudes,
+    gaussian_source,
+    gaussian_source_and_spectrum,
+)
 from solvers.symbols import RESONANCE_RTOL, nearest_resonance
 
-__all__ = ["Poisson", "AdvectionDiffusion", "Helmholtz", "Mixed", "from_spec"]
+__all__ = ["Poisson", "AdvectionDiffusion", "Helmholtz", "Darcy", "Mixed"]
 
 REFERENCE_RESOLUTION = LATTICE_POINTS
 # On CPUs a batch is made CPU_CHUNK samples at a time (a lax.map), so that one step's arrays stay in the cache:
@@ -66,7 +75,6 @@ MAX_TRIES = 256
 STRENGTHS = ("table", "bisection")
 
 Batch = dict[str, jax.Array]
-_REGISTRY: dict[str, type] = {}
 
 
 def _output_dtype(dtype) -> jnp.dtype:
@@ -118,19 +126,28 @@ def _sample_keys(key: jax.Array, indices: jax.Array) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
 
 
-def _batch(source, solution, diffusion, velocity, omega, pde_id: int, fraction_index) -> Batch:
+def _batch(source, solution, pde_id: int, volume_fraction, **coefficients: jax.Array) -> Batch:
+    """A task batch: source, solution, every per-sample coefficient of the schema (`solvers.schema`; zeros where the
+    family has none) and the fields the family has, the family id and the volume fraction."""
     b = source.shape[0]
     dtype = source.dtype
-    volume_fraction = jnp.asarray(VOLUME_FRACTIONS, dtype)[fraction_index]
-    return {
-        "source": source,
-        "solution": solution,
-        "diffusion": diffusion.astype(dtype),
-        "velocity": velocity.astype(dtype),
-        "omega": omega.astype(dtype),
-        "pde": jnp.full((b,), pde_id, jnp.int32),
-        "volume_fraction": volume_fraction,
-    }
+    unknown = set(coefficients) - set(COEFFICIENTS)
+    if unknown:
+        raise ValueError(f"coefficients {sorted(unknown)} are not in solvers.schema.COEFFICIENTS.")
+    out = {"source": source, "solution": solution}
+    for c in COEFFICIENTS.values():
+        value = coefficients.get(c.name)
+        if value is not None:
+            out[c.name] = value.astype(dtype)
+        elif not c.field:
+            out[c.name] = jnp.zeros((b, *c.shape), dtype)
+    out["pde"] = jnp.full((b,), pde_id, jnp.int32)
+    out["volume_fraction"] = jnp.asarray(volume_fraction, dtype)
+    return out
+
+
+def _fraction(fraction_index, dtype) -> jax.Array:
+    return jnp.asarray(VOLUME_FRACTIONS, dtype)[fraction_index]
 
 
 class _Task:
@@ -139,12 +156,8 @@ class _Task:
     name: ClassVar[str]
     pde_id: ClassVar[int]
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.name] = cls  # `from_spec` finds every task class by its name
-
     def sample(self, key: jax.Array, batch_size: int, resolution: int, *, start=0, dtype=None) -> Batch:
-        """Draw samples start, ..., start + batch_size - 1 for `key` at `resolution` (even >= 4).
+        """Draw samples start, ..., start + batch_size - 1 for `key` at `resolution` (even >= 4; Dirichlet Darcy: >= 3).
 
         Jit-compatible (batch_size, resolution and dtype static; key and start may be traced).  `dtype` (float32
         or float64, default JAX's default float) sets the output precision only: the same key gives the same
@@ -153,7 +166,7 @@ class _Task:
         """
         key = _checks.check_key(key)
         batch_size = _check_batch_size(batch_size)
-        resolution = _checks.check_even_resolution(resolution)
+        resolution = self._check_resolution(resolution)
         dtype = _output_dtype(dtype)
         start = jnp.asarray(start)
         if start.shape != () or not jnp.issubdtype(start.dtype, jnp.integer):
@@ -164,11 +177,14 @@ class _Task:
             _checks.require(jnp.all(ok), self._failure_message())
         return batch
 
+    def _check_resolution(self, resolution: Any) -> int:
+        return _checks.check_even_resolution(resolution)
+
     def _failure_message(self) -> str:
         return f"{self.name}: sampling failed."
 
     def spec(self) -> dict[str, Any]:
-        """JSON-serialisable description; `from_spec(task.spec()) == task`."""
+        """JSON-serialisable description; `solvers.families.task_from_spec(task.spec()) == task`."""
         out: dict[str, Any] = {"name": self.name}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -222,9 +238,7 @@ class Poisson(_Task):
         amplitudes, vf, diffusion = jax.vmap(draw)(_sample_keys(key, indices))
         source, source_hat = gaussian_source_and_spectrum(amplitudes, resolution, length=self.length, remove_mean=True)
         solution = solve.poisson_spectral(source_hat, diffusion, Domain(resolution, self.length))
-        b = indices.shape[0]
-        zeros = jnp.zeros((b,), dtype)
-        return _batch(source, solution, diffusion, jnp.zeros((b, 2)), zeros, self.pde_id, vf), None
+        return _batch(source, solution, self.pde_id, _fraction(vf, dtype), diffusion=diffusion), None
 
 
 def draw_advection_diffusion(key: jax.Array, eigenvalue_range, ratio_range, dtype):
@@ -304,8 +318,7 @@ class AdvectionDiffusion(_Task):
         velocity = lam[:, None] * direction
         domain = Domain(resolution, self.length)
         solution = solve.advection_diffusion_spectral(source_hat, diffusion, velocity, domain)
-        zeros = jnp.zeros(indices.shape, dtype)
-        return _batch(source, solution, diffusion, velocity, zeros, self.pde_id, vf), None
+        return _batch(source, solution, self.pde_id, _fraction(vf, dtype), diffusion=diffusion, velocity=velocity), None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -409,7 +422,95 @@ class Helmholtz(_Task):
         solution = jnp.where(ok[:, None, None], solution, jnp.nan)
         b = indices.shape[0]
         diffusion = jnp.broadcast_to(self.diffusivity * jnp.eye(2, dtype=dtype), (b, 2, 2))
-        return _batch(source, solution, diffusion, jnp.zeros((b, 2)), omega, self.pde_id, vf), ok
+        return _batch(source, solution, self.pde_id, _fraction(vf, dtype), diffusion=diffusion, omega=omega), ok
+
+
+@dataclasses.dataclass(frozen=True)
+class Darcy(_Task):
+    """Darcy flow -div(a grad u) = f (`solvers.darcy`) with a random permeability field a(x).
+
+    `distribution` (`solvers.permeability`): "threshold", Li et al.'s FNO benchmark, a = 12 where a Gaussian random
+    field with covariance (-Laplacian + 9 I)^-2 is >= 0, else 3; or "lognormal", a = exp(g) with g a smoother
+    Gaussian field of unit mean variance.  The field is a fixed set of KL coefficients per sample evaluated at the
+    grid's nodes, so the same key gives the same continuum a at every resolution.
+
+    bc="dirichlet" (the benchmark's): u = 0 on the boundary of [0, L]^2, f = 1, and the arrays hold the n x n
+    interior nodes x_i = (i + 1) L / (n + 1) (any resolution >= 3; grids n and 2n + 1 share every other node).
+    bc="periodic": [0, L)^2 at x_i = i L / n (even resolution >= 4); f = 1 would have nothing left once its mean
+    is removed, so f is the Gaussian-bump source of the other periodic tasks (`solvers.sources`, mean removed) and
+    u has zero mean.
+
+    The batch has the keys of the other tasks plus `permeability` [B, n, n] (a at the nodes, the grid of u):
+    source = f, solution = u, diffusion [B, 2, 2], velocity [B, 2] and omega [B] zeros (no constant
+    coefficients), pde = 3, volume_fraction = the high-value fraction of a's nodes (the share at a = 12 for
+    "threshold", of a >= sqrt(lo * hi), a's median, for "lognormal").  The solve is `solvers.darcy`'s PCG to its
+    default tol for the output dtype, with the "mean" preconditioner for "threshold" and "local" for the smooth
+    "lognormal" fields (13-14 and 6-12 iterations at 128 x 128); a sample whose solve did not converge (not seen
+    for these distributions) makes `sample` raise, and its solution is NaN under an outer jit.
+
+    Properties:
+      permeability_range: (low, high) values of the threshold field (Li et al.'s (3, 12)); the log-normal field's
+        median is their geometric mean.
+      distribution: "threshold" or "lognormal".
+      bc: "dirichlet" or "periodic".
+      length: side L of the square.
+    """
+
+    permeability_range: tuple[float, float] = permeability.THRESHOLD_VALUES
+    distribution: str = "threshold"
+    bc: str = "dirichlet"
+    length: float = 1.0
+    name: ClassVar[str] = "darcy"
+    pde_id: ClassVar[int] = 3
+
+    def __post_init__(self):
+        fix = "e.g. (3.0, 12.0)"
+        rng = _range(self.permeability_range, "permeability_range", fix, lower=0.0, strict=True)
+        object.__setattr__(self, "permeability_range", rng)
+        if self.distribution not in permeability.DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {permeability.DISTRIBUTIONS}, got {self.distribution!r}.")
+        if self.bc not in BOUNDARY_CONDITIONS:
+            raise ValueError(f"bc must be one of {BOUNDARY_CONDITIONS}, got {self.bc!r}.")
+        object.__setattr__(self, "length", _length(self.length))
+
+    def _check_resolution(self, resolution: Any) -> int:
+        if self.bc == "periodic":
+            return _checks.check_even_resolution(resolution)
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 3:
+            raise ValueError(
+                f"resolution must be an int >= 3 (interior nodes per side of the Dirichlet grid), got {resolution!r}."
+            )
+        return resolution
+
+    def _failure_message(self) -> str:
+        return (
+            f"darcy: conjugate gradients did not reach tol within {darcy_flow.DEFAULT_MAXITER} iterations for some "
+            f"samples ({self.distribution}, bc={self.bc}); solve them with solvers.darcy(..., return_info=True) to "
+            "see the residuals."
+        )
+
+    def _sample_indices(self, key, indices, resolution, dtype):
+        def draw(k):
+            k_field, k_source = jax.random.split(k)
+            return permeability.draw_xi(k_field, self.bc), draw_bump_amplitudes(k_source, dtype=dtype)
+
+        xi, (amplitudes, _) = jax.vmap(draw)(_sample_keys(key, indices))
+        a, fraction = permeability.permeability(
+            xi, resolution, self.bc, self.distribution, length=self.length, dtype=dtype, values=self.permeability_range
+        )
+        b = indices.shape[0]
+        if self.bc == "dirichlet":
+            source = jnp.ones((b, resolution, resolution), dtype)
+        else:
+            source = gaussian_source(amplitudes, resolution, length=self.length, remove_mean=True)
+        h = jnp.asarray(spacing(resolution, self.length, self.bc), dtype)
+        tol = jnp.asarray(darcy_flow.DEFAULT_TOL[jnp.dtype(dtype).name], dtype)
+        maxiter = jnp.int32(darcy_flow.DEFAULT_MAXITER)
+        preconditioner = "mean" if self.distribution == "threshold" else "local"
+        solve = lambda a_i, f_i: darcy_flow.solve_one(a_i, f_i, h, tol, maxiter, self.bc, preconditioner)
+        solution, info = jax.vmap(solve)(a, source)
+        solution = jnp.where(info.converged[:, None, None], solution, jnp.nan)
+        return _batch(source, solution, self.pde_id, fraction, permeability=a), info.converged
 
 
 def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
@@ -435,10 +536,14 @@ class Mixed(_Task):
 
     def __post_init__(self):
         tasks = tuple(self.tasks) if isinstance(self.tasks, list | tuple) else None
-        if not tasks or not all(isinstance(t, _Task) and not isinstance(t, Mixed) for t in tasks):
-            names = sorted(cls.__name__ for cls in _REGISTRY.values() if cls is not Mixed)
+        if tasks and any(isinstance(t, Darcy) for t in tasks):
             raise ValueError(
-                f"tasks must be a non-empty tuple of single-family tasks ({', '.join(names)}), got {self.tasks!r}; "
+                "Mixed does not take Darcy: its batches carry a permeability field and its own grid (bc), which the "
+                "mixture's layout has no channel for; sample Darcy on its own."
+            )
+        if not tasks or not all(isinstance(t, _Task) and not isinstance(t, Mixed) for t in tasks):
+            raise ValueError(
+                f"tasks must be a non-empty tuple of single-family tasks (see solvers.families), got {self.tasks!r}; "
                 "e.g. Mixed((Poisson(), AdvectionDiffusion(), Helmholtz()))."
             )
         length = _length(self.length)
@@ -482,19 +587,3 @@ class Mixed(_Task):
             if ok is not None:
                 all_ok = all_ok.at[positions].set(ok, mode="drop")
         return out, all_ok
-
-
-def from_spec(spec: Mapping[str, Any]) -> _Task:
-    """Inverse of `task.spec()`."""
-    if not isinstance(spec, Mapping) or spec.get("name") not in _REGISTRY:
-        raise ValueError(
-            f"spec must be a dict with 'name' in {sorted(_REGISTRY)}, got {spec!r}; make it with task.spec()."
-        )
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
-    cls = _REGISTRY[spec["name"]]
-    if cls is Mixed:
-        kwargs["tasks"] = tuple(from_spec(s) for s in kwargs.get("tasks", ()))
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"spec for {spec['name']} has unknown fields: {err}.") from None

@@ -26,6 +26,15 @@ os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".st
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests (hypothesis) draw their examples from a seed fixed per test in CI ("ci", the default): every run
+# meets the same examples, so a red CI run is a regression, never a new draw. "random" draws new examples each run
+# and keeps the failing ones in .hypothesis/ to replay: `make test-random`, or `pytest --hypothesis-profile=random`
+# (or FNO_HYPOTHESIS_PROFILE=random). Each test's own @settings (example counts, deadlines) apply in both.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("random", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("FNO_HYPOTHESIS_PROFILE", "ci"))
 
 # The tiny run every end-to-end test shares: seconds on a CPU, and it still checkpoints, evaluates and resumes.
 TINY = {
@@ -55,6 +64,34 @@ def tiny_config(task: str = "poisson", **overrides):
     config.task = task
     config.update_from_flattened_dict({**TINY, **overrides})
     return config
+
+
+def generated_split(config, split: str) -> dict[str, np.ndarray]:
+    """The `split` ("train": the whole pool) a run of `config` generates, made again (`fno_jax.data.generate`)."""
+    from fno_jax.config import task_of
+    from fno_jax.data.generate import data_seed, generate_split, pool_seed
+
+    d = config.data
+    num = {"train": d.num_train_pool or d.num_train, "val": d.num_val, "test": d.num_test}[split]
+    seed = pool_seed(config) if split == "train" else data_seed(config)
+    return generate_split(task_of(config), seed, split, num, d.resolution, chunk=d.generate_chunk)
+
+
+def poisson_pool_stats(config):
+    """The normalization statistics of a Poisson run's training pool, recomputed here from the regenerated pool:
+    the median over the pool of s(f) = ||f||_2 dx dy, and of |K11|, |K22|, |K12| (ARCHITECTURE.md), in float64."""
+    from fno_jax.model.normalization import NormStats
+
+    assert config.task == "poisson" and not config.data.layout, "the channels below are Poisson's: f, K11, K22, K12"
+    pool = generated_split(config, "train")
+    source = np.asarray(pool["source"], np.float64)
+    cell = (config.data.length / config.data.resolution) ** 2
+    diffusion = np.asarray(pool["diffusion"], np.float64)
+    coefficients = (diffusion[:, 0, 0], diffusion[:, 1, 1], diffusion[:, 0, 1])
+    return NormStats(
+        source_scale=float(np.median(np.sqrt(np.sum(source**2, axis=(1, 2))) * cell)),
+        coeff_scale=tuple(float(np.median(np.abs(k))) for k in coefficients),
+    )
 
 
 def tiny_flags(**overrides) -> list[str]:

@@ -47,8 +47,8 @@ def race_template(path: str) -> None:
     import jax.numpy as jnp
 
     from fno_jax.checkpoint import Checkpointer
-    from fno_jax.normalization import NormStats
-    from fno_jax.workdir import RunMeta
+    from fno_jax.model.normalization import NormStats
+    from fno_jax.storage.workdir import RunMeta
 
     state = {"params": {"w": jnp.arange(6.0).reshape(2, 3)}, "opt_state": {"mu": jnp.zeros(3)}}
     stats = NormStats(1.0, (1.0, 1.0, 1.0))
@@ -67,7 +67,11 @@ def _pmap_refused(root: str, config) -> str:
     try:
         train_and_evaluate(config, workdir)
     except ValueError as err:
+        from fno_jax.runtime.cli_errors import is_expected, one_line
+
         assert not os.path.exists(workdir), "the refused pmap run touched its workdir"
+        # The command line reports it in one line with exit status 2 (a UserError), not a traceback.
+        assert is_expected(err) and "\n" not in one_line(err), repr(err)
         return str(err)
     raise AssertionError("train.parallel='pmap' across processes was not refused")
 
@@ -85,10 +89,10 @@ def _race(root: str) -> int:
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from fno_jax.checkpoint import Checkpointer
-    from fno_jax.distributed import barrier
-    from fno_jax.parallel import abstract_arrays, make_parallel
-    from fno_jax.workdir import MetricsLog
+    from fno_jax.checkpoint import Checkpointer, restore_latest
+    from fno_jax.runtime.distributed import barrier
+    from fno_jax.runtime.parallel import abstract_arrays, make_parallel
+    from fno_jax.storage.workdir import MetricsLog
 
     template = os.path.join(root, "race_template")  # written beforehand by one process (`race_template`)
     state = {"params": {"w": np.zeros((2, 3), np.float32)}, "opt_state": {"mu": np.zeros(3, np.float32)}}
@@ -103,7 +107,7 @@ def _race(root: str) -> int:
                 f.writelines(json.dumps({"step": s}) + "\n" for s in (1, 2, 3))
         barrier("test_race_copy")
         ckpt = Checkpointer(workdir)
-        step, restored, _ = ckpt.restore_latest(target)
+        step, (restored,), _ = restore_latest([ckpt], target)
         MetricsLog(metrics).keep_until(step)
         # Every process sees the finished work of process 0 on return: nothing half-moved, nothing half-written.
         with open(metrics) as f:
@@ -119,7 +123,7 @@ def _stats() -> dict:
     import jax
 
     from fno_jax.data.training_set import shared_stats
-    from fno_jax.normalization import NormStats
+    from fno_jax.model.normalization import NormStats
 
     stats = NormStats(1 / 3, (np.pi, 2.0**-30, 7.0))
 
@@ -141,7 +145,7 @@ def _stats() -> dict:
 def _gather() -> dict:
     import jax
 
-    from fno_jax.parallel import make_parallel
+    from fno_jax.runtime.parallel import make_parallel
 
     dp = make_parallel("shard_map")
     x = np.arange(8 * 2, dtype=np.float32).reshape(8, 2)
@@ -153,7 +157,7 @@ def _gather() -> dict:
 
 
 def main(root: str) -> None:
-    from fno_jax.distributed import maybe_initialize
+    from fno_jax.runtime.distributed import maybe_initialize
 
     assert maybe_initialize()
     import jax

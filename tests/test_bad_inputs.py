@@ -17,7 +17,7 @@ import tensorstore as ts
 from conftest import main_cli, run_python, tiny_config
 
 from experiments.configs.finetune import get_config as finetune_config
-from fno_jax import channels, checkpoint
+from fno_jax import checkpoint
 from fno_jax.config import ConfigError, model_size, validate_config
 from fno_jax.data import (
     DatasetFormatError,
@@ -26,11 +26,11 @@ from fno_jax.data import (
     IncompleteDatasetError,
     write_dataset,
 )
-from fno_jax.finetune import TransferError
-from fno_jax.model import FNO
-from fno_jax.normalization import NormStats
+from fno_jax.model import FNO, channels
+from fno_jax.model.normalization import NormStats
+from fno_jax.storage.workdir import RunMeta
 from fno_jax.train import train_and_evaluate
-from fno_jax.workdir import RunMeta
+from fno_jax.training.finetune import TransferError
 from solvers.families import make_task
 
 
@@ -77,8 +77,13 @@ BAD_CONFIGS = {
     "unknown_task": (_set("task", "poison"), r"config\.task='poison' is not one of \('poisson'"),
     "unknown_layout": (_set("data.layout", "heat"), r"config\.data\.layout='heat' must be empty"),
     "odd_resolution": (_set("data.resolution", 15), r"config\.data\.resolution=15 must be an even number >= 8"),
-    "too_many_modes": (_set("model.modes", 9), r"config\.model\.modes=9 exceeds resolution/2 = 8"),
+    "too_many_modes": (_set("model.modes", 9), r"config\.model\.modes=9 exceeds \(resolution \+ padding\) / 2 = 8"),
     "zero_width": (_set("model.width", 0), r"config\.model\.width=0 must be >= 1"),
+    "negative_padding": (_set("model.padding", -2), r"config\.model\.padding=-2 must be >= 0"),
+    "darcy_bc": (
+        lambda c: (_set("task", "darcy")(c), _set("task_options.bc", "neumann")(c)),
+        r"config\.task='darcy' with config\.task_ranges/task_options: bc must be one of",
+    ),
     "batch_over_data": (_set("train.batch_size", 64), r"config\.train\.batch_size=64 is larger than the training "
                         r"data \(config\.data\.num_train=32\); use batch_size <= 32"),
     "pool_under_train": (_set("data.num_train_pool", 16), r"config\.data\.num_train=32 exceeds "
@@ -119,7 +124,7 @@ def test_bad_config_is_rejected_with_its_reason(name):
 
 def test_bad_config_fails_before_touching_the_workdir(tmp_path):
     config = tiny_config(**{"model.modes": 9})
-    with pytest.raises(ConfigError, match="exceeds resolution/2"):
+    with pytest.raises(ConfigError, match=r"exceeds \(resolution \+ padding\) / 2"):
         train_and_evaluate(config, str(tmp_path / "never"))
     assert not os.path.exists(tmp_path / "never")
 

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from conftest import params_equal, run_python, tiny_config
 
-from fno_jax import checkpoint, export, integrity, interop, pretrained, train
-from fno_jax.config import layout_of
+from fno_jax import checkpoint, export, interop, pretrained, train
+from fno_jax.config import layout_of, task_of
 from fno_jax.data import load_splits
-from fno_jax.data.generate import task_from_config
-from fno_jax.evaluate import Evaluator
-from fno_jax.finetune import TransferError, load_pretrained
-from fno_jax.parallel import make_parallel
+from fno_jax.runtime.parallel import make_parallel
+from fno_jax.storage import integrity
+from fno_jax.training.evaluate import Evaluator
+from fno_jax.training.finetune import TransferError, load_pretrained
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +39,10 @@ def test_export_then_load_gives_the_runs_model_parameter_count_and_test_error(ti
     assert card["test_metrics"]["test_rel_l2_bands"] == summary["test_rel_l2_bands"]
     # The loaded model, with the card's statistics, reproduces the test error on the run's own test split.
     config = tiny_config()
-    splits = load_splits(config, task_from_config(config), layout_of(config), None)
+    splits = load_splits(config, task_of(config), layout_of(config), None)
     evaluator = Evaluator(model, pretrained.norm_stats(card), layout=card["layout"], length=card["length"],
                           parallel=make_parallel(), batch_size=16)  # fmt: skip
-    np.testing.assert_allclose(evaluator(params, evaluator.put(splits.test))["rel_l2"], summary["test_rel_l2"],
+    np.testing.assert_allclose(evaluator(params, evaluator.put(splits.test))[0]["rel_l2"], summary["test_rel_l2"],
                                rtol=1e-6)  # fmt: skip
 
 

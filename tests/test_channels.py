@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fno_jax import channels
+from fno_jax.model import channels
 
 
 def _batch():
@@ -37,6 +37,7 @@ def test_num_channels():
         "poisson": 4,
         "advection_diffusion": 6,
         "helmholtz": 3,
+        "darcy": 2,
         "mixed": 7,
     }
 

@@ -7,9 +7,9 @@ import os
 import pytest
 from conftest import main_cli, run_python
 
-from fno_jax.cli_errors import EXIT_EXPECTED, exit_on_expected_errors
 from fno_jax.config import ConfigError
-from fno_jax.workdir import WorkdirLockedError
+from fno_jax.runtime.cli_errors import EXIT_EXPECTED, exit_on_expected_errors
+from fno_jax.storage.workdir import WorkdirLockedError
 
 
 def assert_one_line(result, *fragments: str) -> None:

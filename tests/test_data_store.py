@@ -7,7 +7,6 @@ import time
 import numpy as np
 import pytest
 
-from fno_jax import json_io
 from fno_jax.data import (
     ARRAYS,
     CorruptDatasetError,
@@ -20,6 +19,7 @@ from fno_jax.data import (
     open_dataset,
     write_dataset,
 )
+from fno_jax.storage import json_io
 
 RES = 8
 COUNTS = {"train": 40, "val": 16, "test": 8}

@@ -22,7 +22,7 @@ from multihost_worker import CHAIN, RACE_RUNS, corrupt_step, race_template
 from test_train import crash_after
 
 from experiments.sweep import check_shard
-from fno_jax.distributed import launch_spec, on_cloud_tpu_vm
+from fno_jax.runtime.distributed import launch_spec, on_cloud_tpu_vm
 
 RTOL = 1e-5  # float32 reduction order, see tests/test_four_devices.py
 
@@ -34,14 +34,19 @@ def test_single_process_by_default():
     assert launch_spec({"SLURM_NTASKS": "1", "OMPI_COMM_WORLD_SIZE": "1"}) is None
 
 
+# An explicit launch switches JAX's cluster detection off, so that no launcher pins a process to one GPU.
+_EXPLICIT = {"cluster_detection_method": "deactivate"}
+
+
 def test_explicit_environment():
     env = {"FNO_JAX_COORDINATOR": "10.0.0.2:1234", "FNO_JAX_NUM_PROCESSES": "4", "FNO_JAX_PROCESS_ID": "3"}
-    assert launch_spec(env) == {"coordinator_address": "10.0.0.2:1234", "num_processes": 4, "process_id": 3}
+    spec = launch_spec(env)
+    assert spec == {"coordinator_address": "10.0.0.2:1234", "num_processes": 4, "process_id": 3, **_EXPLICIT}
     env = {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"}
-    assert launch_spec(env)["num_processes"] == 2
+    assert launch_spec(env) == {"coordinator_address": "h:1", "num_processes": 2, "process_id": 0, **_EXPLICIT}
     # Arguments (flags) win over the environment.
     spec = launch_spec(env, coordinator_address="h:2", num_processes=3, process_id=1)
-    assert spec == {"coordinator_address": "h:2", "num_processes": 3, "process_id": 1}
+    assert spec == {"coordinator_address": "h:2", "num_processes": 3, "process_id": 1, **_EXPLICIT}
     assert launch_spec({}, coordinator_address="h:2", num_processes=1, process_id=0) is None
 
 
@@ -49,6 +54,74 @@ def test_explicit_environment():
 # of an srun step also has SLURM_STEP_ID and the step's task count.
 _BATCH_SHELL = {"SLURM_JOB_ID": "77", "SLURM_NTASKS": "8", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
 _SRUN_TASK = {**_BATCH_SHELL, "SLURM_STEP_ID": "0", "SLURM_STEP_NUM_TASKS": "8", "SLURM_STEP_NODELIST": "n[1-2]"}
+
+
+def test_explicit_launch_inside_a_launcher_still_drives_every_local_device():
+    # FNO_JAX_COORDINATOR & co. inside an srun step (or under mpirun): explicit wins, and detection stays off, so a
+    # task that was given all GPUs of its node (one task per node) is not pinned to GPU SLURM_LOCALID.
+    env = {**_SRUN_TASK, "FNO_JAX_COORDINATOR": "n1:1234", "FNO_JAX_NUM_PROCESSES": "2", "FNO_JAX_PROCESS_ID": "1"}
+    assert launch_spec(env) == {"coordinator_address": "n1:1234", "num_processes": 2, "process_id": 1, **_EXPLICIT}
+    assert launch_spec({**env, "OMPI_COMM_WORLD_SIZE": "2"})["cluster_detection_method"] == "deactivate"
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _NoRuntime:
+    """Stands in for jaxlib's distributed runtime: `initialize` stops where it would start a service or a client."""
+
+    def __getattr__(self, name):
+        raise _Stopped(name)
+
+
+def test_installed_jax_pins_gpus_only_where_launch_spec_lets_it(monkeypatch):
+    """What the installed jax makes of launch_spec's arguments in task 1 of an srun step, up to the point where it
+    would start its distributed runtime: the GPUs it makes visible (`jax_cuda_visible_devices`). Private jax API,
+    on purpose: this is the behaviour launch_spec relies on (the same code in jax 0.7.1 to 0.11.2)."""
+    from jax._src import distributed as jax_distributed
+
+    task = {"SLURM_JOB_ID": "77", "SLURM_STEP_NODELIST": "n1", "SLURM_NTASKS": "2", "SLURM_PROCID": "1"}
+    for name, value in {**task, "SLURM_LOCALID": "1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("JAX_LOCAL_DEVICE_IDS", "JAX_COORDINATOR_ADDRESS", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    visible = {}
+    monkeypatch.setattr(jax_distributed.config, "update", visible.__setitem__)
+    monkeypatch.setattr(jax_distributed, "_jax", _NoRuntime())
+
+    def gpus(spec: dict) -> str:
+        visible.clear()
+        with pytest.raises(_Stopped):
+            jax_distributed.State().initialize(**spec)
+        return visible.get("jax_cuda_visible_devices", "all")
+
+    explicit = launch_spec({"FNO_JAX_COORDINATOR": "n1:1234", "FNO_JAX_NUM_PROCESSES": "2", "FNO_JAX_PROCESS_ID": "1"})
+    assert gpus(explicit) == "all"  # every GPU the process was given
+    without = {k: v for k, v in explicit.items() if k != "cluster_detection_method"}
+    assert gpus(without) == "1"  # what jax does otherwise: GPU SLURM_LOCALID only (the bug this avoids)
+    assert gpus({}) == "1"  # auto-detected srun task: one GPU per task (slurm_gpu.sbatch's default layout)
+    monkeypatch.setenv("JAX_LOCAL_DEVICE_IDS", "0,1,2,3")  # slurm_gpu.sbatch's one-task-per-node layout
+    assert gpus({}) == "0,1,2,3" and gpus(explicit) == "0,1,2,3"
+
+
+@pytest.mark.parametrize(
+    ("env", "cloud_tpu"),
+    [
+        ({**_SRUN_TASK, "JAX_COORDINATOR_ADDRESS": "n1:1234"}, False),
+        ({"OMPI_COMM_WORLD_SIZE": "4", "JAX_COORDINATOR_ADDRESS": "n1:1234"}, False),
+        ({"JAX_COORDINATOR_ADDRESS": "n1:1234"}, True),
+        ({"TPU_WORKER_HOSTNAMES": "a,b", "FNO_JAX_COORDINATOR": "n1:1234"}, False),
+        ({"JAX_COORDINATOR_ADDRESS": "n1:1234", "FNO_JAX_DISTRIBUTED": "1"}, False),
+    ],
+)
+def test_a_bare_coordinator_address_is_completed_by_the_launcher(env, cloud_tpu):
+    # JAX's own JAX_COORDINATOR_ADDRESS alone, as JAX accepts it: the launcher JAX detects supplies the process
+    # count and id (and JAX its per-process devices), so the address is passed on and nothing is refused.
+    assert launch_spec(env, cloud_tpu=cloud_tpu) == {"coordinator_address": "n1:1234"}
+    # Whatever is given explicitly is passed on with it.
+    spec = launch_spec({**env, "JAX_PROCESS_ID": "1"}, cloud_tpu=cloud_tpu)
+    assert spec == {"coordinator_address": "n1:1234", "process_id": 1}
 
 
 @pytest.mark.parametrize(
@@ -107,6 +180,8 @@ def test_sweep_shards_are_refused_in_a_multi_process_job():
     ("env", "message"),
     [
         ({"FNO_JAX_COORDINATOR": "10.0.0.2:1234", "FNO_JAX_PROCESS_ID": "0"}, "FNO_JAX_NUM_PROCESSES is missing"),
+        ({"JAX_COORDINATOR_ADDRESS": "10.0.0.2:1234"}, "FNO_JAX_NUM_PROCESSES is missing and no launcher"),
+        ({**_BATCH_SHELL, "JAX_COORDINATOR_ADDRESS": "n1:1"}, "FNO_JAX_NUM_PROCESSES is missing and no launcher"),
         ({"FNO_JAX_COORDINATOR": "10.0.0.2:1234", "FNO_JAX_NUM_PROCESSES": "2"}, "FNO_JAX_PROCESS_ID is missing"),
         ({"FNO_JAX_COORDINATOR": "10.0.0.2", "FNO_JAX_NUM_PROCESSES": "2"}, "must be host:port"),
         (

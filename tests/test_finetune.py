@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from fno_jax import channels, checkpoint, finetune, train
-from fno_jax.model import FNO
+from fno_jax import checkpoint, train
+from fno_jax.model import FNO, channels
+from fno_jax.training import finetune
 
 
 def downstream(pretrained_dir, task="poisson", **overrides):

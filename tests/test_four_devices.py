@@ -18,7 +18,7 @@ from conftest import relative_difference, run_python, tiny_config
 
 from fno_jax import checkpoint, train
 from fno_jax.data import SPLITS, generate_dataset, open_dataset
-from fno_jax.parallel import make_parallel
+from fno_jax.runtime.parallel import make_parallel
 
 pytestmark = pytest.mark.slow
 MODES = ("shard_map", "pmap")
@@ -32,7 +32,7 @@ sys.path.insert(0, "tests")
 from conftest import tiny_config
 from fno_jax.checkpoint import load_params
 from fno_jax.data import generate_dataset
-from fno_jax.parallel import make_parallel
+from fno_jax.runtime.parallel import make_parallel
 from fno_jax.train import train_and_evaluate
 
 out, result = sys.argv[1], {"devices": jax.device_count()}
@@ -41,7 +41,7 @@ for mode in ("shard_map", "pmap"):
     np.savez(f"{out}/{mode}.npz", *jax.tree_util.tree_leaves(load_params(f"{out}/{mode}")))
 generate_dataset(tiny_config(), f"{out}/dataset")
 # Two packed runs (seeds 0 and 1 of one pool) on the 4-device mesh: the run axis beside the data axis.
-from fno_jax.packed import train_and_evaluate_packed
+from fno_jax.train import train_and_evaluate_packed
 for mode in ("shard_map", "pmap"):
     group = [tiny_config(seed=k, **{"data.seed": 0, "train.parallel": mode}) for k in range(2)]
     train_and_evaluate_packed(group, [f"{out}/packed_{mode}/{k}" for k in range(2)])

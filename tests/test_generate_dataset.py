@@ -11,7 +11,7 @@ from conftest import params_equal, tiny_config
 
 from experiments.configs import generate as generate_configs
 from experiments.configs import pretrain
-from fno_jax import channels, checkpoint, train
+from fno_jax import checkpoint, train
 from fno_jax.config import ConfigError
 from fno_jax.data import (
     SPLITS,
@@ -22,7 +22,8 @@ from fno_jax.data import (
     generate_dataset,
 )
 from fno_jax.data.generate import generate_split
-from fno_jax.normalization import NormStats, source_norms, stats_from_norms
+from fno_jax.model import channels
+from fno_jax.model.normalization import NormStats, source_norms, stats_from_norms
 from solvers.families import TASK_NAMES, make_task
 
 

@@ -29,7 +29,7 @@ def gather(ds):
 
 def test_poisson_round_trip_in_file_order(tmp_path):
     fields, tensor = write_h5(tmp_path / "p.h5", k=3)
-    ds = import_hdf5(tmp_path / "p.h5", tmp_path / "ds", splits=(12, 4, 4), seed=None, chunk=8)
+    ds = import_hdf5(tmp_path / "p.h5", tmp_path / "ds", pde="poisson", splits=(12, 4, 4), seed=None, chunk=8)
     assert ds.task["name"] == "poisson" and ds.resolution == RES
     assert [ds.num(s) for s in ("train", "val", "test")] == [12, 4, 4]
     got = gather(ds)
@@ -48,7 +48,7 @@ def test_poisson_round_trip_in_file_order(tmp_path):
 
 def test_volume_fraction_can_be_left_unknown(tmp_path):
     write_h5(tmp_path / "p.h5", k=3)
-    main([str(tmp_path / "p.h5"), str(tmp_path / "ds"), "--no_volume_fraction"])
+    main([str(tmp_path / "p.h5"), str(tmp_path / "ds"), "--pde", "poisson", "--no_volume_fraction"])
     vf = open_dataset(tmp_path / "ds").read("train", slice(None))["volume_fraction"]
     assert np.isnan(vf).all()
     # With vf unknown the nested subsets are still well defined.
@@ -57,7 +57,9 @@ def test_volume_fraction_can_be_left_unknown(tmp_path):
 
 def test_advection_diffusion_shuffled_split_is_a_permutation(tmp_path):
     fields, tensor = write_h5(tmp_path / "a.h5", k=5)
-    ds = import_hdf5(tmp_path / "a.h5", tmp_path / "ds", splits=(0.5, 0.25, 0.25), seed=3, chunk=4)
+    ds = import_hdf5(
+        tmp_path / "a.h5", tmp_path / "ds", pde="advection_diffusion", splits=(0.5, 0.25, 0.25), seed=3, chunk=4
+    )
     got = gather(ds)
     order = np.random.default_rng(3).permutation(N)
     np.testing.assert_array_equal(got["source"], fields[order, 0])
@@ -71,7 +73,7 @@ def test_advection_diffusion_shuffled_split_is_a_permutation(tmp_path):
 
 def test_helmholtz_via_command_line(tmp_path, capsys):
     fields, tensor = write_h5(tmp_path / "h.h5", k=2)
-    main([str(tmp_path / "h.h5"), str(tmp_path / "ds"), "--seed", "-1", "--split", "1", "0", "0"])
+    main([str(tmp_path / "h.h5"), str(tmp_path / "ds"), "--pde", "helmholtz", "--seed", "-1", "--split", "1", "0", "0"])
     assert "helmholtz" in capsys.readouterr().out
     from fno_jax.data import open_dataset
 
@@ -86,7 +88,7 @@ def test_helmholtz_via_command_line(tmp_path, capsys):
 def test_missing_dataset_in_file(tmp_path):
     write_h5(tmp_path / "x.h5", k=3, fields_name="data")
     with pytest.raises(ValueError, match="no dataset 'fields'"):
-        import_hdf5(tmp_path / "x.h5", tmp_path / "ds")
+        import_hdf5(tmp_path / "x.h5", tmp_path / "ds", pde="poisson")
 
 
 def test_wrong_shapes_and_pde(tmp_path):
@@ -94,15 +96,20 @@ def test_wrong_shapes_and_pde(tmp_path):
         f["fields"] = np.zeros((4, 3, 8, 8), np.float32)
         f["tensor"] = np.zeros((4, 3), np.float32)
     with pytest.raises(ValueError, match=r"expected \[N, 2, n, n\]"):
-        import_hdf5(tmp_path / "bad.h5", tmp_path / "ds")
+        import_hdf5(tmp_path / "bad.h5", tmp_path / "ds", pde="poisson")
     write_h5(tmp_path / "p.h5", k=3)
     with pytest.raises(ValueError, match="helmholtz needs 2"):
         import_hdf5(tmp_path / "p.h5", tmp_path / "ds", pde="helmholtz")
     write_h5(tmp_path / "k4.h5", k=4)
-    with pytest.raises(ValueError, match="cannot infer the PDE"):
-        import_hdf5(tmp_path / "k4.h5", tmp_path / "ds")
+    with pytest.raises(ValueError, match="holds 4 coefficients per sample but poisson needs 3"):
+        import_hdf5(tmp_path / "k4.h5", tmp_path / "ds", pde="poisson")
+    with pytest.raises(ValueError, match="must name the file's PDE family"):
+        import_hdf5(tmp_path / "p.h5", tmp_path / "ds", pde="wave")
+    # The family is required: two families may carry the same number of coefficients.
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "p.h5"), str(tmp_path / "ds")])
     with pytest.raises(FileNotFoundError, match="no HDF5 file"):
-        import_hdf5(tmp_path / "missing.h5", tmp_path / "ds")
+        import_hdf5(tmp_path / "missing.h5", tmp_path / "ds", pde="poisson")
 
 
 def test_split_counts():
@@ -132,7 +139,7 @@ def test_the_papers_three_files_are_the_three_splits_with_their_volume_fractions
     written = {s: write_h5(tmp_path / name, k=3, n=n) for s, (name, n) in PAPER_FILES.items()}
     # Any order: each file's name says its split.
     paths = [str(tmp_path / PAPER_FILES[s][0]) for s in ("test", "train", "val")]
-    ds = import_hdf5(paths, tmp_path / "ds", chunk=4)
+    ds = import_hdf5(paths, tmp_path / "ds", pde="poisson", chunk=4)
     assert ds.task["imported_from"] == [PAPER_FILES[s][0] for s in ("train", "val", "test")]
     for split, (fields, tensor) in written.items():
         got = ds.read(split, slice(None))
@@ -149,7 +156,7 @@ def test_the_papers_three_files_are_the_three_splits_with_their_volume_fractions
 def test_the_papers_three_files_on_the_command_line(tmp_path, capsys):
     for name, n in PAPER_FILES.values():
         write_h5(tmp_path / name, k=2, n=n)
-    main([*(str(tmp_path / name) for name, _ in PAPER_FILES.values()), str(tmp_path / "ds")])
+    main(["--pde", "helmholtz", *(str(tmp_path / name) for name, _ in PAPER_FILES.values()), str(tmp_path / "ds")])
     assert "helmholtz" in capsys.readouterr().out
     ds = open_dataset(tmp_path / "ds")
     assert {s: ds.num(s) for s in PAPER_FILES} == {s: n for s, (_, n) in PAPER_FILES.items()}
@@ -163,9 +170,9 @@ def test_three_files_that_do_not_fit_are_refused(tmp_path):
     with pytest.raises(ValueError, match="cannot tell the split of 'poisson.h5'"):
         split_of_file("poisson.h5")
     with pytest.raises(ValueError, match="two files are for the same split"):
-        import_hdf5([paths[0], paths[0], paths[2]], tmp_path / "ds")
+        import_hdf5([paths[0], paths[0], paths[2]], tmp_path / "ds", pde="poisson")
     with pytest.raises(ValueError, match="one file per split is needed"):
-        import_hdf5({"train": paths[0], "val": paths[1]}, tmp_path / "ds")
+        import_hdf5({"train": paths[0], "val": paths[1]}, tmp_path / "ds", pde="poisson")
     write_h5(tmp_path / "_test_other_res.h5", k=3, n=8, res=16)
     with pytest.raises(ValueError, match="differ in resolution or coefficients"):
-        import_hdf5([paths[0], paths[1], str(tmp_path / "_test_other_res.h5")], tmp_path / "ds")
+        import_hdf5([paths[0], paths[1], str(tmp_path / "_test_other_res.h5")], tmp_path / "ds", pde="poisson")

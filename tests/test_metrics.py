@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import solvers
-from fno_jax import channels, metrics
+from fno_jax.model import channels
+from fno_jax.training import metrics
 
 LENGTH = 2.0  # not 1: the wavenumbers k = 2 pi m / L must use the domain length
 
@@ -47,7 +48,7 @@ def test_single_modes_give_the_exact_h1_and_band_errors(x64):
     bands = metrics.relative_l2_bands(prediction, target)
     np.testing.assert_allclose(bands, [[a, b, c]], rtol=1e-12, atol=1e-15)
     # The bands split the paper's metric: low^2 + mid^2 + high^2 = rel_l2^2.
-    from fno_jax.losses import relative_l2
+    from fno_jax.training.losses import relative_l2
 
     np.testing.assert_allclose(np.sum(np.square(bands), -1), np.square(relative_l2(prediction, target)), rtol=1e-12)
 
@@ -65,7 +66,7 @@ def test_band_edges():
 def test_band_split_of_a_random_error(x64):
     rng = np.random.default_rng(1)
     target, prediction = (jnp.asarray(rng.normal(size=(4, 24, 24))) for _ in range(2))
-    from fno_jax.losses import relative_l2
+    from fno_jax.training.losses import relative_l2
 
     squares = np.sum(np.square(metrics.relative_l2_bands(prediction, target)), -1)
     np.testing.assert_allclose(squares, np.square(relative_l2(prediction, target)), rtol=1e-12)
@@ -163,7 +164,7 @@ def test_shapes_are_checked():
 
 def test_the_papers_loss_and_metric_on_exact_values(x64):
     # Loss: sum of squared errors over the grid, averaged over the batch; metric: per-sample relative L2.
-    from fno_jax.losses import relative_l2, sum_squared_error
+    from fno_jax.training.losses import relative_l2, sum_squared_error
 
     target = np.zeros((2, 2, 2))
     target[0] = [[3.0, 0.0], [0.0, 4.0]]  # ||u_0|| = 5

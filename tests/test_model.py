@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fno_jax.model import FNO
-from fno_jax.spectral_conv import SpectralConv2d
+from fno_jax.model.fno import LAYER_IMPLS
+from fno_jax.model.spectral_conv import SpectralConv2d
 
 
 def _random_variables(model, x, seed=0):
@@ -199,7 +200,7 @@ def _tree_allclose(got, want, rtol):
 
 @pytest.mark.parametrize("activate", [False, True])
 def test_fused_layer_gradient_is_autodiffs(x64, monkeypatch, activate):
-    from fno_jax import fourier_layer as fl
+    from fno_jax.model import fourier_layer as fl
 
     # 17 full tiles of 7 points and a rest of 1 (2 x 6 x 10 = 120 points) in the pointwise weight gradient.
     monkeypatch.setattr(fl, "WEIGHT_GRAD_TILE", 7)
@@ -217,7 +218,7 @@ def test_fused_layer_gradient_is_autodiffs(x64, monkeypatch, activate):
 
 
 def test_tiled_head_is_the_plain_head(x64):
-    from fno_jax.head import projection_head
+    from fno_jax.model.head import projection_head
 
     rng = np.random.default_rng(1)
     v = jnp.asarray(rng.normal(size=(5, 30)))  # 30 points: 4 tiles of 8, the last one padded
@@ -267,7 +268,7 @@ def test_fused_bfloat16_keeps_float32_params_and_spectral_path():
 def test_gelu_is_the_exact_erf_form(x64):
     from scipy.special import erf
 
-    from fno_jax.head import gelu, gelu_and_derivative
+    from fno_jax.model.head import gelu, gelu_and_derivative
 
     x = np.linspace(-9.0, 9.0, 1001)
     np.testing.assert_allclose(
@@ -341,3 +342,24 @@ def test_flax_init_is_lecun_normal_with_zero_biases():
     np.testing.assert_allclose(kernels.var(), 1.0, rtol=0.04)
     with pytest.raises(ValueError, match="param_init must be one of"):
         FNO(width=4, modes=2, param_init="xavier")
+
+
+def test_domain_padding_crops_back_agrees_across_impls_and_keeps_params(x64):
+    kwargs = dict(width=4, modes=5, depth=2, fc_dim=6, dtype=jnp.float64, param_dtype=jnp.float64)
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 8, 8, 3)))
+    with pytest.raises(ValueError, match="too many"):
+        FNO(**kwargs).init(jax.random.key(0), x)  # 5 modes do not fit 8 x 8 ...
+    padded = {impl: FNO(**kwargs, padding=2, layer_impl=impl, head_tile=0) for impl in LAYER_IMPLS}
+    params = padded["autodiff"].init(jax.random.key(0), x)["params"]  # ... but fit the padded 10 x 10
+    plain = FNO(**{**kwargs, "modes": 4}, padding=0)
+    assert jax.tree.structure(params) == jax.tree.structure(plain.init(jax.random.key(0), x)["params"])
+    out = {impl: padded[impl].apply({"params": params}, x) for impl in LAYER_IMPLS}
+    assert out["autodiff"].shape == (2, 8, 8, 1)
+    np.testing.assert_allclose(out["fused"], out["autodiff"], rtol=1e-12, atol=1e-12)
+    # The padded layers see a non-periodic domain: shifting the input circularly no longer shifts the output.
+    shifted = padded["autodiff"].apply({"params": params}, jnp.roll(x, 3, axis=2))
+    assert not np.allclose(shifted, jnp.roll(out["autodiff"], 3, axis=2), atol=1e-6)
+    four = plain.init(jax.random.key(1), x)
+    np.testing.assert_array_equal(plain.apply(four, x), FNO(**{**kwargs, "modes": 4}).apply(four, x))
+    with pytest.raises(ValueError, match="padding must be an integer >= 0"):
+        FNO(**kwargs, padding=-1)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fno_jax.normalization import (
+from fno_jax.model.normalization import (
     NormStats,
     compute_stats,
     normalize,
@@ -61,7 +61,7 @@ def test_zero_source_is_not_divided(x64):
     assert np.all(np.isfinite(source_n)) and float(coeffs_n[0, 0]) == 2.0
 
 
-@settings(max_examples=25, deadline=None, derandomize=True)  # the same examples on every CI run
+@settings(max_examples=25, deadline=None)  # derandomized in CI: conftest's hypothesis profiles
 @given(
     c=st.floats(min_value=1e-3, max_value=1e3),
     batch=st.integers(1, 4),
@@ -118,7 +118,7 @@ def test_channel_count_checks():
 def test_a_coefficients_median_is_over_the_samples_that_have_it(x64):
     # A mixture in the mixed layout: omega is Helmholtz's alone, v advection-diffusion's; the zeros the other
     # families carry there must not drag the medians to 0 (then scale 1, raw inputs).
-    from fno_jax.channels import LAYOUTS, presence
+    from fno_jax.model.channels import LAYOUTS, presence
 
     pde = np.array([0, 1, 2, 2, 1, 0])  # poisson, advection_diffusion, helmholtz
     names = LAYOUTS["mixed"][1:]

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from fno_jax.optim import current_learning_rate, learning_rate_schedule, make_optimizer
+from fno_jax.training.optim import current_learning_rate, learning_rate_schedule, make_optimizer
 
 
 def test_cosine_stepped_once_per_epoch_is_the_papers():

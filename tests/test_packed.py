@@ -1,5 +1,5 @@
-"""Packed runs (`fno_jax.packed`): K runs as one program equal K runs one at a time, resume bitwise after a kill,
-and a group too big for the memory limit is trained in parts.
+"""Packed runs (`fno_jax.training.packing`): K runs as one program equal K runs one at a time, resume bitwise after a
+kill, and a group too big for the memory limit is trained in parts.
 
 Tolerance: a vmapped matmul may sum in another order than the unbatched one, ~1e-7 relative per step; Adam turns a
 rounding-level change of a near-zero gradient component into up to one learning rate per step, so after 10 steps of
@@ -17,7 +17,8 @@ from test_train import crash_after
 
 from fno_jax import checkpoint, train
 from fno_jax.config import ConfigError
-from fno_jax.packed import group_by_pack_key, pack_key, packed_step_bytes, plan_parts, train_and_evaluate_packed
+from fno_jax.train import train_and_evaluate_packed
+from fno_jax.training.packing import group_by_pack_key, pack_key, packed_step_bytes, plan_parts
 
 RTOL = 1e-4
 RATES = (1e-3, 2e-3)
@@ -67,7 +68,7 @@ def test_packed_runs_equal_runs_one_at_a_time(sequential, packed):
         np.testing.assert_allclose(pk[k]["test_rel_l2"], seq[k]["test_rel_l2"], rtol=RTOL)
         # Every file a run leaves is there, with the same records (values to rounding).
         assert workdir_files(pk_root / str(k)) == workdir_files(seq_root / str(k))
-        assert set(pk[k]) - {"packed_runs"} == set(seq[k])
+        assert set(pk[k]) == set(seq[k]) and seq[k]["packed_runs"] == 1
         ra, rb = records(seq_root / str(k)), records(pk_root / str(k))
         assert [sorted(r) for r in ra] == [sorted(r) for r in rb]
         for x, y in zip(ra, rb, strict=True):
@@ -112,6 +113,6 @@ def test_pack_keys_and_refusals(tmp_path):
     other_n = tiny_config(**{"data.seed": 0, "data.num_train": 16})
     own_pool = tiny_config(seed=1)  # data.seed = -1: its pool follows its seed
     assert group_by_pack_key([a, other_n, b, own_pool]) == [[0, 2], [1], [3]]
-    with pytest.raises(ConfigError, match="must differ only in seed and train.learning_rate"):
+    with pytest.raises(ConfigError, match="must differ only in seed, train.learning_rate and data.pool_seed"):
         train_and_evaluate_packed([a, other_n], [str(tmp_path / "x"), str(tmp_path / "y")])
     assert not os.path.exists(tmp_path / "x")

@@ -13,7 +13,7 @@ import pytest
 from conftest import FAST_COMPILE, REPO
 from test_distributed import _free_port
 
-from fno_jax.preemption import Preempted, PreemptionGuard, exit_on_preemption
+from fno_jax.runtime.preemption import Preempted, PreemptionGuard, exit_on_preemption
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -51,9 +51,9 @@ def test_bad_use_is_refused():
 
 _WORKER = r"""
 import json, sys, time
-from fno_jax.distributed import maybe_initialize
+from fno_jax.runtime.distributed import maybe_initialize
 assert maybe_initialize()
-from fno_jax.preemption import PreemptionGuard, exit_on_preemption
+from fno_jax.runtime.preemption import PreemptionGuard, exit_on_preemption
 
 SYNC_EVERY = 4
 with exit_on_preemption(), PreemptionGuard(sync_every=SYNC_EVERY) as guard:

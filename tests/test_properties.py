@@ -15,12 +15,10 @@ from hypothesis import strategies as st
 
 import solvers
 from fno_jax.config import ConfigError, validate_config
-from fno_jax.normalization import NormStats, normalize
+from fno_jax.model.normalization import NormStats, normalize
 
 N = 16
-SETTINGS = settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True
-)
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 eigenvalues = st.floats(1.0, 5.0)
 angles = st.floats(0.0, 2 * math.pi)
@@ -142,7 +140,7 @@ good_sizes = st.integers(2, 8).flatmap(
 )
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=40, deadline=None)
 @given(flat=good_sizes, batch=st.integers(1, 8))
 def test_good_values_are_accepted(flat, batch):
     validate_config(_config(**flat, **{"train.batch_size": batch}))
@@ -165,7 +163,7 @@ bad_values = st.one_of(
 )  # fmt: skip
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=60, deadline=None)
 @given(bad=bad_values)
 def test_bad_values_are_rejected_with_the_key_named(bad):
     key, value = bad
@@ -182,7 +180,7 @@ def test_bad_values_are_rejected_with_the_key_named(bad):
     assert f"config.{key}" in str(info.value)
 
 
-@settings(max_examples=30, deadline=None, derandomize=True)
+@settings(max_examples=30, deadline=None)
 @given(key=st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12))
 def test_unknown_keys_are_rejected(key):
     config = _config()

@@ -206,7 +206,7 @@ def test_dry_run_plan_of_rq1_poisson_at_the_paper_scale(tmp_path):
     with open(tmp_path / "plan.json") as f:
         plan = json.load(f)
     assert not (tmp_path / "runs").exists()  # nothing trained, no run folder made
-    assert isinstance(plan, list) and len(plan) == 1 + 2 * 15 * 5 + 1
+    assert isinstance(plan, list) and len(plan) == 1 + 2 * 15 * 5 + 2  # zero-shot under both statistics rules
     for entry in plan:
         assert set(entry) == {"name", "depends_on", "meta", "config"}
         assert entry["config"]["data"]["num_val"] == entry["config"]["data"]["num_test"] == 4096

@@ -6,6 +6,7 @@ long enough to be interrupted, with no periodic checkpoint before the end). The 
 persistent XLA compilation cache, so only the first one pays for compilation.
 """
 
+import errno
 import glob
 import json
 import logging
@@ -23,11 +24,12 @@ import pytest
 from conftest import REPO, main_cli, params_equal, tiny_config
 
 from fno_jax import checkpoint
-from fno_jax import train as train_lib
 from fno_jax.data import batch_indices, generate, nested_subset
-from fno_jax.preemption import Preempted
+from fno_jax.runtime.preemption import Preempted
+from fno_jax.storage import workdir as workdir_lib
+from fno_jax.storage.workdir import Workdir, WorkdirLockedError
 from fno_jax.train import NonFiniteError, train_and_evaluate
-from fno_jax.workdir import Workdir, WorkdirLockedError
+from fno_jax.training import trainer as train_lib
 
 pytestmark = pytest.mark.slow
 # The tiny run, longer and with checkpoints every 2 steps: the smallest run that still checkpoints, evaluates and
@@ -129,6 +131,33 @@ def test_lock_names_holder_and_is_released(tmp_path):
             Workdir(tmp_path, config).__enter__()
     with Workdir(tmp_path, config):  # released on exit: can be taken again
         pass
+
+
+@pytest.mark.parametrize("code", [errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS])
+def test_a_filesystem_without_flock_runs_unlocked_with_a_warning(tmp_path, monkeypatch, caplog, code):
+    # Lustre mounted without -o flock (and some NFS set-ups) fail flock with ENOLCK / EOPNOTSUPP / ENOSYS: the run
+    # goes ahead and says, naming the lock file, that the lock is not enforced.
+    def no_flock(f, operation):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(workdir_lib.fcntl, "flock", no_flock)
+    with caplog.at_level(logging.WARNING), Workdir(tmp_path, tiny_config()):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()  # the holder, for people
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(tmp_path / ".lock") in warning and "NOT enforced" in warning
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [(BlockingIOError(errno.EAGAIN, "held"), WorkdirLockedError), (OSError(errno.EIO, "I/O error"), OSError)],
+)
+def test_a_held_lock_or_another_lock_error_still_stops_the_run(tmp_path, monkeypatch, error, expected):
+    def failing_flock(f, operation):
+        raise error
+
+    monkeypatch.setattr(workdir_lib.fcntl, "flock", failing_flock)
+    with pytest.raises(expected):
+        Workdir(tmp_path, tiny_config()).__enter__()
 
 
 def _corrupt_arrays(step_dir) -> None:

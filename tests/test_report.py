@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from experiments.report import bootstrap_ci, build_report, equivalent_scratch_size, fit_power_law, natural_key
+from experiments.report import build_report
+from experiments.report_data import bootstrap_ci, equivalent_scratch_size, fit_power_law, natural_key
 
 MODEL = {"width": 16, "modes": 8, "depth": 4, "fc_dim": 64}
 SIZES = [2**k for k in range(1, 11)]
@@ -187,7 +188,7 @@ def _seeded_records(extra=lambda mode, n, seed: {}):
     return records
 
 
-def test_points_are_medians_over_seeds_with_bootstrap_intervals(tmp_path):
+def test_points_are_medians_over_seeds_with_the_range_as_interval(tmp_path):
     _write(tmp_path, _seeded_records())
     report = build_report(str(tmp_path))
     # One selected run per (point, seed), each with its seed and its own best-validation LR.
@@ -204,19 +205,23 @@ def test_points_are_medians_over_seeds_with_bootstrap_intervals(tmp_path):
             assert p["test_rel_l2"] == p["ci_low"] == p["ci_high"] == 0.3
             continue
         base = n**-0.5 if mode == "scratch" else (FACTOR * n) ** -0.5
-        # Median over the seeds; with 3 seeds the 95% percentile interval of the median is their range.
+        # Median over the seeds and their range: an interval for the median that covers it with probability
+        # 1 - 2 (1/2)^3 = 75% with 3 seeds, whatever the distribution.
         assert p["test_rel_l2"] == pytest.approx(base * 1.0, rel=1e-12)
+        assert p["coverage"] == 0.75
         assert p["ci_low"] == pytest.approx(base * min(SEED_SCALE), rel=1e-12)
         assert p["ci_high"] == pytest.approx(base * max(SEED_SCALE), rel=1e-12)
     # The fits run through the medians.
     assert {f["mode"]: f["b"] for f in report["fits"]} == pytest.approx({"scratch": 0.5, "finetune": 0.5}, rel=1e-9)
-    # Seeds resampled jointly keep each seed's scratch and fine-tuned runs paired: every resample saves FACTOR x.
+    # Each seed's fine-tuned error is read off the same seed's scratch curve: every seed saves FACTOR x.
     for point in report["data_savings"][0]["points"]:
+        assert point["savings_by_seed"] == pytest.approx([FACTOR] * 3, rel=1e-9) and point["seeds"] == [0, 1, 2]
         assert point["savings"] == pytest.approx(FACTOR, rel=1e-9)
         assert point["savings_ci_low"] == pytest.approx(FACTOR, rel=1e-9)
         assert point["savings_ci_high"] == pytest.approx(FACTOR, rel=1e-9)
     markdown = (tmp_path / "report.md").read_text()
-    assert "median over 3 seed(s) [0, 1, 2]" in markdown
+    assert "median over the seeds [0, 1, 2]" in markdown and "coverage 1 - 2^(1-n): 75.0% at n = 3" in markdown
+    assert report["statistic"]["coverage"] == 0.75 and "the training pool" in report["statistic"]["fixed"]
     assert f"{8**-0.5:.3g} [{0.8 * 8**-0.5:.3g}, {1.3 * 8**-0.5:.3g}]" in markdown
     assert "plots/examples_saved_poisson_e5-10.png" in report["plots"]
 

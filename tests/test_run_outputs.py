@@ -11,13 +11,14 @@ import pytest
 from conftest import tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fno_jax import channels, metrics, steps
 from fno_jax.config import ConfigError, validate_config
-from fno_jax.evaluate import Evaluator
-from fno_jax.metric_writer import field_images, open_writer, scalar_tags
-from fno_jax.model import FNO
-from fno_jax.normalization import compute_stats
-from fno_jax.parallel import make_parallel
+from fno_jax.model import FNO, channels, predict
+from fno_jax.model.normalization import compute_stats, scale_arrays
+from fno_jax.runtime.parallel import make_parallel
+from fno_jax.storage.metric_writer import field_images, open_writer, scalar_tags
+from fno_jax.training import metrics
+from fno_jax.training.evaluate import Evaluator
+from fno_jax.training.runs import RunAxis
 
 
 def read_events(workdir) -> EventAccumulator:
@@ -72,7 +73,7 @@ def test_summary_and_validation_records_carry_every_metric(tiny_run):
     assert np.linalg.norm(band_means) <= summary["test_rel_l2"] * (1 + 1e-6)
     assert summary["test_rel_l2"] <= band_means.sum() * (1 + 1e-6)
     # The report reads every one of them (a table per metric).
-    from experiments.report import _metrics_of
+    from experiments.report_data import _metrics_of
 
     assert len(_metrics_of(summary)) == 4 + len(metrics.BANDS)
     for record in records(workdir):
@@ -95,8 +96,8 @@ def test_evaluator_averages_per_sample_metrics_over_a_ragged_split():
     params = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 16, 16, 4)))["params"]
     evaluator = Evaluator(model, stats, layout="poisson", length=1.0, parallel=make_parallel(), batch_size=4)
     data = evaluator.put(split)
-    means = evaluator(params, data)
-    prediction = steps.predict(params, split, model=model, norm=stats, length=1.0)
+    (means,) = evaluator(params, data)
+    prediction = predict(params, split, model=model, norm=stats, length=1.0)
     coefficients = channels.physical_coefficients(split["coeffs"], "poisson")
     expected = metrics.per_sample_metrics(prediction, split["solution"], split["source"], coefficients)
     # float32 sums of 4 values per batch, added in float64: a few float32 roundings (~1e-7) apart.
@@ -105,7 +106,7 @@ def test_evaluator_averages_per_sample_metrics_over_a_ragged_split():
     np.testing.assert_allclose(list(means["rel_l2_bands"].values()), np.mean(expected["rel_l2_bands"], 0), rtol=1e-6)
     sse = np.sum((np.asarray(prediction) - split["solution"]) ** 2, axis=(1, 2))
     np.testing.assert_allclose(means["loss"], np.mean(sse), rtol=1e-6)
-    shown = evaluator.examples(params, data, 3)
+    (shown,) = evaluator.examples(params, data, 3)
     # Another batch size (3, not 10) sums in another order: outputs agree to a few float32 ulps of the O(1)
     # hidden activations they come from.
     np.testing.assert_allclose(shown["prediction"], np.asarray(prediction)[:3], rtol=0, atol=1e-6)
@@ -117,14 +118,16 @@ def test_evaluator_of_packed_runs_equals_one_evaluator_per_run():
     runs = [model.init(jax.random.PRNGKey(k), jnp.zeros((1, 16, 16, 4)))["params"] for k in (3, 4)]
     stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *runs)
     common = dict(layout="poisson", length=1.0, parallel=make_parallel(), batch_size=4)
-    packed, single = Evaluator(model, stats, runs=2, **common), Evaluator(model, stats, **common)
+    two = RunAxis(2)
+    norm = two.stack_host([scale_arrays(stats)] * 2)
+    packed, single = Evaluator(model, norm, axis=two, **common), Evaluator(model, stats, **common)
     data = packed.put(split)
-    for together, alone in zip(packed(stacked, data), [single(p, data) for p in runs], strict=True):
+    for together, (alone,) in zip(packed(stacked, data), [single(p, data) for p in runs], strict=True):
         assert together.keys() == alone.keys()
         for name in ("loss", "rel_l2", "rel_h1", "rel_linf", "rel_residual"):
             np.testing.assert_allclose(together[name], alone[name], rtol=1e-6, err_msg=name)  # vmap: other order
     shown = packed.examples(stacked, data, 2)
-    np.testing.assert_allclose(shown[1]["prediction"], single.examples(runs[1], data, 2)["prediction"], atol=1e-6)
+    np.testing.assert_allclose(shown[1]["prediction"], single.examples(runs[1], data, 2)[0]["prediction"], atol=1e-6)
 
 
 def test_a_resumed_run_replaces_what_the_interrupted_one_logged_after_its_checkpoint(tmp_path):
@@ -143,8 +146,7 @@ def test_a_resumed_run_replaces_what_the_interrupted_one_logged_after_its_checkp
 
 
 def test_images_are_drawn_at_a_bounded_number_of_evaluations():
-    from fno_jax.cadence import Cadence
-    from fno_jax.metric_writer import image_cadence
+    from fno_jax.training.cadence import Cadence, image_cadence
 
     # 1,000 steps evaluated every 30: images every 4th evaluation (120 steps), 8 times, and at the last step.
     cadence = Cadence.from_config(tiny_config(**{"train.num_steps": 1000, "train.eval_every": 30}))

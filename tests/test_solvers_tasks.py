@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import solvers
-from solvers import advection_table, coefficients, sources, tasks
+from solvers import advection_table, coefficients, families, sources, tasks
 from solvers.coefficients import advection_ratio, advection_strength, rotated_diffusion
 from solvers.grid import odd_wavenumbers, wavenumbers
 
@@ -250,7 +250,7 @@ def test_sample_under_jit_and_spec_round_trip(x64):
     np.testing.assert_allclose(jitted["solution"], eager["solution"], atol=1e-14, rtol=0)
     for t in _all_tasks() + [tasks.Helmholtz(omega_range=(5, 15), length=2.0)]:
         spec = json.loads(json.dumps(t.spec()))
-        assert tasks.from_spec(spec) == t
+        assert families.task_from_spec(spec) == t
         assert spec["name"] == t.name
 
 
@@ -269,8 +269,8 @@ def test_sample_under_jit_and_spec_round_trip(x64):
         (lambda: tasks.Helmholtz(max_amplitude=0), "max_amplitude"),
         (lambda: tasks.Mixed(()), "non-empty"),
         (lambda: tasks.Mixed((tasks.Poisson(length=2.0),)), "same length"),
-        (lambda: tasks.from_spec({"name": "wave"}), "name"),
-        (lambda: tasks.from_spec({"name": "poisson", "bogus": 1}), "unknown fields"),
+        (lambda: families.task_from_spec({"name": "wave"}), "name"),
+        (lambda: families.task_from_spec({"name": "poisson", "bogus": 1}), "unknown fields"),
         (lambda: tasks.Poisson().sample(jax.random.key(0), 2, 31), "even integer"),
         (lambda: tasks.Poisson().sample(jax.random.key(0), 0, 32), "batch_size"),
         (lambda: tasks.Helmholtz(max_amplitude=1e-9).sample(jax.random.key(0), 2, 8), "no admissible"),

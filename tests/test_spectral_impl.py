@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fno_jax.model import FNO
-from fno_jax.spectral_conv import dft_matrices, spectral_conv
+from fno_jax.model.spectral_conv import dft_matrices, spectral_conv
 
 
 @pytest.mark.parametrize(("ny", "nx", "modes"), [(8, 8, 4), (6, 10, 3), (9, 7, 2), (16, 12, 5)])

@@ -18,7 +18,7 @@ from experiments.configs import base as base_config
 from experiments.configs.study_scale import NAMES as SCALE_NAMES
 from experiments.sweep import DependencyWait, parse_shard, run_sweep
 from fno_jax.config import flat_items
-from fno_jax.json_io import write_json_atomic
+from fno_jax.storage.json_io import write_json_atomic
 
 STUDY_CONFIGS = ("quickstart", "rq1_data_size", "rq2_model_size", "rq3_ood_shift", "rq4_mixed")
 
@@ -76,7 +76,7 @@ def _lines(sweep_dir):
 def test_interrupted_sweep_resumes_without_redoing_finished_runs(tmp_path):
     study = _quickstart()
     total = len(study_lib.expand_study(study, str(tmp_path)))
-    assert total == 10  # pretrain, 2 N x (scratch, finetune) x 1 LR x 2 seeds, zeroshot
+    assert total == 11  # pretrain, 2 N x (scratch, finetune) x 1 LR x 2 seeds, zeroshot under 2 statistics rules
 
     crash = FakeRun(fail_on_call=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -163,17 +163,17 @@ def _failures(sweep_dir):
 
 def test_keep_going_skips_dependents_of_a_failed_run_and_records_every_failure(tmp_path):
     fake = FakeRun(fail_if=lambda name: name.startswith("pretrain"))
-    with pytest.raises(RuntimeError, match="6 run\\(s\\) failed \\(recorded in .*failures.jsonl"):
+    with pytest.raises(RuntimeError, match="7 run\\(s\\) failed \\(recorded in .*failures.jsonl"):
         run_sweep(_quickstart(), str(tmp_path), run_fn=fake, keep_going=True)
-    # The pretraining run failed; its 4 fine-tuning + 1 zero-shot runs were skipped, the 4 scratch runs ran.
+    # The pretraining run failed; its 4 fine-tuning + 2 zero-shot runs were skipped, the 4 scratch runs ran.
     assert sorted(r["mode"] for r in _lines(tmp_path)) == ["scratch"] * 4
     failures = _failures(tmp_path)
-    assert len(failures) == 6
+    assert len(failures) == 7
     assert failures["pretrain-poisson-s0"]["error"] == "RuntimeError: simulated failure"
     assert failures["poisson_e5_10-zeroshot-from-poisson-s0"]["error"].startswith("skipped: depends on failed")
     # Fixed and run again: every run finishes and the failures are gone.
     run_sweep(_quickstart(), str(tmp_path), run_fn=FakeRun())
-    assert len(_lines(tmp_path)) == 10 and _failures(tmp_path) == {}
+    assert len(_lines(tmp_path)) == 11 and _failures(tmp_path) == {}
 
 
 def test_a_failure_in_another_shard_is_not_waited_for(tmp_path):
@@ -186,7 +186,8 @@ def test_a_failure_in_another_shard_is_not_waited_for(tmp_path):
     with pytest.raises(RuntimeError, match="failed"):
         run_sweep(study, str(tmp_path), run_fn=other, shard=(1, 2), keep_going=True, wait=DependencyWait(poll_s=60))
     assert all("scratch" in name for name in other.calls)
-    assert "which failed in another shard" in _failures(tmp_path)["poisson_e5_10-zeroshot-from-poisson-s0"]["error"]
+    shard_one_zeroshot = "poisson_e5_10-zeroshot-pretrainstats-from-poisson-s0"
+    assert "which failed in another shard" in _failures(tmp_path)[shard_one_zeroshot]["error"]
     # Without keep_going the shard stops there.
     with pytest.raises(RuntimeError, match="which failed in another shard"):
         run_sweep(study, str(tmp_path), run_fn=FakeRun(), shard=(1, 2), wait=DependencyWait(poll_s=60))
@@ -233,7 +234,7 @@ def test_killed_sweep_run_again_equals_an_uninterrupted_one(tmp_path, uninterrup
     assert len(_lines(sweep_dir)) < 10
     rerun = FakeRun()
     run_sweep(_quickstart(), str(sweep_dir), run_fn=rerun)
-    assert 0 < len(rerun.calls) <= 7  # the finished runs were skipped
+    assert 0 < len(rerun.calls) <= 8  # the finished runs were skipped
     assert _results_bytes(sweep_dir) == _results_bytes(uninterrupted)
 
 
@@ -348,8 +349,8 @@ def test_results_are_rebuilt_under_the_sweep_lock(tmp_path):
 def test_real_sweep_stopped_by_sigterm_resumes_to_the_uninterrupted_results(tmp_path, monkeypatch):
     """A real tiny run (the quickstart's pretraining run): SIGTERM during it stops the sweep with `Preempted` at a
     checkpoint; the same sweep again resumes that run and ends with the uninterrupted results."""
-    from fno_jax import train as train_lib
-    from fno_jax.preemption import Preempted
+    from fno_jax.runtime.preemption import Preempted
+    from fno_jax.training import trainer as train_lib
 
     only = "^pretrain"
     run_sweep(_quickstart(), str(tmp_path / "uninterrupted"), only=only)
@@ -390,11 +391,40 @@ def test_runs_that_differ_only_in_seed_and_rate_are_packed(tmp_path):
         return [run(c, w) for c, w in zip(configs, workdirs, strict=True)]
 
     records = run_sweep(_quickstart(), str(tmp_path), run_fn=run, pack_fn=pack)
-    assert len(records) == 10 and len(packs) == 4 and all(len(p) == 2 for p in packs)
+    assert len(records) == 11 and len(packs) == 4 and all(len(p) == 2 for p in packs)
     singles = set(run.calls) - {name for p in packs for name in p}
-    assert singles == {"pretrain-poisson-s0", "poisson_e5_10-zeroshot-from-poisson-s0"}
+    zeroshot = {"poisson_e5_10-zeroshot-from-poisson-s0", "poisson_e5_10-zeroshot-pretrainstats-from-poisson-s0"}
+    assert singles == {"pretrain-poisson-s0", *zeroshot}
     # study.pack = False: one at a time, same results.
     study = _quickstart()
     study.pack = False
     again = run_sweep(study, str(tmp_path / "unpacked"), run_fn=FakeRun(), pack_fn=pack)
     assert len(packs) == 4 and [r["test_rel_l2"] for r in again] == [r["test_rel_l2"] for r in records]
+
+
+def test_finished_runs_of_another_sweep_are_reused_not_trained_again(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_sweep(_quickstart(), str(first), run_fn=FakeRun())
+    again = FakeRun()
+    records = run_sweep(_quickstart(), str(second), run_fn=again, reuse_from=[str(first)])
+    # Pretraining and scratch runs (they start from nothing) were copied; every fine-tuned or zero-shot run trained
+    # here, from this sweep's copy of the pretrained model.
+    assert again.calls and all("finetune" in name or "zeroshot" in name for name in again.calls)
+    assert os.path.exists(second / "runs" / "pretrain-poisson-s0" / "summary.json")
+    assert len(records) == len(_lines(first))
+    # A run of another config is not taken for this one.
+    other = _quickstart()
+    other.base.data.num_val = 8
+    third = FakeRun()
+    run_sweep(other, str(tmp_path / "third"), run_fn=third, reuse_from=[str(first)])
+    assert "pretrain-poisson-s0" in third.calls
+
+
+def test_reuse_matches_runs_by_config_under_any_name(tmp_path):
+    first = tmp_path / "first"
+    run_sweep(_quickstart(), str(first), run_fn=FakeRun())
+    os.rename(first / "runs" / "pretrain-poisson-s0", first / "runs" / "pretrain-named-otherwise")
+    again = FakeRun()
+    run_sweep(_quickstart(), str(tmp_path / "second"), run_fn=again, reuse_from=[str(first)])
+    assert "pretrain-poisson-s0" not in again.calls
+    assert os.path.exists(tmp_path / "second" / "runs" / "pretrain-poisson-s0" / "summary.json")

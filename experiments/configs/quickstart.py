@@ -30,7 +30,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     study = new_study("quickstart")
     study.description = "Poisson e in [1, 5] -> e in [5, 10]: scratch vs fine-tuned vs zero-shot."
     study_scale.apply_base(study.base, scale)
-    study.seeds = scale.seeds
+    study_scale.apply_study(study, scale)
     study.pretrain.poisson = pretrain_entry(
         "poisson", task_ranges={"eigenvalue_range": (1.0, 5.0)}, **study_scale.pretrain_overrides(scale)
     )

@@ -23,9 +23,9 @@ import ml_collections
 
 from experiments.configs import study_scale
 from experiments.study import downstream_group, new_study, pretrain_entry
-from solvers.families import FAMILIES
+from solvers.families import MIXTURE
 
-ARGS = study_scale.args(FAMILIES)
+ARGS = study_scale.args(MIXTURE)
 
 # The downstream (shifted) range per family.
 DOWNSTREAM = {
@@ -38,13 +38,14 @@ DEFAULT_FAMILIES = {"cpu": ("poisson",)}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    scale, options = study_scale.parse(arg, FAMILIES)
-    families = [f for f in FAMILIES if f in options] or list(DEFAULT_FAMILIES.get(scale.name, FAMILIES))
+    scale, options = study_scale.parse(arg, MIXTURE)
+    families = [f for f in MIXTURE if f in options] or list(DEFAULT_FAMILIES.get(scale.name, MIXTURE))
 
     study = new_study("rq1_data_size")
     study.description = "Downstream error vs downstream data size: scratch, fine-tuned, zero-shot."
     study_scale.apply_base(study.base, scale)
-    study.seeds = scale.seeds
+    # Two pretraining seeds at the reduced scales: the intervals then cover which pretrained model a seed starts from.
+    study_scale.apply_study(study, scale, pretrain_seeds=2 if scale.name in ("cpu", "gpu_minutes") else None)
     for family in families:
         study.pretrain[family] = pretrain_entry(family, **study_scale.pretrain_overrides(scale))
         study.downstream[family] = downstream_group(

@@ -26,9 +26,9 @@ import ml_collections
 from experiments.configs import study_scale
 from experiments.configs.rq1_data_size import DOWNSTREAM
 from experiments.study import downstream_group, new_study, pretrain_entry
-from solvers.families import FAMILIES
+from solvers.families import MIXTURE
 
-ARGS = study_scale.args(FAMILIES)
+ARGS = study_scale.args(MIXTURE)
 
 # Sizes this study changes per scale: every other power of two keeps the 7-model paper sweep affordable.
 CHANGES = {
@@ -38,13 +38,13 @@ CHANGES = {
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    scale, options = study_scale.parse(arg, FAMILIES, changes=CHANGES)
-    families = [f for f in FAMILIES if f in options] or ["poisson"]
+    scale, options = study_scale.parse(arg, MIXTURE, changes=CHANGES)
+    families = [f for f in MIXTURE if f in options] or ["poisson"]
 
     study = new_study("rq2_model_size")
     study.description = "Downstream error vs model size (and N): scratch, fine-tuned, zero-shot."
     study_scale.apply_base(study.base, scale)
-    study.seeds = scale.seeds
+    study_scale.apply_study(study, scale)
     study.models = scale.models
     for family in families:
         study.pretrain[family] = pretrain_entry(family, **study_scale.pretrain_overrides(scale))

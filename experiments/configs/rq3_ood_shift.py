@@ -24,9 +24,9 @@ import ml_collections
 
 from experiments.configs import study_scale
 from experiments.study import downstream_group, new_study, pretrain_entry, shift_label
-from solvers.families import FAMILIES
+from solvers.families import FAMILIES, MIXTURE
 
-ARGS = study_scale.args(FAMILIES)
+ARGS = study_scale.args(MIXTURE)
 # Sizes this study changes per scale: three shifts at the cpu scale fit its time budget with a shorter ladder.
 CHANGES = {"cpu": {"num_train": (2, 8, 32)}}
 
@@ -40,14 +40,14 @@ SHIFTS_AT = {"cpu": {"poisson": ((1.0, 2.5), (5.0, 10.0), (10.0, 20.0))}}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    scale, options = study_scale.parse(arg, FAMILIES, changes=CHANGES)
+    scale, options = study_scale.parse(arg, MIXTURE, changes=CHANGES)
     shifts = SHIFTS_AT.get(scale.name, SHIFTS)
-    families = [f for f in FAMILIES if f in options] or list(shifts)
+    families = [f for f in MIXTURE if f in options] or list(shifts)
 
     study = new_study("rq3_ood_shift")
     study.description = "Downstream error vs N under increasing distribution shift."
     study_scale.apply_base(study.base, scale)
-    study.seeds = scale.seeds
+    study_scale.apply_study(study, scale)
     for family in families:
         study.pretrain[family] = pretrain_entry(family, **study_scale.pretrain_overrides(scale))
         for bounds in shifts.get(family, SHIFTS[family]):

@@ -28,28 +28,34 @@ import ml_collections
 from experiments.configs import study_scale
 from experiments.configs.rq1_data_size import DOWNSTREAM
 from experiments.study import downstream_group, new_study, pretrain_entry
-from solvers.families import FAMILIES, MIXED
+from solvers.families import MIXED, MIXTURE
 
-ARGS = study_scale.args(FAMILIES)
-# Sizes this study changes per scale: at the cpu scale a mixture of 3 x 1,024 and single families of 1,024 (the
-# mixture of full sets is three pretraining runs' worth), and N = 2, 8, 32.
-CHANGES = {"cpu": {"pretrain_num_train": 1024, "num_train": (2, 8, 32)}}
+ARGS = study_scale.args(MIXTURE)
+# Sizes this study changes per scale: N = 2, 8, 32 at the cpu scale.
+CHANGES = {"cpu": {"num_train": (2, 8, 32)}}
+# Scales where the mixture trains for as many steps as a single-family run (its epochs divided by the number of
+# families; it still sees every family's whole set): at the cpu scale three single-family runs' worth of steps does
+# not fit the budget.
+EQUAL_STEPS = ("cpu",)
 
 # Downstream families when none is named: all, except at the cpu scale (two that differ most, to fit its budget).
 DEFAULT_FAMILIES = {"cpu": ("poisson", "helmholtz")}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    scale, options = study_scale.parse(arg, FAMILIES, changes=CHANGES)
-    families = [f for f in FAMILIES if f in options] or list(DEFAULT_FAMILIES.get(scale.name, FAMILIES))
+    scale, options = study_scale.parse(arg, MIXTURE, changes=CHANGES)
+    families = [f for f in MIXTURE if f in options] or list(DEFAULT_FAMILIES.get(scale.name, MIXTURE))
 
     study = new_study("rq4_mixed")
     study.description = "Mixed-operator vs single-family pre-training, fine-tuned and zero-shot per family."
     study_scale.apply_base(study.base, scale)
-    study.seeds = scale.seeds
+    study_scale.apply_study(study, scale)
     # base.task_ranges already holds the three in-distribution ranges the mixture draws from; the mixture's
     # data.num_train is per family (study.mixture).
-    study.pretrain[MIXED] = pretrain_entry(MIXED, **study_scale.pretrain_overrides(scale))
+    mixed = study_scale.pretrain_overrides(scale)
+    if scale.name in EQUAL_STEPS:
+        mixed["train"]["num_epochs"] = scale.pretrain_epochs // len(MIXTURE)
+    study.pretrain[MIXED] = pretrain_entry(MIXED, **mixed)
     for family in families:
         study.pretrain[family] = pretrain_entry(family, **study_scale.pretrain_overrides(scale))
         study.downstream[family] = downstream_group(

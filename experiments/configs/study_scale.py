@@ -39,6 +39,7 @@ __all__ = [
     "SCALES",
     "Scale",
     "apply_base",
+    "apply_study",
     "args",
     "downstream_sizes",
     "parse",
@@ -60,7 +61,9 @@ class Scale:
         (steps = epochs x floor(num_train / batch)). A mixture's size is per family (see study.mixture).
       num_val, num_test: validation (LR choice, checkpoint choice) and test split sizes of every run.
       num_train: the downstream sizes N.
-      learning_rates: the downstream LR grid; every downstream point runs all of them.
+      learning_rates: the downstream LR grid of scratch runs (and of fine-tuned runs unless
+        finetune_learning_rates is set); every downstream point runs all of them.
+      finetune_learning_rates: the fine-tuned runs' own grid (empty: learning_rates).
       epochs: downstream run length in epochs (steps = epochs x floor(N / min(N, batch_size))).
       batch_size: the downstream batch; a run at N uses min(N, batch_size).
       min_steps: the fewest steps of a downstream run (0 = none, the paper's): a reduced scale's few epochs would
@@ -68,6 +71,10 @@ class Scale:
       max_evals: bound on the evaluations of one run (evaluation is every epoch below it).
       checkpoint_every, log_every: steps between resume checkpoints / log lines (clipped to a run's length).
       seeds: seeds per downstream point (study.seeds).
+      pretrain_seeds: pretraining runs per pretrain entry (study.pretrain_seeds; a study config may ask for more).
+      vary_pool: each downstream seed draws its own training pool (study.vary_pool).
+      length_check: the study reruns its first pretraining runs and its smallest and largest N with twice the
+        steps (study.length_check).
       generate_chunk: samples generated per device call.
       models: the RQ2 ladder of (width, modes).
     """
@@ -85,6 +92,7 @@ class Scale:
     num_test: int
     num_train: tuple[int, ...]
     learning_rates: tuple[float, ...]
+    finetune_learning_rates: tuple[float, ...]
     epochs: int
     batch_size: int
     min_steps: int
@@ -92,6 +100,9 @@ class Scale:
     checkpoint_every: int
     log_every: int
     seeds: int
+    pretrain_seeds: int
+    vary_pool: bool
+    length_check: bool
     generate_chunk: int
     models: tuple[tuple[int, int], ...]
 
@@ -120,6 +131,7 @@ PAPER = Scale(
     num_test=4096,
     num_train=tuple(2**k for k in range(1, 16)),
     learning_rates=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3),
+    finetune_learning_rates=(),
     epochs=500,
     batch_size=128,
     min_steps=0,
@@ -127,6 +139,9 @@ PAPER = Scale(
     checkpoint_every=1000,
     log_every=100,
     seeds=1,
+    pretrain_seeds=1,
+    vary_pool=False,
+    length_check=False,
     generate_chunk=512,
     # x4 parameters per step, ~69K to ~269M (experiments.study.fno_num_params); 128 x 128 allows modes <= 64.
     models=((16, 4), (16, 8), (32, 8), (32, 16), (64, 16), (64, 32), (128, 32)),
@@ -151,35 +166,41 @@ GPU_MINUTES = PAPER.replace(
     checkpoint_every=1000,
     log_every=100,
     seeds=3,
+    vary_pool=True,
     models=((16, 4), (16, 8), (32, 8), (32, 16)),
 )
 
-# CPU scale (2 cores): each RQ's sweep, runs of one shape packed, in at most 20 minutes there (wall times measured
-# in docs/STUDY.md; tests/test_protocol.py holds the sizes to that budget with throughputs fitted to those runs).
-# Reduced against PAPER: 32 x 32 grid; width 16 / 8 modes; pretraining 2,048 samples for 20 epochs at batch 32;
-# validation 64 and test 256 samples; N = 2, 8, 32, 128 for 80 epochs at batch min(N, 32), at least 200 steps (80
-# epochs of N <= 32 are 80 steps, too few for a model trained from scratch to learn); the LR grid {1e-4, 1e-3}
-# (of the paper's five: one that keeps pretrained features, one for training from scratch); at most 10
-# evaluations per run; the RQ2 ladder (8, 4), (8, 8), (16, 8). Study configs shorten the ladder further.
+# CPU scale (2 cores): the study on a 2-core CPU, sized so that its runs converge (`length_check`: doubling a
+# downstream run's steps changes its median error by a few percent; docs/STUDY.md has the measured changes and what
+# pretraining does). Reduced against PAPER (docs/FIDELITY.md, "Reduced scales"): 32 x 32 grid; width 16 / 8 modes;
+# pretraining 512 samples for 800 epochs at batch 32 (12,800 steps); validation 64 and test 256 samples; N = 2, 8,
+# 32, 128 for 100 epochs at batch min(N, 32) and at least 200 steps (100 epochs of N <= 32 are 100 steps or fewer);
+# separate 3-rate grids for scratch {1e-3, 3e-3, 1e-2} and fine-tuned runs {1e-4, 3e-4, 1e-3} (a probe with one
+# grid {3e-4, 1e-3, 3e-3} put most scratch seeds on its top rate and most fine-tuned ones on its bottom rate); at
+# most 20 evaluations per run; 5 seeds per point, each with its own training pool; the RQ2 ladder (8, 4), (8, 8),
+# (16, 8). Study configs shorten the ladder further.
 CPU = PAPER.replace(
     name="cpu",
     resolution=32,
     width=16,
     modes=8,
-    pretrain_num_train=2048,
-    pretrain_epochs=20,
+    pretrain_num_train=512,
+    pretrain_epochs=800,
     pretrain_batch=32,
     num_val=64,
     num_test=256,
     num_train=(2, 8, 32, 128),
-    learning_rates=(1e-4, 1e-3),
-    epochs=80,
+    learning_rates=(1e-3, 3e-3, 1e-2),
+    finetune_learning_rates=(1e-4, 3e-4, 1e-3),
+    epochs=100,
     batch_size=32,
     min_steps=200,
-    max_evals=10,
-    checkpoint_every=500,
+    max_evals=20,
+    checkpoint_every=1000,
     log_every=50,
-    seeds=3,
+    seeds=5,
+    vary_pool=True,
+    length_check=True,
     generate_chunk=256,
     models=((8, 4), (8, 8), (16, 8)),
 )
@@ -203,6 +224,7 @@ RUNLOCAL = PAPER.replace(
     checkpoint_every=10,
     log_every=5,
     seeds=2,
+    vary_pool=True,
     generate_chunk=64,
     models=((4, 2), (8, 4)),
 )
@@ -264,6 +286,15 @@ def apply_base(base: ml_collections.ConfigDict, scale: Scale) -> None:
     base.train.log_every = scale.log_every
 
 
+def apply_study(study: ml_collections.ConfigDict, scale: Scale, *, pretrain_seeds: int | None = None) -> None:
+    """Write the study-level settings of `scale` (seeds, pretraining seeds, a pool per seed, the length check) into
+    a study; a config may ask for more pretraining seeds than its scale's."""
+    study.seeds = scale.seeds
+    study.pretrain_seeds = max(scale.pretrain_seeds, pretrain_seeds or 0)
+    study.vary_pool = scale.vary_pool
+    study.length_check = scale.length_check
+
+
 def pretrain_overrides(scale: Scale) -> dict[str, Any]:
     """Partial run config of a pretraining run at this scale (a mixture's num_train is per family)."""
     return {
@@ -281,6 +312,7 @@ def downstream_sizes(scale: Scale) -> dict[str, Any]:
     return {
         "num_train": scale.num_train,
         "learning_rates": scale.learning_rates,
+        "finetune_learning_rates": scale.finetune_learning_rates,
         "epochs": scale.epochs,
         "batch_size": scale.batch_size,
         "min_steps": scale.min_steps,

@@ -37,9 +37,9 @@ from fno_jax.config import ConfigError
 from fno_jax.data.generate import generate_split
 from fno_jax.data.stats import input_stats
 from fno_jax.data.store import SPLITS, DatasetWriteError, DatasetWriter, StoredDataset, open_dataset
-from fno_jax.json_io import write_json_atomic
-from fno_jax.progress import Progress
-from solvers.families import TASK_NAMES, make_task
+from fno_jax.runtime.progress import Progress
+from fno_jax.storage.json_io import write_json_atomic
+from solvers.families import FAMILIES, TASK_NAMES, make_task
 
 # Stored chunk size when the config has no `dataset.chunk`: 64 samples = 4 MiB per field at 128 x 128 float32.
 DEFAULT_STORE_CHUNK = 64
@@ -47,7 +47,7 @@ DEFAULT_STORE_CHUNK = 64
 GENERATOR_FILE = "generator.json"
 
 _DATA_KEYS = ("resolution", "length", "num_train", "num_val", "num_test", "generate_chunk")
-_RANGE_KEYS = ("eigenvalue_range", "ratio_range", "omega_range")
+_RANGE_KEYS = tuple(family.range_field for family in FAMILIES.values())
 
 
 def _get(config: Any, path: str) -> Any:
@@ -96,8 +96,6 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
     for key in _DATA_KEYS:
         _get(config, f"data.{key}")
     n = _int(config, "data.resolution", 8)
-    if n % 2:
-        raise ConfigError(f"config.data.resolution={n} must be an even number >= 8 (the paper uses 128).")
     length = _get(config, "data.length")
     if isinstance(length, bool) or not isinstance(length, int | float) or not length > 0:
         raise ConfigError(f"config.data.length={length!r} must be a positive number (the domain side).")
@@ -112,9 +110,11 @@ def validate_generate_config(config: ml_collections.ConfigDict) -> None:
     if config.get("dataset") is not None and config.dataset.get("chunk") is not None:
         _int(config, "dataset.chunk", 1)
     try:
-        make_task(task, config.task_ranges, float(length))
+        made = make_task(task, config.task_ranges, float(length), config.get("task_options"))
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"config.task_ranges do not make a {task!r} task: {e}") from e
+        raise ConfigError(f"config.task_ranges/task_options do not make a {task!r} task: {e}") from e
+    if n % 2 and getattr(made, "bc", "periodic") != "dirichlet":
+        raise ConfigError(f"config.data.resolution={n} must be an even number >= 8 (the paper uses 128).")
 
 
 def _store_chunk(config: ml_collections.ConfigDict) -> int:
@@ -237,7 +237,7 @@ def generate_dataset(config: ml_collections.ConfigDict, path: str | os.PathLike[
         )
     path = os.fspath(path)
     d = config.data
-    task = make_task(config.task, config.task_ranges, float(d.length))
+    task = make_task(config.task, config.task_ranges, float(d.length), config.get("task_options"))
     counts = {"train": train_pool_size(config), "val": int(d.num_val), "test": int(d.num_test)}
     writer = DatasetWriter(
         path,

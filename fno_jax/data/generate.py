@@ -13,15 +13,13 @@ import jax
 import ml_collections
 import numpy as np
 
-from solvers.families import make_task
-
 SPLITS = ("train", "val", "test")
-_SPLIT_SALT = {"train": 0, "val": 1, "test": 2, "stream": 3}
+_SPLIT_SALT = {"train": 0, "val": 1, "test": 2, "stream": 3, "unlabelled": 4}
 
 
-def task_from_config(config: ml_collections.ConfigDict):
-    """The solvers task of a run config: `task`, `task_ranges` and `data.length` (ranges validated by the task)."""
-    return make_task(config.task, config.task_ranges, config.data.length)
+def pool_seed(config: ml_collections.ConfigDict) -> int:
+    """The seed of a run's generated training pool: `data.pool_seed`, or the data seed when that is -1."""
+    return int(config.data.pool_seed) if config.data.pool_seed >= 0 else data_seed(config)
 
 
 def data_seed(config: ml_collections.ConfigDict) -> int:

@@ -5,15 +5,18 @@ ShashankSubramanian/neuraloperators-TL-scaling) write one file per split, e.g. `
 `_val_k1_5_4k.h5`, `_test_k1_5_4k.h5` (N samples, n x n grid, arrays indexed [..., y, x]):
 
     fields  [N, 2, n, n]   channel 0 = source f, channel 1 = solution u
-    tensor  [N, k]         per-sample coefficients, already in the units the PDE uses:
+    tensor  [N, k]         per-sample coefficients of the family, in the order of its own channel layout
+                           (`solvers.families`), already in the units the PDE uses:
         poisson              k = 3: K11, K22, K12      (the full diffusion tensor: the 0.01 scale
                                                          is included in the stored numbers)
         advection_diffusion  k = 5: K11, K22, K12, v1, v2  (K and v already scaled)
         helmholtz            k = 2: D, omega            (D = 0.01 in the paper's data)
 
 (advection-diffusion files also hold `other`, the advection-to-diffusion ratios; it is not needed and not read).
-They become the batch dict of the fno-jax format: diffusion = [[K11, K12], [K12, K22]] (Helmholtz: D * identity),
-velocity = (v1, v2) or zeros, omega or zeros, pde code.
+The family is named (`pde`, `--pde`: required, since two families may carry the same number of coefficients) and
+the file's k is checked against it. Each column becomes the entries of its channel in the batch dict
+(`solvers.schema.CHANNELS`): diffusion = [[K11, K12], [K12, K22]] (Helmholtz: D * identity), velocity = (v1, v2),
+omega; coefficients the family lacks are zeros.
 
 Volume fraction. The files do not store it, but the generators write every split in blocks of equal volume
 fraction: for vf in (0.2, 0.4, 0.6, 0.8), N // 4 samples (the last block takes the remainder, `num_ex`). The
@@ -27,8 +30,8 @@ Two ways in:
 
 Command line:
 
-    python -m fno_jax.data.hdf5_import _train_k1_5_32k.h5 _val_k1_5_4k.h5 _test_k1_5_4k.h5 OUT_DIR
-    python -m fno_jax.data.hdf5_import FILE OUT_DIR [--pde poisson] [--split 0.8 0.1 0.1] [--seed 0]
+    python -m fno_jax.data.hdf5_import --pde poisson _train_k1_5_32k.h5 _val_k1_5_4k.h5 _test_k1_5_4k.h5 OUT_DIR
+    python -m fno_jax.data.hdf5_import --pde poisson FILE OUT_DIR [--split 0.8 0.1 0.1] [--seed 0]
 """
 
 from __future__ import annotations
@@ -44,11 +47,10 @@ import numpy as np
 
 from fno_jax.data.store import SPLITS, StoredDataset, write_dataset
 from solvers.families import FAMILIES
+from solvers.schema import CHANNELS, COEFFICIENTS
 
 __all__ = ["PAPER_VOLUME_FRACTIONS", "block_volume_fractions", "import_hdf5", "split_counts", "split_of_file"]
 
-# The file's `tensor` holds a family's coefficients in the order of its own channel layout.
-_PDE_FROM_K = {family.num_coefficients: name for name, family in FAMILIES.items()}
 # utils/gen_data_*.py: `vfs = [0.2, 0.4, 0.6, 0.8]`, one block per value, in this order, in every split's file.
 PAPER_VOLUME_FRACTIONS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
 
@@ -143,16 +145,9 @@ def _inspect(path: str) -> tuple[int, int, int]:
     return fields_shape[0], fields_shape[2], tensor_shape[1]
 
 
-def _resolve_pde(pde: str | None, k: int, path: str) -> str:
-    if pde is None:
-        if k not in _PDE_FROM_K:
-            raise ValueError(
-                f"{path}: cannot infer the PDE from {k} coefficients per sample (3 = poisson, "
-                "5 = advection_diffusion, 2 = helmholtz); pass pde=..."
-            )
-        pde = _PDE_FROM_K[k]
+def _check_pde(pde: str, k: int, path: str) -> str:
     if pde not in FAMILIES:
-        raise ValueError(f"pde must be one of {sorted(FAMILIES)}, got {pde!r}")
+        raise ValueError(f"pde must name the file's PDE family, one of {sorted(FAMILIES)}; got {pde!r}")
     if k != FAMILIES[pde].num_coefficients:
         raise ValueError(
             f"{path}: 'tensor' holds {k} coefficients per sample but {pde} needs "
@@ -204,20 +199,14 @@ def _reader(source: _Source, pde: str):
 
 
 def _coefficient_arrays(pde: str, tensor: np.ndarray) -> dict[str, np.ndarray]:
+    """The batch dict's coefficients from the file's columns: column j fills the entries of the family's channel j."""
     count = tensor.shape[0]
-    diffusion = np.zeros((count, 2, 2), tensor.dtype)
-    velocity = np.zeros((count, 2), tensor.dtype)
-    omega = np.zeros((count,), tensor.dtype)
-    if pde == "helmholtz":
-        diffusion[:, 0, 0] = diffusion[:, 1, 1] = tensor[:, 0]
-        omega[:] = tensor[:, 1]
-    else:
-        diffusion[:, 0, 0] = tensor[:, 0]
-        diffusion[:, 1, 1] = tensor[:, 1]
-        diffusion[:, 0, 1] = diffusion[:, 1, 0] = tensor[:, 2]
-        if pde == "advection_diffusion":
-            velocity[:] = tensor[:, 3:5]
-    return {"diffusion": diffusion, "velocity": velocity, "omega": omega}
+    out = {c.name: np.zeros((count, *c.shape), tensor.dtype) for c in COEFFICIENTS.values()}
+    for j, name in enumerate(FAMILIES[pde].coefficients):
+        channel = CHANNELS[name]
+        for place in channel.places:
+            out[channel.coefficient][(slice(None), *place)] = tensor[:, j]
+    return out
 
 
 def _split_files(files: PathLike | Mapping[str, PathLike] | Sequence[PathLike]) -> dict[str, str] | str:
@@ -240,7 +229,7 @@ def import_hdf5(
     files: PathLike | Mapping[str, PathLike] | Sequence[PathLike],
     out_dir: PathLike,
     *,
-    pde: str | None = None,
+    pde: str,
     splits: Mapping[str, float] | Sequence[float] = (0.8, 0.1, 0.1),
     seed: int | None = 0,
     volume_fractions: Sequence[float] | None = PAPER_VOLUME_FRACTIONS,
@@ -253,7 +242,7 @@ def import_hdf5(
       files: the paper's three files, one per split: {"train": ..., "val": ..., "test": ...}, or a sequence of the
         three paths (each name says its split); or one file (a path), split by `splits`.
       out_dir: the dataset directory to write (resumable like every dataset write).
-      pde: "poisson", "advection_diffusion" or "helmholtz"; None infers it from k (3, 5, 2).
+      pde: the files' PDE family (a name of `solvers.families.FAMILIES`); their k is checked against it.
       splits: one file only: counts (ints) or fractions (floats) for (train, val, test), or a dict by name.
       seed: one file only: samples are assigned to splits in a random order drawn with this seed; None keeps the
         file's order (train first, then val, then test).
@@ -270,7 +259,7 @@ def import_hdf5(
     if len({shape[1:] for shape in shapes}) != 1:
         raise ValueError(f"the files differ in resolution or coefficients (N, n, k): {dict(zip(paths, shapes))}")
     resolution, k = shapes[0][1:]
-    pde = _resolve_pde(pde, k, paths[0])
+    pde = _check_pde(pde, k, paths[0])
     if isinstance(resolved, str):
         source = _one_file(resolved, shapes[0][0], splits, seed, volume_fractions)
         identity = {"split_seed": seed}
@@ -303,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("files", nargs="+", help="the HDF5 file(s): one, or the train, val and test files")
     parser.add_argument("out_dir", help="the dataset directory to write")
-    parser.add_argument("--pde", choices=sorted(FAMILIES), default=None)
+    parser.add_argument("--pde", choices=sorted(FAMILIES), required=True, help="the files' PDE family")
     parser.add_argument(
         "--split",
         nargs=3,

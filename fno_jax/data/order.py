@@ -8,15 +8,21 @@ any number of devices or processes, whether the data lives on the devices or is 
 
 import jax
 
+# The order of the labelled training rows, and of a run's unlabelled inputs (an independent stream).
+LABELLED, UNLABELLED = 2000, 2001
 
-def epoch_order(epoch: jax.Array, *, num: int, seed: int | jax.Array) -> jax.Array:
-    """[num] the order in which epoch `epoch` visits the `num` training rows (traceable)."""
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 2000), epoch)
+
+def epoch_order(epoch: jax.Array, *, num: int, seed: int | jax.Array, stream: int = LABELLED) -> jax.Array:
+    """[num] the order in which epoch `epoch` visits the `num` training rows (traceable); `stream` tells apart the
+    orders of the labelled rows and of the unlabelled inputs."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), stream), epoch)
     return jax.random.permutation(key, num)
 
 
-def batch_indices(step: jax.Array, *, num: int, batch_size: int, seed: int | jax.Array) -> jax.Array:
+def batch_indices(
+    step: jax.Array, *, num: int, batch_size: int, seed: int | jax.Array, stream: int = LABELLED
+) -> jax.Array:
     """[batch_size] training rows of step `step` (traceable)."""
     per_epoch = num // batch_size
-    order = epoch_order(step // per_epoch, num=num, seed=seed)
+    order = epoch_order(step // per_epoch, num=num, seed=seed, stream=stream)
     return jax.lax.dynamic_slice_in_dim(order, (step % per_epoch) * batch_size, batch_size)

@@ -5,12 +5,13 @@ Layout of a dataset directory ``DIR``::
     DIR/<split>/<array>      zarr v3 array per split (train, val, test) and batch-dict key
     DIR/progress.json        written first, rewritten after every chunk: parameters + chunks done
     DIR/metadata.json        written LAST, atomically; its presence marks the dataset complete; sealed with a
-                             checksum of its content (`fno_jax.integrity`)
+                             checksum of its content (`fno_jax.storage.integrity`)
 
 Arrays (leading dimension N = samples in the split, n = resolution, arrays indexed [..., y, x]):
 
-    source [N, n, n], solution [N, n, n], diffusion [N, 2, 2], velocity [N, 2], omega [N],
-    volume_fraction [N] (float dtype of the dataset) and pde [N] (int32).
+    source [N, n, n], solution [N, n, n], each coefficient of the schema (`solvers.schema.COEFFICIENTS`:
+    diffusion [N, 2, 2], velocity [N, 2], omega [N]), pde [N] (int32) and volume_fraction [N] (float dtype of the
+    dataset).
 
 Every array is chunked by samples (``chunk`` samples per chunk, whole trailing dimensions),
 zstd-compressed and given a crc32c checksum per chunk (datasets written before checksums have
@@ -23,7 +24,6 @@ opening a dataset never executes code stored with it.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -32,21 +32,40 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
-from fno_jax.integrity import ChecksumError, seal, verify
-from fno_jax.json_io import to_json, write_json_atomic
+from fno_jax.runtime.cli_errors import UserError
+from fno_jax.storage.integrity import ChecksumError, seal, verify
+from fno_jax.storage.json_io import to_json, write_json_atomic
+from fno_jax.storage.version import package_version
+from solvers.families import FAMILIES
+from solvers.schema import CHANNELS, COEFFICIENTS
 
 FORMAT_NAME = "fno-jax-dataset"
 FORMAT_VERSION = 1
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+# The batch dict's arrays every dataset holds: fields, every per-sample coefficient of the schema (`solvers.schema`),
+# then per-sample labels. A dataset of a family with a field coefficient (Darcy's permeability) holds it too
+# (`arrays_for`).
 ARRAYS: tuple[str, ...] = (
     "source",
     "solution",
-    "diffusion",
-    "velocity",
-    "omega",
+    *(name for name, c in COEFFICIENTS.items() if not c.field),
     "pde",
     "volume_fraction",
 )
+
+
+def arrays_for(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The arrays of a dataset of the task `spec`: ARRAYS and the field coefficients of its families."""
+    names = [s.get("name") for s in spec.get("tasks", [spec])] if isinstance(spec, Mapping) else []
+    fields = [
+        CHANNELS[channel].coefficient
+        for name in names
+        if name in FAMILIES
+        for channel in FAMILIES[name].coefficients
+        if CHANNELS[channel].field
+    ]
+    return (*ARRAYS, *dict.fromkeys(fields))
+
 
 METADATA_FILE = "metadata.json"
 PROGRESS_FILE = "progress.json"
@@ -56,46 +75,38 @@ _FLOAT_DTYPES = ("float32", "float64")
 _PARAMETER_FIELDS = ("task", "resolution", "length", "seed", "counts", "chunk", "dtype")
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The dataset directory does not exist."""
 
 
-class IncompleteDatasetError(ValueError):
+class IncompleteDatasetError(UserError, ValueError):
     """The dataset directory has no metadata.json: its write never finished."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError, ValueError):
     """metadata.json is unreadable or from an unknown format/version."""
 
 
-class CorruptDatasetError(ValueError):
+class CorruptDatasetError(UserError, ValueError):
     """A stored chunk is missing or cannot be decoded."""
 
 
-class IncompatibleDatasetError(ValueError):
+class IncompatibleDatasetError(UserError, ValueError):
     """The dataset does not fit the model (resolution or input channels)."""
 
 
-class DatasetWriteError(OSError):
+class DatasetWriteError(UserError, OSError):
     """A dataset could not be written (a full disk, an unwritable directory); the chunks stored so far are kept and
     the same write, run again, resumes after them."""
-
-
-def package_version() -> str:
-    """Installed version of fno-jax, or "unknown" when running from an uninstalled tree."""
-    try:
-        return importlib.metadata.version("fno-jax")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _array_shape(name: str, count: int, resolution: int) -> tuple[int, ...]:
     if name in ("source", "solution"):
         return (count, resolution, resolution)
-    if name == "diffusion":
-        return (count, 2, 2)
-    if name == "velocity":
-        return (count, 2)
+    if name in COEFFICIENTS and COEFFICIENTS[name].field:
+        return (count, resolution, resolution)
+    if name in COEFFICIENTS:
+        return (count, *COEFFICIENTS[name].shape)
     return (count,)
 
 
@@ -235,9 +246,10 @@ class DatasetWriter:
         self.complete = False
         self._done: dict[str, list[int]] = {s: [] for s in SPLITS}
         self._arrays: dict[tuple[str, str], ts.TensorStore] = {}
+        self.names = arrays_for(spec)
         if self._resume_or_start():
             for split in SPLITS:
-                for name in ARRAYS:
+                for name in self.names:
                     self._arrays[split, name] = self._open_array(split, name)
 
     def _resume_or_start(self) -> bool:
@@ -350,11 +362,11 @@ class DatasetWriter:
         self._write_span(split, start, count, batch)
 
     def _write_span(self, split: str, start: int, count: int, batch: Mapping[str, Any]) -> None:
-        missing = [k for k in ARRAYS if k not in batch]
+        missing = [k for k in self.names if k not in batch]
         if missing:
-            raise ValueError(f"batch lacks arrays {missing}; a batch dict holds {ARRAYS}")
+            raise ValueError(f"batch lacks arrays {missing}; a batch dict of this task holds {self.names}")
         host = {}
-        for name in ARRAYS:
+        for name in self.names:
             value = np.asarray(batch[name], dtype=_array_dtype(name, self.dtype))
             expected = _array_shape(name, count, self.resolution)
             if value.shape != expected:
@@ -364,7 +376,7 @@ class DatasetWriter:
                 )
             host[name] = value
         try:
-            futures = [self._arrays[split, name][start : start + count].write(host[name]) for name in ARRAYS]
+            futures = [self._arrays[split, name][start : start + count].write(host[name]) for name in self.names]
             for future in futures:
                 future.result()
         except (OSError, ValueError) as err:  # tensorstore reports I/O failures as ValueError
@@ -386,7 +398,7 @@ class DatasetWriter:
         """Reads back stored samples before the dataset is complete (e.g. to compute statistics)."""
         if self.complete:
             return open_dataset(self.path).read(split, index)
-        return _read_arrays(self.path, split, {k: self._arrays[split, k] for k in ARRAYS}, index)
+        return _read_arrays(self.path, split, {k: self._arrays[split, k] for k in self.names}, index)
 
     def missing_chunks(self) -> dict[str, list[int]]:
         """Chunk starts not yet stored, per split."""
@@ -417,7 +429,7 @@ class DatasetWriter:
                     "shape": list(_array_shape(name, -1, self.resolution)[1:]),
                     "dtype": _array_dtype(name, self.dtype),
                 }
-                for name in ARRAYS
+                for name in self.names
             },
             "complete": {s: True for s in SPLITS},
             "package_version": package_version(),
@@ -540,14 +552,26 @@ class StoredDataset:
         self._check_split(split)
         return int(self.metadata["counts"][split])
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The arrays this dataset holds (ARRAYS, and its family's field coefficients)."""
+        return tuple(self.metadata.get("arrays") or ARRAYS)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The arrays a model's inputs (and their statistics) are made of: all but the solution and labels."""
+        return tuple(n for n in self.names if n not in ("solution", "volume_fraction"))
+
     def read(
-        self, split: str, index: slice | Sequence[int] | np.ndarray, arrays: Sequence[str] = ARRAYS
+        self, split: str, index: slice | Sequence[int] | np.ndarray, arrays: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """Samples of a split selected by a slice or 1-D integer indices, as a host batch dict (of `arrays`)."""
+        """Samples of a split selected by a slice or 1-D integer indices, as a host batch dict (of `arrays`, default
+        all of them)."""
         self._check_split(split)
-        unknown = sorted(set(arrays) - set(ARRAYS))
+        arrays = self.names if arrays is None else arrays
+        unknown = sorted(set(arrays) - set(self.names))
         if unknown:
-            raise ValueError(f"unknown dataset arrays {unknown}; a dataset holds {list(ARRAYS)}")
+            raise ValueError(f"unknown dataset arrays {unknown}; this dataset holds {list(self.names)}")
         arrays = {name: self._array(split, name) for name in arrays}
         n = self.num(split)
         if not isinstance(index, slice):
@@ -578,7 +602,7 @@ class StoredDataset:
                 f"{resolution}; generate a dataset at resolution {resolution} or set "
                 f"data.resolution={self.resolution}"
             )
-        from fno_jax.channels import LAYOUTS
+        from fno_jax.model.channels import LAYOUTS
 
         name = self.task.get("name")
         if layout is not None:

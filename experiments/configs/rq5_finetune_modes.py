@@ -1,0 +1,83 @@
+"""RQ5: how should a pretrained operator be fine-tuned when labelled solutions are scarce or absent?
+
+A Poisson model pretrained on e in [1, 5] is fine-tuned on two shifts (e in [5, 10], and the stronger [10, 20]) in
+several ways, at N = 2, 8, 32 labelled examples and label-free (N = 0):
+
+    full           every weight trains on the data loss (the paper's fine-tuning)
+    full-hybrid    every weight, data loss + residual_weight x the PDE residual on unlabelled inputs
+    head           only the projection head trains
+    lora-r2/-r8    low-rank updates of rank 2 / 8 on every spectral, pointwise and head weight (`finetune.mode=lora`)
+    band-r4        frequency-banded low-rank updates of the spectral weights, ranks 8 / 4 / 2 from low to high
+                   modes, rank 4 on the dense weights (`finetune.mode=band_adapter`)
+    label-free     N = 0: every weight trains on the PDE residual of unlabelled inputs alone, the checkpoint chosen by
+                   the validation residual (no solution is ever read but to report the test error)
+
+beside the zero-shot model (both statistics rules). Each point: 5 seeds, each with its own pool draw, and a 3-rate
+grid per way of training (the adapters and the head take larger rates than full fine-tuning).
+`data.num_unlabelled` inputs are drawn for every run (the hybrid and label-free runs read them).
+
+    python -m experiments.sweep --config=experiments/configs/rq5_finetune_modes.py:cpu --workdir=runs/rq5 --dry_run
+    python -m experiments.sweep --config=experiments/configs/rq5_finetune_modes.py:cpu --workdir=runs/rq5
+    python -m experiments.report --sweep runs/rq5
+
+ARG: a scale (runlocal | cpu | gpu_minutes; none = the paper's, see study_scale.py).
+"""
+
+import ml_collections
+
+from experiments.configs import study_scale
+from experiments.study import downstream_group, new_study, pretrain_entry, shift_label
+
+ARGS = study_scale.args()
+SHIFTS = ((5.0, 10.0), (10.0, 20.0))
+# Unlabelled inputs per run, and the weight of the residual term of the hybrid loss (the data term is a sum of
+# squares over the grid, ~1e-2 for a fine-tuned model at 32 x 32; the relative residual of its predictions ~1).
+UNLABELLED = {"": 512, "gpu_minutes": 256, "cpu": 64, "runlocal": 16}
+RESIDUAL_WEIGHT = 0.01
+# The rates of the adapters and the head: their few weights move further per step than full fine-tuning needs.
+ADAPTER_RATES = {"runlocal": (1e-3,)}
+ADAPTER_RATES_DEFAULT = (1e-3, 3e-3, 1e-2)
+
+
+def _variants(scale: study_scale.Scale) -> tuple[dict, ...]:
+    full = scale.finetune_learning_rates or scale.learning_rates
+    adapters = ADAPTER_RATES.get(scale.name, ADAPTER_RATES_DEFAULT)
+    hybrid = {"train": {"loss": "hybrid", "residual_weight": RESIDUAL_WEIGHT}}
+    residual = {"train": {"loss": "residual", "select_by": "val_rel_residual"}}
+    return (
+        {"label": "full", "overrides": {}, "learning_rates": full},
+        {"label": "full-hybrid", "overrides": hybrid, "learning_rates": full},
+        {"label": "head", "overrides": {"finetune": {"mode": "head"}}, "learning_rates": adapters},
+        {"label": "lora-r2", "overrides": {"finetune": {"mode": "lora", "rank": 2}}, "learning_rates": adapters},
+        {"label": "lora-r8", "overrides": {"finetune": {"mode": "lora", "rank": 8}}, "learning_rates": adapters},
+        {
+            "label": "band-r4",
+            "overrides": {"finetune": {"mode": "band_adapter", "rank": 4}},
+            "learning_rates": adapters,
+        },  # fmt: skip
+        {"label": "label-free", "overrides": residual, "learning_rates": full, "num_train": (0,)},
+    )
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    scale, _ = study_scale.parse(arg, changes={"cpu": {"num_train": (2, 8, 32), "length_check": False}})
+    study = new_study("rq5_finetune_modes")
+    study.description = "Poisson e in [1, 5] -> e in [5, 10] and [10, 20]: fine-tuning modes and losses by N."
+    study_scale.apply_base(study.base, scale)
+    study_scale.apply_study(study, scale)
+    study.pretrain.poisson = pretrain_entry(
+        "poisson", task_ranges={"eigenvalue_range": (1.0, 5.0)}, **study_scale.pretrain_overrides(scale)
+    )
+    for bounds in SHIFTS:
+        ranges = {"eigenvalue_range": bounds}
+        group = f"poisson_{shift_label('poisson', ranges)}".replace(".", "p")
+        study.downstream[group] = downstream_group(
+            "poisson",
+            ranges,
+            pretrained=("poisson",),
+            modes=("finetune", "zeroshot"),
+            variants=_variants(scale),
+            data={"num_unlabelled": UNLABELLED[scale.name]},
+            **study_scale.downstream_sizes(scale),
+        )
+    return study
