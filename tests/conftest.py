@@ -152,3 +152,7 @@ def tiny_run(tmp_path_factory):
 
     workdir = str(tmp_path_factory.mktemp("tiny_run"))
     return workdir, train.train_and_evaluate(tiny_config(), workdir)
+
+
+# The local GCS emulator (tests/gcs_emulator.py): `gcs_emulator` (session) and `gcs_root` (a gs:// prefix per test).
+from gcs_emulator import gcs_emulator, gcs_root  # noqa: E402, F401

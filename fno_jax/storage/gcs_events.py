@@ -1,4 +1,4 @@
-"""PROTOTYPE (branch `gcs`): TensorBoard event files written to `gs://` through the path layer.
+"""TensorBoard event files written to `gs://` through the path layer (`fno_jax.storage.metric_writer` uses it).
 
 tensorboardX writes `gs://` logdirs by itself, through google-cloud-storage: it keeps the whole event file in
 memory and uploads all of it at every flush (fno-jax flushes after each logged record), and once more when the
@@ -10,8 +10,8 @@ in-memory file, uploaded whole (one object write: readers see the file of the la
 `min_interval_s` and always at close, and nothing at garbage collection. A run killed in between loses the events
 since the last upload; metrics.jsonl and the checkpoints are the run's record, the event files a view of it.
 
-    from fno_jax.gcs_prototype import tensorboard
-    tensorboard.use_path_layer()
+    from fno_jax.storage import gcs_events
+    gcs_events.use_path_layer()
     SummaryWriter("gs://bucket/run", ...)     # as before
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import time
 
-from fno_jax.gcs_prototype import paths
+from fno_jax.storage import paths
 
 __all__ = ["RecordWriter", "use_path_layer"]
 

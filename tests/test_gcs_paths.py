@@ -1,6 +1,7 @@
-"""The prototype path layer and lease (`fno_jax.gcs_prototype`) on local paths and on `gs://` against a local GCS
-emulator (tests/gcs_emulator.py): the same calls, the same results; what GCS lacks (append, rename, flock) done
-with conditional writes, copies and a lease; and the orbax, tensorstore and tensorboardX paths it relies on."""
+"""The path layer (`fno_jax.storage.paths`) and the lease (`fno_jax.storage.lease`) on local paths and on `gs://`
+against a local GCS emulator (tests/gcs_emulator.py): the same calls, the same results; what GCS lacks (append,
+rename, flock) done with conditional writes, copies and a lease; and the orbax, tensorstore and tensorboardX paths it
+relies on. Whole runs, datasets, bundles and sweeps on gs:// are tests/test_gcs.py."""
 
 import json
 import os
@@ -14,11 +15,8 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from fno_jax.gcs_prototype import lease, paths
+from fno_jax.storage import lease, paths
 
-# The emulator's fixtures, as the conftest hook would provide them (`from gcs_emulator import gcs_emulator, gcs_root`).
-gcs_emulator = emulator_fixtures.gcs_emulator
-gcs_root = emulator_fixtures.gcs_root
 requires_preconditions = emulator_fixtures.requires_preconditions
 
 
@@ -78,6 +76,27 @@ def test_files_round_trip(root):
     paths.rmtree(run)  # missing_ok
 
 
+def test_names_and_copies(root, tmp_path):
+    assert paths.basename(paths.join(root, "runs", "a")) == "a"
+    assert paths.normpath(paths.join(root, "a", "..", "b")) == paths.join(root, "b")
+    assert paths.relpath(paths.join(root, "base"), paths.join(root, "x", "adapter")) == "../../base"
+    assert paths.relpath("gs://b/x", "/tmp/x") is None and paths.relpath("gs://b/x", "gs://c/x") is None
+    src = paths.join(root, "src")
+    paths.write_text(paths.join(src, "a.txt"), "a")
+    paths.write_text(paths.join(src, "sub", "b.txt"), "b")
+    assert paths.isfile(paths.join(src, "a.txt")) and not paths.isfile(src)
+    for dst in (paths.join(root, "copy"), str(tmp_path / "local_copy"), f"{root}_elsewhere/copy"):
+        if not paths.is_remote(root) and paths.is_remote(dst):
+            continue
+        paths.copytree(src, dst)
+        assert paths.read_text(paths.join(dst, "sub", "b.txt")) == "b" and paths.listdir(dst) == ["a.txt", "sub"]
+        with pytest.raises(FileExistsError):
+            paths.copytree(src, dst)
+    if paths.is_remote(root):  # a local folder uploaded
+        paths.copytree(str(tmp_path / "local_copy"), paths.join(root, "from_local"))
+        assert paths.read_text(paths.join(root, "from_local", "sub", "b.txt")) == "b"
+
+
 def test_append_lines(root):
     path = paths.join(root, "metrics.jsonl")
     paths.append_lines(path, ['{"step": 1}'])  # creates
@@ -122,7 +141,7 @@ def test_another_writer_is_seen_at_once(gcs_root):
 
 def test_subprocess_inherits_the_emulator(gcs_root):
     paths.write_text(f"{gcs_root}/hello.txt", "from the test")
-    code = "import sys; from fno_jax.gcs_prototype import paths; print(paths.read_text(sys.argv[1]))"
+    code = "import sys; from fno_jax.storage import paths; print(paths.read_text(sys.argv[1]))"
     result = subprocess.run(
         [sys.executable, "-c", code, f"{gcs_root}/hello.txt"], cwd=REPO, capture_output=True, text=True, timeout=120
     )
@@ -163,7 +182,7 @@ def test_concurrent_appends_lose_nothing(gcs_emulator, gcs_root):
     assert sorted((r["writer"], r["i"]) for r in records) == [(w, i) for w in "ab" for i in range(8)]
 
 
-# ---- the lock: a lease on GCS, flock locally ------------------------------------------------------------------
+# ---- the lock on GCS: a lease ------------------------------------------------------------------------------
 
 
 def test_lease_excludes_a_second_holder(gcs_emulator, gcs_root):
@@ -228,19 +247,6 @@ def test_lease_of_a_dead_process_on_this_machine_is_free_at_once(gcs_emulator, g
     assert lease.Lease(path, ttl_s=3600).try_acquire()
 
 
-def test_flock_lock_locally(tmp_path):
-    path = str(tmp_path / "run" / ".lock")
-    lock = lease.open_lock(path, info={"run": "first"})
-    assert isinstance(lock, lease.FlockLock)
-    lock.acquire()
-    assert not lease.open_lock(path).try_acquire()  # another open file description, as another process has
-    assert lock.holder()["run"] == "first"
-    lock.release()
-    with lease.open_lock(path):
-        pass
-    assert isinstance(lease.open_lock("gs://b/run/.lock"), lease.Lease)
-
-
 # ---- what the path layer serves: tensorstore, orbax, tensorboardX on gs:// ---------------------------------
 
 
@@ -294,7 +300,7 @@ def test_orbax_steps_commit_and_a_broken_step_is_set_aside(root):
 
 @pytest.fixture
 def tensorboardx_gs_writer():
-    """Puts back tensorboardX's own gs:// writer after the test (`tensorboard.use_path_layer` replaces it)."""
+    """Puts back tensorboardX's own gs:// writer after the test (`gcs_events.use_path_layer` replaces it)."""
     from tensorboardX import record_writer
 
     saved = record_writer.REGISTERED_FACTORIES["gs"]
@@ -303,15 +309,15 @@ def tensorboardx_gs_writer():
 
 
 def test_tensorboard_event_files_on_gcs(gcs_root, tmp_path, tensorboardx_gs_writer):
-    """Event files on gs:// through the path layer (`fno_jax.gcs_prototype.tensorboard`). tensorboardX's own gs://
+    """Event files on gs:// through the path layer (`fno_jax.storage.gcs_events`). tensorboardX's own gs://
     writer works too (docs/GCS_NOTES.md), but uploads once more when it is garbage-collected, which can be after the
     emulator has stopped, and then blocks the test process for 120 s: tests use this one."""
     from tensorboard.backend.event_processing import event_file_loader
     from tensorboardX import SummaryWriter
 
-    from fno_jax.gcs_prototype import tensorboard
+    from fno_jax.storage import gcs_events
 
-    tensorboard.use_path_layer(min_interval_s=3600)  # flush() uploads at most hourly: here, at close only
+    gcs_events.use_path_layer(min_interval_s=3600)  # flush() uploads at most hourly: here, at close only
     summary = SummaryWriter(gcs_root, purge_step=1, flush_secs=30, filename_suffix=".start0000000000")
     for step in (1, 2, 3):
         summary.add_scalar("train/loss", 1.0 / step, global_step=step)

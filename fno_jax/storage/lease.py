@@ -1,6 +1,9 @@
-"""PROTOTYPE (branch `gcs`): the workdir lock, and the sweep's lock, for a `gs://` directory: a lease object.
+"""The workdir lock, and the sweep's lock, for a `gs://` directory: a lease object.
 
-GCS has no flock. What it has is a precondition on every write: `ifGenerationMatch=0` creates an object only if
+Local directories keep `fcntl.flock` (`fno_jax.storage.workdir`, `experiments.sweep`): the kernel releases it when
+its holder dies, even by SIGKILL. GCS has no flock.
+
+What it has is a precondition on every write: `ifGenerationMatch=0` creates an object only if
 none exists (HTTP 412 otherwise), and `ifGenerationMatch=G` replaces it only if it is still generation G. A lease
 is built from those two:
 
@@ -20,17 +23,19 @@ What a lease cannot do that flock does: a holder killed by SIGKILL on another ho
 runs out (a resumed run on another host waits up to ttl_s, `acquire(wait_s=...)`); and a holder paused for longer
 than the ttl (SIGSTOP, a VM migration) can find its lease taken, which it learns at its next `check()`, not before:
 between its last check and its write the other run may already write. Keep ttl_s well above the longest pause of a
-healthy run. Needs an emulator that honours ifGenerationMatch for tests (fake-gcs-server; gcp-storage-emulator
-ignores preconditions, tests/gcs_emulator.py).
+healthy run. Tests need an emulator that honours ifGenerationMatch (fake-gcs-server; gcp-storage-emulator ignores
+preconditions, tests/gcs_emulator.py); nothing here has run against real GCS, which documents the same semantics.
 
-`open_lock(path)` gives a `Lease` for `gs://` and a `FlockLock` (the project's current `fcntl.flock` lock) for a
-local path, with the same interface.
+    lease = Lease("gs://bucket/run/.lock", ttl_s=60, info={"command": ...})
+    lease.acquire(wait_s=0)      # LeaseHeldError naming the holder when a live run has it
+    lease.start_heartbeat()
+    ...; lease.check(); write ...  # LeaseLostError once another run took it over
+    lease.release()
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import socket
@@ -40,16 +45,17 @@ import time
 import uuid
 from typing import Any
 
-from fno_jax.gcs_prototype import paths
+from fno_jax.runtime.cli_errors import UserError
+from fno_jax.storage import paths
 
-__all__ = ["FlockLock", "Lease", "LeaseHeldError", "LeaseLostError", "open_lock"]
+__all__ = ["Lease", "LeaseHeldError", "LeaseLostError"]
 
 
-class LeaseHeldError(RuntimeError):
+class LeaseHeldError(UserError, RuntimeError):
     """Another live holder has the lock."""
 
 
-class LeaseLostError(RuntimeError):
+class LeaseLostError(UserError, RuntimeError):
     """The lease was taken over by another process (ours had gone stale)."""
 
 
@@ -78,7 +84,7 @@ class Lease:
 
     def __init__(self, path: str, *, ttl_s: float = 60.0, info: dict[str, Any] | None = None):
         if not paths.is_remote(path):
-            raise ValueError(f"a Lease lives on GCS; {path} is local (use FlockLock, or open_lock)")
+            raise ValueError(f"a Lease lives on GCS; {path} is local (lock it with fcntl.flock)")
         self.path = path
         self.ttl_s = float(ttl_s)
         self.info = dict(info or {})
@@ -224,65 +230,3 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-class FlockLock:
-    """The local counterpart, as the project locks a local workdir today: an exclusive `fcntl.flock`, released by
-    the kernel when the holder dies, even by SIGKILL. `ttl_s` is accepted and ignored."""
-
-    def __init__(self, path: str, *, ttl_s: float = 60.0, info: dict[str, Any] | None = None):
-        del ttl_s
-        self.path = path
-        self.info = dict(info or {})
-        self._file = None
-
-    def try_acquire(self) -> bool:
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        f = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            return False
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), **self.info}))
-        f.flush()
-        self._file = f
-        return True
-
-    def acquire(self, *, wait_s: float = 0.0, poll_s: float = 1.0) -> None:
-        deadline = time.monotonic() + wait_s
-        while not self.try_acquire():
-            if time.monotonic() >= deadline:
-                raise LeaseHeldError(f"{self.path} is held by another run ({self.holder() or 'unknown process'})")
-            time.sleep(poll_s)
-
-    def holder(self) -> dict[str, Any] | None:
-        try:
-            with open(self.path) as f:
-                return json.loads(f.read() or "null")
-        except (OSError, ValueError):
-            return None
-
-    def check(self) -> None:
-        """A flock cannot be lost while held."""
-
-    def release(self) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> FlockLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def open_lock(path: str, *, ttl_s: float = 60.0, info: dict[str, Any] | None = None) -> Lease | FlockLock:
-    """The lock of `path` (e.g. WORKDIR/.lock): a `Lease` on GCS, a `FlockLock` locally."""
-    cls = Lease if paths.is_remote(path) else FlockLock
-    return cls(path, ttl_s=ttl_s, info=info)

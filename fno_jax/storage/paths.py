@@ -1,30 +1,35 @@
-"""PROTOTYPE (branch `gcs`, to be folded into the refactored package): one path layer for local paths and `gs://`.
+"""One path layer for every file fno-jax writes or reads, local or on Google Cloud Storage (`gs://bucket/key`).
 
-Every file fno-jax writes or reads (config.json, metrics.jsonl, summary.json, dataset metadata, bundles, sweep
-files) would go through these functions instead of `os.path`/`open`/`shutil`; orbax and tensorstore reach the same
-paths by themselves (orbax through etils.epath and tensorstore's gcs driver, datasets through `tensorstore_kvstore`).
+Workdirs (config.json, metrics.jsonl, summary.json, the lock, event files), checkpoints' side files, stored
+datasets' JSON files, pretrained bundles and sweep directories go through these functions instead of
+`os.path`/`open`/`shutil`; orbax and tensorstore reach the same paths by themselves (orbax through etils.epath and
+tensorstore's gcs driver; datasets' zarr arrays through `tensorstore_kvstore`).
 
-    from fno_jax.gcs_prototype import paths
+    from fno_jax.storage import paths
     root = paths.abspath(workdir)                 # a local path made absolute; "gs://..." left alone
     paths.write_json(paths.join(root, "config.json"), config)
     paths.append_lines(paths.join(root, "metrics.jsonl"), [json.dumps(record)])
 
-Local paths behave as the project's files do today (`fno_jax.json_io`): a whole-file write goes to a temporary
-file beside the target, is fsync'd and renamed over it. A `gs://` object write is one upload, which GCS makes
-visible whole or not at all, so it is atomic without a temporary object. What GCS cannot do, and what is done
-instead:
+A path is remote iff it starts with `gs://`. Local paths behave as the project's files always have: a whole-file
+write goes to a temporary file beside the target, is fsync'd and renamed over it, so a reader sees the old file or
+the new one. A `gs://` object write is one upload, which GCS makes visible whole or not at all, so it is atomic
+without a temporary object. What GCS cannot do, and what is done instead:
   - append: an object cannot grow. `append_lines` rewrites it whole, conditional on the generation it read
     (`ifGenerationMatch`), retrying if another writer got in between: O(file size) bytes and two requests per call,
-    so callers should batch records (see docs/GCS_NOTES.md: metrics.jsonl).
+    so callers batch records (`fno_jax.storage.workdir.MetricsLog`).
   - rename: there is none for prefixes ("directories"). `move` copies every object server-side, then deletes the
-    originals: not atomic; a crash in between leaves both copies (see docs/GCS_NOTES.md for a checkpoint step).
+    originals: not atomic; a crash in between leaves both copies (`fno_jax.checkpoint` first removes the marker
+    that makes an orbax step count).
   - directories: a prefix exists while an object lies under it. `makedirs` does nothing on GCS, and an empty
-    "directory" does not exist there: code must not create an empty folder and test for it later.
-  - locks: no flock; see `fno_jax.gcs_prototype.lease`.
+    "directory" does not exist there: callers test for content (a file), never for an empty folder.
+  - locks: no flock; `fno_jax.storage.lease`.
 
-Backends: etils.epath (gcsfs) for reading, writing, listing; gcsfs for server-side copies; google-cloud-storage for
-the generation-conditional writes (`read_with_generation`, `write_if_generation`), whose public API names the
-preconditions. All of them honour STORAGE_EMULATOR_HOST (tests/gcs_emulator.py).
+Backends: etils.epath (gcsfs, through fsspec) for reading, writing and listing; gcsfs for server-side copies and
+deletes; google-cloud-storage for the generation-conditional writes (`read_with_generation`, `write_if_generation`),
+whose public API names the preconditions. Credentials are Application Default Credentials, as for any Google client.
+All of them honour STORAGE_EMULATOR_HOST (tests/gcs_emulator.py). gcsfs's listing cache is turned off at import
+(unless configured otherwise): it would hide files that another process or client wrote or removed. A `gs://` path
+without the `gcs` extra installed raises ImportError naming the extra.
 """
 
 from __future__ import annotations
@@ -40,23 +45,31 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any
 
+from fno_jax.runtime.cli_errors import UserError
+
 __all__ = [
     "ConcurrentUpdateError",
+    "GcsUnavailableError",
     "abspath",
     "append_lines",
+    "basename",
+    "copytree",
     "dirname",
     "exists",
     "glob",
     "is_remote",
     "isdir",
+    "isfile",
     "join",
     "listdir",
     "makedirs",
     "move",
+    "normpath",
     "read_bytes",
     "read_json",
     "read_text",
     "read_with_generation",
+    "relpath",
     "remove",
     "rmtree",
     "split_gcs",
@@ -70,6 +83,10 @@ __all__ = [
 _SCHEME = "gs://"
 # Appends that lose the race this many times in a row give up (another writer appends continuously).
 _APPEND_ATTEMPTS = 20
+
+
+class GcsUnavailableError(UserError, ImportError):
+    """A `gs://` path was used without the packages that reach GCS (the `gcs` extra)."""
 
 
 class ConcurrentUpdateError(RuntimeError):
@@ -117,6 +134,33 @@ def dirname(path: str | os.PathLike) -> str:
     return f"{_SCHEME}{bucket}/{posixpath.dirname(key)}".rstrip("/")
 
 
+def basename(path: str | os.PathLike) -> str:
+    """The last component of `path` (trailing slashes ignored)."""
+    path = os.fspath(path)
+    return posixpath.basename(path.rstrip("/")) if is_remote(path) else os.path.basename(os.path.normpath(path))
+
+
+def normpath(path: str | os.PathLike) -> str:
+    """`path` with `.` and `..` components resolved (GCS keys taken literally otherwise)."""
+    path = os.fspath(path)
+    if not is_remote(path):
+        return os.path.normpath(path)
+    bucket, key = split_gcs(path)
+    key = posixpath.normpath(key) if key else ""
+    return f"{_SCHEME}{bucket}/{key}".rstrip("/") if key not in ("", ".") else f"{_SCHEME}{bucket}"
+
+
+def relpath(path: str | os.PathLike, start: str | os.PathLike) -> str | None:
+    """`path` relative to `start`; None when there is no relative path (one local and one on GCS, or two buckets)."""
+    path, start = abspath(path), abspath(start)
+    if is_remote(path) != is_remote(start):
+        return None
+    if not is_remote(path):
+        return os.path.relpath(path, start)
+    (bucket, key), (start_bucket, start_key) = split_gcs(path), split_gcs(start)
+    return posixpath.relpath("/" + key, "/" + start_key) if bucket == start_bucket else None
+
+
 def split_gcs(path: str | os.PathLike) -> tuple[str, str]:
     """("bucket", "key/inside/bucket") of a `gs://` URL; ValueError for anything else."""
     path = os.fspath(path)
@@ -142,12 +186,14 @@ def tensorstore_kvstore(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _require_gcs_packages() -> None:
-    """ImportError saying what to install when a gs:// path is used without the `gcs` extra."""
+    """GcsUnavailableError saying what to install when a gs:// path is used without the `gcs` extra."""
     import importlib.util
 
     missing = [name for name in ("gcsfs", "google.cloud.storage") if importlib.util.find_spec(name) is None]
     if missing:
-        raise ImportError(f"gs:// paths need {missing}: pip install 'fno-jax[gcs]'")
+        raise GcsUnavailableError(
+            f"gs:// paths need the packages {', '.join(missing)}, which are not installed: pip install 'fno-jax[gcs]'."
+        )
 
 
 def _epath(path: str):
@@ -191,6 +237,12 @@ def exists(path: str | os.PathLike) -> bool:
 def isdir(path: str | os.PathLike) -> bool:
     path = os.fspath(path)
     return _epath(path).is_dir() if is_remote(path) else os.path.isdir(path)
+
+
+def isfile(path: str | os.PathLike) -> bool:
+    """A file (GCS: an object of exactly this name)."""
+    path = os.fspath(path)
+    return _epath(path).is_file() if is_remote(path) else os.path.isfile(path)
 
 
 def listdir(path: str | os.PathLike) -> list[str]:
@@ -368,6 +420,33 @@ def _objects_under(path: str) -> list[str]:
     fs = _gcsfs()
     found = fs.find(path)
     return [p if p.startswith(_SCHEME) else _SCHEME + p for p in found]
+
+
+def copytree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy the directory `src` to `dst`, which must not exist; either may be local or on GCS (between two `gs://`
+    paths the objects are copied server-side)."""
+    src, dst = abspath(src), abspath(dst)
+    if exists(dst):
+        raise FileExistsError(f"cannot copy {src} to {dst}: it exists")
+    if not is_remote(src) and not is_remote(dst):
+        shutil.copytree(src, dst)
+        return
+    if is_remote(src):
+        sources = _objects_under(src)
+        if not sources:
+            raise FileNotFoundError(src)
+        targets = [dst + s[len(src) :] for s in sources]
+        if is_remote(dst):
+            _gcsfs().copy(sources, targets)
+        else:
+            for source, target in zip(sources, targets, strict=True):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                _gcsfs().get_file(source, target)
+        return
+    for directory, _, files in os.walk(src):
+        for name in files:
+            local = os.path.join(directory, name)
+            _gcsfs().put_file(local, dst + "/" + os.path.relpath(local, src).replace(os.sep, "/"))
 
 
 def move(src: str | os.PathLike, dst: str | os.PathLike) -> None:
