@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from experiments.study import RunSpec, num_steps_of
+from fno_jax.storage import paths
 from fno_jax.storage.json_io import to_json, write_json_atomic
 
 __all__ = [
@@ -105,8 +105,8 @@ def plan_entries(runs: Sequence[RunSpec]) -> list[dict[str, Any]]:
 
 
 def write_plan(sweep_dir: str, runs: Sequence[RunSpec]) -> str:
-    os.makedirs(sweep_dir, exist_ok=True)
-    path = os.path.join(sweep_dir, PLAN_FILE)
+    paths.makedirs(sweep_dir)
+    path = paths.join(sweep_dir, PLAN_FILE)
     write_json_atomic(path, plan_entries(runs), sort_keys=False)
     return path
 

@@ -55,6 +55,7 @@ from experiments.report_data import (
     order_statistic_coverage,
     select_best_lr,
 )
+from fno_jax.storage import paths
 from fno_jax.storage.json_io import write_json_atomic
 
 __all__ = [
@@ -88,9 +89,8 @@ def build_report(sweep_dir: str, *, plots: bool = True, verbose: bool = False) -
         "plots": report_plots.write_plots(sweep_dir, points, fits, savings) if plots and points else [],
     }
     tables = report_tables.main_tables(points, savings)
-    write_json_atomic(os.path.join(sweep_dir, "report.json"), report)
-    with open(os.path.join(sweep_dir, "report.md"), "w") as f:
-        f.write(report_tables.markdown(report, tables))
+    write_json_atomic(paths.join(sweep_dir, "report.json"), report)
+    paths.write_text(paths.join(sweep_dir, "report.md"), report_tables.markdown(report, tables))
     if verbose:
         for title, table in tables:
             print(f"\n{title}\n{table}")

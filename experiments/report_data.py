@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from fno_jax.config import MODEL_SIZE_KEYS
+from fno_jax.storage import paths
 from fno_jax.training import metrics
 
 __all__ = [
@@ -46,28 +46,28 @@ LENGTH_TOLERANCE = 0.15
 
 def load_results(sweep_dir: str) -> list[dict]:
     """The records of SWEEP_DIR/results.jsonl, each checked to have the fields a report needs."""
-    path = os.path.join(sweep_dir, "results.jsonl")
-    if not os.path.exists(path):
+    path = paths.join(sweep_dir, "results.jsonl")
+    if not paths.exists(path):
         raise ValueError(
             f"sweep_dir: no results.jsonl in {sweep_dir!r}; run `python -m experiments.sweep "
             "--config=... --workdir=DIR` first (it writes DIR/results.jsonl as runs finish)."
         )
     records = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            missing = [k for k in REQUIRED if k not in record]
-            if missing:
-                raise ValueError(f"{path}:{line_no}: record lacks {missing}; every run needs {list(REQUIRED)}.")
-            record.setdefault("kind", "downstream")
-            record.setdefault("shift", "")
-            record.setdefault("pretrain", "")
-            record.setdefault("group", record["task"])
-            record.setdefault("val_rel_l2", record["test_rel_l2"])
-            record.setdefault("seed", 0)  # results from before seeds were recorded: one seed
-            records.append(record)
+    # one read: results.jsonl may be a gs:// object
+    for line_no, line in enumerate(paths.read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        missing = [k for k in REQUIRED if k not in record]
+        if missing:
+            raise ValueError(f"{path}:{line_no}: record lacks {missing}; every run needs {list(REQUIRED)}.")
+        record.setdefault("kind", "downstream")
+        record.setdefault("shift", "")
+        record.setdefault("pretrain", "")
+        record.setdefault("group", record["task"])
+        record.setdefault("val_rel_l2", record["test_rel_l2"])
+        record.setdefault("seed", 0)  # results from before seeds were recorded: one seed
+        records.append(record)
     return records
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections import defaultdict
@@ -9,6 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from fno_jax.storage import paths
 
 __all__ = ["write_plots"]
 
@@ -21,8 +24,10 @@ def _save(fig, plot_dir: str, name: str) -> str:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(os.path.join(plot_dir, name), dpi=110, bbox_inches="tight")
+    buffer = io.BytesIO()  # written through the path layer: the sweep may be on gs://
+    fig.savefig(buffer, format=os.path.splitext(name)[1][1:] or "png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    paths.write_bytes(paths.join(plot_dir, name), buffer.getvalue())
     return os.path.join("plots", name)
 
 
@@ -188,8 +193,8 @@ def write_plots(sweep_dir: str, points: Sequence[dict], fits: list[dict], saving
 
     from experiments.report_data import curves, model_key
 
-    plot_dir = os.path.join(sweep_dir, "plots")
-    os.makedirs(plot_dir, exist_ok=True)
+    plot_dir = paths.join(sweep_dir, "plots")
+    paths.makedirs(plot_dir)
     curve_map = curves(points)
     multi_model = len({model_key(p["model"]) for p in points}) > 1
     written = _error_vs_n(plot_dir, curve_map, fits, multi_model)

@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -80,6 +79,7 @@ from experiments.configs import base as base_config
 from experiments.configs.study_scale import HEAD_FACTOR
 from fno_jax.config import ConfigError, flat_items, layout_of, model_size
 from fno_jax.model.channels import holds, num_channels
+from fno_jax.storage import paths
 from fno_jax.training.cadence import Cadence
 from solvers.families import FAMILIES, MIXED, MIXTURE, TASK_NAMES
 
@@ -139,7 +139,7 @@ class RunSpec:
 
 def run_workdir(sweep_dir: str, name: str) -> str:
     """The workdir of run `name` in a sweep: `SWEEP_DIR/runs/<name>`."""
-    return os.path.join(sweep_dir, "runs", name)
+    return paths.join(sweep_dir, "runs", name)
 
 
 def fno_num_params(
@@ -377,7 +377,7 @@ def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSp
     for m in models:
         if len(m) != 2 or min(m) < 1:
             raise ConfigError(f"{where}: models must be (width, modes) pairs of positive ints, got {m}.")
-    ex = _Expansion(study, os.path.abspath(sweep_dir), where, models)
+    ex = _Expansion(study, paths.abspath(sweep_dir), where, models)
 
     runs: list[RunSpec] = []
     # (pretrain name, model index, seed) -> (run name, run config)

@@ -27,7 +27,8 @@ Layout of SWEEP_DIR:
     .sweep.lock         serializes the shards' rewrites of the files above
 
 Shards write one SWEEP_DIR at the same time safely: every run writes only its own folder, and results.jsonl and
-failures.jsonl are rebuilt from all run folders under an exclusive `flock` on .sweep.lock, then replaced
+failures.jsonl are rebuilt from all run folders under an exclusive `flock` on .sweep.lock (on GCS, where SWEEP_DIR
+may be `gs://bucket/path`: a lease object on .sweep.lock, `fno_jax.storage.lease`), then replaced
 atomically (`fno_jax.storage.json_io`). Every shard rebuilds them after each of its runs, so the last rebuild, whichever
 shard makes it, sees every run that had finished before it took the lock: the files never lose a run or show
 half of one. plan.json and study.json hold the same content from every shard and are replaced atomically.
@@ -49,7 +50,6 @@ import json
 import math
 import os
 import re
-import shutil
 import socket
 import sys
 import time
@@ -66,9 +66,11 @@ from fno_jax.config import ConfigError, with_defaults
 from fno_jax.runtime.distributed import maybe_initialize, on_main_process
 from fno_jax.runtime.log_setup import configure_logging
 from fno_jax.runtime.preemption import exit_on_preemption
+from fno_jax.storage import paths
 from fno_jax.storage.json_io import to_json
 from fno_jax.storage.json_io import write_json_atomic as _write_json_atomic
 from fno_jax.storage.json_io import write_jsonl_atomic as _write_jsonl_atomic
+from fno_jax.storage.lease import Lease
 
 # In a multi-host sweep every process runs every run; process 0 alone writes the sweep's own files.
 write_json_atomic = on_main_process(_write_json_atomic)
@@ -94,6 +96,9 @@ FAILURES_FILE = "failures.jsonl"
 RUN_FILE = "sweep_run.json"
 FAILURE_FILE = "sweep_failure.json"
 LOCK_FILE = ".sweep.lock"
+# The sweep lease on GCS: the rebuild of results.jsonl takes seconds; a shard waits this long for another's.
+LOCK_TTL_S = 60.0
+LOCK_WAIT_S = 600.0
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -127,38 +132,45 @@ class DependencyWait:
 
 
 def _read_json(path: str) -> dict | None:
-    if not os.path.exists(path):
+    if not paths.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return paths.read_json(path)
 
 
 def _read_summary(workdir: str) -> dict | None:
-    return _read_json(os.path.join(workdir, SUMMARY_FILE))
+    return _read_json(paths.join(workdir, SUMMARY_FILE))
 
 
 def _read_failure(workdir: str) -> dict | None:
     """The last attempt's failure record, unless the run has finished since."""
-    return None if _read_summary(workdir) is not None else _read_json(os.path.join(workdir, FAILURE_FILE))
+    return None if _read_summary(workdir) is not None else _read_json(paths.join(workdir, FAILURE_FILE))
 
 
 def _record_failure(workdir: str, name: str, error: str) -> None:
     record = {"name": name, "error": error, "host": socket.gethostname(), "pid": os.getpid()}
     record["failed_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    os.makedirs(workdir, exist_ok=True)
-    write_json_atomic(os.path.join(workdir, FAILURE_FILE), record)
+    paths.makedirs(workdir)
+    write_json_atomic(paths.join(workdir, FAILURE_FILE), record)
 
 
 def _clear_failure(workdir: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(os.path.join(workdir, FAILURE_FILE))
+    paths.remove(paths.join(workdir, FAILURE_FILE))
 
 
 @contextlib.contextmanager
 def _sweep_lock(sweep_dir: str) -> Iterator[None]:
     """Exclusive `flock` on SWEEP_DIR/.sweep.lock (released by the kernel if the holder dies). On a filesystem
     without locks the rewrite goes ahead unlocked: each rewrite is still atomic, and the next one repairs a stale
-    view."""
+    view. On GCS: the lease SWEEP_DIR/.sweep.lock, waited for up to LOCK_WAIT_S."""
+    if paths.is_remote(sweep_dir):
+        lease = Lease(paths.join(sweep_dir, LOCK_FILE), ttl_s=LOCK_TTL_S)
+        lease.acquire(wait_s=LOCK_WAIT_S, poll_s=0.5)
+        lease.start_heartbeat()
+        try:
+            yield
+        finally:
+            lease.release()
+        return
     with open(os.path.join(sweep_dir, LOCK_FILE), "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -201,13 +213,12 @@ def collect_results(runs: Sequence[RunSpec], sweep_dir: str) -> list[dict]:
                 records.append(_record(spec, summary))
             elif (failure := _read_failure(workdir)) is not None:
                 failures.append(failure)
-        write_jsonl_atomic(os.path.join(sweep_dir, RESULTS_FILE), records)
-        failures_path = os.path.join(sweep_dir, FAILURES_FILE)
+        write_jsonl_atomic(paths.join(sweep_dir, RESULTS_FILE), records)
+        failures_path = paths.join(sweep_dir, FAILURES_FILE)
         if failures:
             write_jsonl_atomic(failures_path, failures)
         else:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(failures_path)
+            paths.remove(failures_path)
     return records
 
 
@@ -216,11 +227,10 @@ def _check_or_save_run(spec: RunSpec, workdir: str) -> None:
     learning rate is chosen when it starts (`resolve_learning_rate`): its folder is checked without the rate, and
     saved once the rate is known."""
     config = to_json(spec.config.to_dict())
-    path = os.path.join(workdir, RUN_FILE)
+    path = paths.join(workdir, RUN_FILE)
     resolved = not spec.select_lr_from or spec.meta["learning_rate"] is not None
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = with_defaults(json.load(f)["config"])  # keys added since it was saved: at their defaults
+    if paths.exists(path):
+        saved = with_defaults(paths.read_json(path)["config"])  # keys added since it was saved: at their defaults
         # init_from is an absolute path: moving the sweep folder must not invalidate it.
         ignore = {"init_from"}
         mine = config
@@ -235,7 +245,7 @@ def _check_or_save_run(spec: RunSpec, workdir: str) -> None:
             return
     if not resolved:
         return
-    os.makedirs(workdir, exist_ok=True)
+    paths.makedirs(workdir)
     payload = {"name": spec.name, "depends_on": list(spec.depends_on), "meta": spec.meta}
     payload["config"] = config
     write_json_atomic(path, payload)
@@ -372,21 +382,20 @@ class _Sweep:
         source = self._finished_elsewhere().get(_config_key(to_json(spec.config.to_dict())))
         if source is None:
             return
-        if os.path.exists(workdir):
-            shutil.rmtree(workdir)
-        shutil.copytree(source, workdir)
+        paths.rmtree(workdir)
+        paths.copytree(source, workdir)
         logging.info(f"{prefix} ... {spec.name} reused from {source}")
 
     def _finished_elsewhere(self) -> dict[str, str]:
         """config key -> run folder, for the finished runs without init_from of the `reuse_from` sweeps."""
         found: dict[str, str] = {}
         for other in self.reuse_from:
-            root = os.path.join(other, "runs")
-            for name in sorted(os.listdir(root)) if os.path.isdir(root) else ():
-                saved = _read_json(os.path.join(root, name, RUN_FILE))
-                if saved is None or saved["config"].get("init_from") or _read_summary(os.path.join(root, name)) is None:
+            root = paths.join(other, "runs")
+            for name in paths.listdir(root) if paths.isdir(root) else ():
+                saved = _read_json(paths.join(root, name, RUN_FILE))
+                if saved is None or saved["config"].get("init_from") or _read_summary(paths.join(root, name)) is None:
                     continue
-                found.setdefault(_config_key(with_defaults(saved["config"])), os.path.join(root, name))
+                found.setdefault(_config_key(with_defaults(saved["config"])), paths.join(root, name))
         return found
 
     def _run_unit(self, unit: list[RunSpec], prefix: str) -> None:
@@ -405,7 +414,7 @@ class _Sweep:
             if summary is None:
                 # The run function returned without writing its summary: keep what it returned.
                 summary = dict(result)
-                write_json_atomic(os.path.join(workdir, SUMMARY_FILE), summary, sort_keys=False)
+                write_json_atomic(paths.join(workdir, SUMMARY_FILE), summary, sort_keys=False)
             _clear_failure(workdir)
             logging.info(
                 f"    {spec.name}: test_rel_l2={summary.get('test_rel_l2', float('nan')):.4g} "
@@ -489,17 +498,17 @@ def run_sweep(
         _use_compilation_cache(sweep_dir)
     if not study_config.get("pack", True):
         pack_fn = None
-    sweep_dir = os.path.abspath(sweep_dir)
+    sweep_dir = paths.abspath(sweep_dir)
     runs, mine = _prepare(study_config, sweep_dir, only, shard)
     logging.info(f"Sweep {study_config.get('name', '')!r}: {len(mine)} run(s) in {sweep_dir}")
-    reused = tuple(os.path.abspath(d) for d in reuse_from)
+    reused = tuple(paths.abspath(d) for d in reuse_from)
     sweep = _Sweep(runs, sweep_dir, run_fn, pack_fn, keep_going, wait or DependencyWait(), reused)
     sweep.run_all(mine)
     records = collect_results(runs, sweep_dir)
     if sweep.failed:
         lines = "\n".join(f"  {name}: {why}" for name, why in sweep.failed.items())
         raise RuntimeError(
-            f"{len(sweep.failed)} run(s) failed (recorded in {os.path.join(sweep_dir, FAILURES_FILE)}; rerun the "
+            f"{len(sweep.failed)} run(s) failed (recorded in {paths.join(sweep_dir, FAILURES_FILE)}; rerun the "
             f"same command to retry):\n{lines}"
         )
     return records
@@ -515,8 +524,8 @@ def _prepare(
         raise ConfigError(f"shard must be (i, k) with 0 <= i < k, got {shard}.")
     check_shard(shard, jax.process_count())
     runs = expand_study(study_config, sweep_dir)
-    os.makedirs(sweep_dir, exist_ok=True)
-    write_json_atomic(os.path.join(sweep_dir, "study.json"), to_json(study_config.to_dict()))
+    paths.makedirs(sweep_dir)
+    write_json_atomic(paths.join(sweep_dir, "study.json"), to_json(study_config.to_dict()))
     on_main_process(plan_lib.write_plan)(sweep_dir, runs)
     mine = _select(runs, only)[index::count]
     for spec in mine:
@@ -528,8 +537,11 @@ def _prepare(
 
 def _use_compilation_cache(sweep_dir: str) -> None:
     """Keep compiled programs in SWEEP_DIR/.jax_cache (unless a cache is configured already): a study's runs share
-    a handful of shapes, so every run after the first of a shape loads its programs instead of compiling them."""
+    a handful of shapes, so every run after the first of a shape loads its programs instead of compiling them. A
+    `gs://` SWEEP_DIR gets none (a round trip per program); set JAX_COMPILATION_CACHE_DIR to a local directory."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR") or jax.config.jax_compilation_cache_dir:
+        return
+    if paths.is_remote(sweep_dir):
         return
     jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(sweep_dir), ".jax_cache"))
 
@@ -544,7 +556,7 @@ def dry_run(
 ) -> str:
     """Expand the study, write SWEEP_DIR/plan.json and return the plan in words; trains nothing."""
     runs = expand_study(study_config, sweep_dir)
-    path = plan_lib.write_plan(os.path.abspath(sweep_dir), runs)
+    path = plan_lib.write_plan(paths.abspath(sweep_dir), runs)
     text = plan_lib.describe(
         study_config.get("name", ""),
         runs,

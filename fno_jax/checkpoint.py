@@ -11,12 +11,16 @@ of `jax.ShapeDtypeStruct`s with shardings, `DataParallel.abstract_state`); orbax
 any number of devices or processes into that layout. A target without shardings is refused (orbax would fall back
 to the saving run's device ids and fail on another topology).
 
-What a failed restore means. Orbax writes each step into a temporary directory and renames it when complete, so a
-killed save never looks like a checkpoint. Before any array is read, the step's metadata is compared with the
+What a failed restore means. A killed save never looks like a checkpoint: locally orbax writes each step into a
+temporary directory and renames it when complete; on GCS (`gs://` workdirs), which has no directory rename, it
+writes the step in place and commits it by writing `<step>/commit_success.txt` last, and a step without that marker
+is not listed. Before any array is read, the step's metadata is compared with the
 target: a step of another state (model, optimizer, dtype) or another fno-jax version stops the run with a
 `CheckpointMismatchError` and nothing is moved. A step whose files cannot be read (e.g. a corrupted array file) is
 skipped with a warning in favour of the previous one, and moved to `workdir/broken_checkpoints/<step>` so that the
-resumed run can write that step again; nothing is deleted. Running out of memory is not a read error: the run stops.
+resumed run can write that step again; nothing is deleted (on GCS the move is a copy and a delete, preceded by
+removing the step's commit marker, so a move cut short leaves an uncommitted step that orbax ignores). Running out
+of memory is not a read error: the run stops.
 When checkpoints exist but none can be read, the run stops too (`CheckpointError`) instead of starting again from
 step 0 over them.
 
@@ -35,7 +39,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from typing import Any
 
 import jax
@@ -47,6 +50,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 from fno_jax.config import ConfigError
 from fno_jax.runtime.cli_errors import UserError
 from fno_jax.runtime.distributed import barrier, each_process, is_main_process
+from fno_jax.storage import paths
 from fno_jax.storage.integrity import seal
 from fno_jax.storage.workdir import RunMeta
 
@@ -61,12 +65,14 @@ __all__ = [
     "restore_latest",
 ]
 
+# The file orbax writes last into a step on GCS, committing it (orbax's CommitFileTemporaryPath).
+_COMMIT_MARKER = "commit_success.txt"
 # Outcome of one process's attempt to restore a step (agreed on by all processes before anyone acts on it).
 _RESTORED, _UNREADABLE, _FAILED = 0, 1, 2
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> str:
-    return os.path.join(os.path.abspath(os.fspath(workdir)), "checkpoints")
+    return paths.join(paths.abspath(workdir), "checkpoints")
 
 
 def _handlers() -> dict[str, Any]:
@@ -204,8 +210,8 @@ class Checkpointer:
             raise self._write_error(err) from err
 
     def _write_error(self, err: Exception) -> CheckpointWriteError:
-        """The error for a failed save. Orbax writes a step into a temporary directory and renames it only when
-        complete (a failed one is dropped from its list), so the newest listed step is whole."""
+        """The error for a failed save. Orbax lists a step only once it is complete (renamed from a temporary
+        directory locally, committed by its marker file on GCS), so the newest listed step is whole."""
         kept = self.latest_step()
         resume = f"the newest complete checkpoint, step {kept}, is intact" if kept is not None else "none was complete"
         return CheckpointWriteError(
@@ -227,7 +233,7 @@ class Checkpointer:
                 continue
             if previous.model != model or previous.layout != layout:
                 raise ConfigError(
-                    f"workdir {os.path.dirname(self.directory)} holds checkpoints of another architecture (model "
+                    f"workdir {paths.dirname(self.directory)} holds checkpoints of another architecture (model "
                     f"{previous.model}, layout {previous.layout!r}; this config: model {model}, layout {layout!r}); "
                     "use a new --workdir."
                 )
@@ -292,14 +298,17 @@ class Checkpointer:
         if self.read_only or not steps:
             return
         if is_main_process():
-            target_root = os.path.join(os.path.dirname(self.directory), "broken_checkpoints")
-            os.makedirs(target_root, exist_ok=True)
+            target_root = paths.join(paths.dirname(self.directory), "broken_checkpoints")
+            paths.makedirs(target_root)
             for step in steps:
-                target, n = os.path.join(target_root, str(step)), 0
-                while os.path.exists(target):
+                target, n = paths.join(target_root, str(step)), 0
+                while paths.exists(target):
                     n += 1
-                    target = os.path.join(target_root, f"{step}.{n}")
-                shutil.move(os.path.join(self.directory, str(step)), target)
+                    target = paths.join(target_root, f"{step}.{n}")
+                source = paths.join(self.directory, str(step))
+                if paths.is_remote(source):  # uncommitted first: a move cut short leaves no step orbax would list
+                    paths.remove(paths.join(source, _COMMIT_MARKER))
+                paths.move(source, target)
                 logging.warning("moved the unrestorable checkpoint of step %d to %s.", step, target)
         barrier("checkpoint_quarantine")
         self.manager.reload()

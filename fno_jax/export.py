@@ -16,7 +16,6 @@ exactly those pretrained weights (export the pretraining run first when the run 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from absl import logging
 from fno_jax import checkpoint, pretrained
 from fno_jax.model import channels
 from fno_jax.runtime.cli_errors import exit_on_expected_errors
+from fno_jax.storage import paths
 from fno_jax.storage.workdir import SUMMARY_FILE, RunMeta
 from fno_jax.training.metrics import METRICS
 
@@ -38,11 +38,10 @@ _TEST_KEYS = (*(f"test_{m.name}" for m in METRICS), "test_loss")
 
 
 def _read_summary(workdir: str) -> dict[str, Any]:
-    path = os.path.join(workdir, SUMMARY_FILE)
-    if not os.path.exists(path):
+    path = paths.join(workdir, SUMMARY_FILE)
+    if not paths.exists(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    return paths.read_json(path)
 
 
 def _card(meta: RunMeta, step: int, summary: dict[str, Any], workdir: str) -> dict[str, Any]:
@@ -76,7 +75,7 @@ def _card(meta: RunMeta, step: int, summary: dict[str, Any], workdir: str) -> di
         },
         "test_metrics": {key: summary[key] for key in _TEST_KEYS if key in summary} if tested else {},
         "fno_jax_version": meta.provenance.get("package_version"),
-        "provenance": {**meta.provenance, "workdir": os.path.abspath(workdir), "step": step},
+        "provenance": {**meta.provenance, "workdir": paths.abspath(workdir), "step": step},
         "run_config": config,
     }
 
@@ -88,7 +87,7 @@ def export_bundle(
     new directory `out` (an adapter run: an adapter bundle on `base`, see the module docstring); returns its card. A
     CheckpointError or BundleError says what is missing."""
     workdir = os.fspath(workdir)
-    if not os.path.isdir(workdir):
+    if not paths.isdir(workdir):
         raise checkpoint.CheckpointError(f"--workdir {workdir} is not a directory; give the workdir of a run.")
     resolved, meta = checkpoint.load_meta(workdir, None if step == "latest" else step)
     params = checkpoint.load_params(workdir, resolved)
@@ -113,8 +112,8 @@ def _export_adapters(out, params: dict, card: dict, tuning: dict, base: str | No
             f"bundle {base} holds other weights than the pretrained model this run's adapters sit on; pass the "
             "bundle exported from the run it was fine-tuned from."
         )
-    out = os.path.abspath(os.fspath(out))
-    base = os.path.abspath(base)
+    out = paths.abspath(out)
+    base = paths.abspath(base)
     card["adapter"] = {
         "mode": tuning["mode"],
         "rank": int(tuning["rank"]),
@@ -122,7 +121,7 @@ def _export_adapters(out, params: dict, card: dict, tuning: dict, base: str | No
         "base": {
             "sha256": base_card["weights"]["sha256"],
             "path": base,
-            "relative_path": os.path.relpath(base, out),
+            "relative_path": paths.relpath(base, out),
             "num_params": base_card["num_params"],
         },
     }
@@ -151,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         card = export_bundle(args.workdir, args.out, args.step, args.base)
     metric = card["test_metrics"].get("test_rel_l2")
     tested = f", test rel L2 {metric:.4g}" if metric is not None else ""
-    print(f"wrote {os.path.abspath(args.out)} (step {card['training']['step']}, {card['num_params']:,} params{tested})")
+    print(f"wrote {paths.abspath(args.out)} (step {card['training']['step']}, {card['num_params']:,} params{tested})")
 
 
 if __name__ == "__main__":

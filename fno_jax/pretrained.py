@@ -25,6 +25,7 @@ state_dict (`fno_jax.interop.bundle_from_state_dict`); `config.init_from` accept
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,7 +41,7 @@ import numpy as np
 from fno_jax.model import FNO, channels
 from fno_jax.model.normalization import NormStats
 from fno_jax.runtime.cli_errors import UserError
-from fno_jax.storage import integrity
+from fno_jax.storage import integrity, paths
 from fno_jax.training.optim import param_path
 
 __all__ = [
@@ -75,7 +76,7 @@ class BundleError(UserError, ValueError):
 
 def is_bundle(path: str | os.PathLike) -> bool:
     """Whether `path` is a bundle directory (it holds card.json), as opposed to a workdir."""
-    return os.path.isfile(os.path.join(os.fspath(path), CARD_FILE))
+    return paths.isfile(paths.join(path, CARD_FILE))
 
 
 def _by_path(tree: Mapping[str, Any]) -> dict[str, Any]:
@@ -108,16 +109,21 @@ def write_bundle(out: str | os.PathLike, params: Mapping[str, Any], card: Mappin
     """Write a bundle of `params` described by `card` (the fields of the module docstring; `model`, `layout` and
     `norm_stats` required) to the new directory `out`; returns the complete card (with `weights`, `num_params`).
 
-    The directory is written next to `out` and renamed into place, so a bundle is never seen half-written.
+    Locally the directory is written next to `out` and renamed into place, so a bundle is never seen half-written.
+    On GCS (`gs://`), which has no directory rename, the weights and README.md are written first and card.json last:
+    without its card a directory is no bundle, and the card carries the weights' sha256, so a bundle cut short is
+    refused (`read_card`), never taken for a whole one.
     """
     from safetensors.numpy import save
 
     from fno_jax.storage.model_card import model_card
 
-    out = os.path.abspath(os.fspath(out))
+    out = paths.abspath(out)
     missing = [key for key in REQUIRED if card.get(key) is None]
     if missing:
         raise BundleError(f"a bundle's card needs {list(REQUIRED)}; {missing} missing.")
+    if paths.is_remote(out) and paths.exists(out):  # GCS has no empty directories: anything there is content
+        raise BundleError(f"{out} already exists; choose another output directory or remove it first.")
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise BundleError(f"{out} already exists; choose another output directory or remove it first.")
     flat = flatten_params(params)
@@ -128,6 +134,9 @@ def write_bundle(out: str | os.PathLike, params: Mapping[str, Any], card: Mappin
     full["weights"] = {"file": PARAMS_FILE, "sha256": _sha256(data), "dtype": ",".join(dtypes)}
     # Sealed: a changed byte that still parses (a digit of a statistic) is an error, not another model.
     full = integrity.seal(json.loads(json.dumps(full)))
+    if paths.is_remote(out):
+        _write_remote_bundle(out, data, full, model_card(full))
+        return full
     parent = os.path.dirname(out)
     # Written beside `out` (same file system) and renamed into place; os.mkdir applies the umask, so the bundle
     # gets ordinary permissions for sharing.
@@ -154,18 +163,29 @@ def write_bundle(out: str | os.PathLike, params: Mapping[str, Any], card: Mappin
     return full
 
 
+def _write_remote_bundle(out: str, data: bytes, card: dict[str, Any], readme: str) -> None:
+    """A bundle at the `gs://` prefix `out`, card.json last; what was written is removed when a write fails."""
+    try:
+        paths.write_bytes(paths.join(out, PARAMS_FILE), data)
+        paths.write_text(paths.join(out, README_FILE), readme)
+        paths.write_text(paths.join(out, CARD_FILE), json.dumps(card, indent=2) + "\n")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            paths.rmtree(out)
+        raise
+
+
 def read_card(path: str | os.PathLike) -> dict[str, Any]:
     """The card.json of the bundle `path`, checked for its format; a BundleError says what is wrong."""
     path = os.fspath(path)
-    card_path = os.path.join(path, CARD_FILE)
-    if not os.path.isfile(card_path):
+    card_path = paths.join(path, CARD_FILE)
+    if not paths.isfile(card_path):
         raise BundleError(
             f"{path} is not a pretrained bundle (no {CARD_FILE}); make one with "
             "`python -m fno_jax.export --workdir=WORKDIR --out=BUNDLE`."
         )
     try:
-        with open(card_path, encoding="utf-8") as f:
-            card = json.load(f)
+        card = json.loads(paths.read_bytes(card_path).decode("utf-8"))
     except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8
         raise BundleError(f"{card_path} cannot be read as JSON ({err}); export the bundle again.") from err
     if not isinstance(card, dict):
@@ -227,10 +247,9 @@ def _read_weights(path: str, card: Mapping[str, Any]) -> dict[str, Any]:
     """The bundle's params.safetensors as a nested dict, checked against the card's sha256."""
     from safetensors.numpy import load as load_safetensors
 
-    weights = os.path.join(path, card["weights"].get("file", PARAMS_FILE))
+    weights = paths.join(path, card["weights"].get("file", PARAMS_FILE))
     try:
-        with open(weights, "rb") as f:
-            data = f.read()
+        data = paths.read_bytes(weights)
     except OSError as err:
         raise BundleError(f"the weights of bundle {path} cannot be read ({err}); export the bundle again.") from err
     if _sha256(data) != card["weights"].get("sha256"):
@@ -245,7 +264,8 @@ def base_of(path: str | os.PathLike, card: Mapping[str, Any]) -> str:
     """The directory of an adapter bundle's base bundle: the path its card names, relative to the adapter bundle
     or as written; a BundleError when neither is a bundle."""
     base = card["adapter"]["base"]
-    candidates = [os.path.join(os.fspath(path), base.get("relative_path") or ""), base.get("path") or ""]
+    relative = base.get("relative_path")
+    candidates = [paths.normpath(paths.join(path, relative)) if relative else "", base.get("path") or ""]
     for candidate in candidates:
         if candidate and is_bundle(candidate):
             return candidate

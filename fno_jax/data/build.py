@@ -20,7 +20,6 @@ the metadata.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ from fno_jax.data.generate import generate_split
 from fno_jax.data.stats import input_stats
 from fno_jax.data.store import SPLITS, DatasetWriteError, DatasetWriter, StoredDataset, open_dataset
 from fno_jax.runtime.progress import Progress
+from fno_jax.storage import paths
 from fno_jax.storage.json_io import write_json_atomic
 from solvers.families import FAMILIES, TASK_NAMES, make_task
 
@@ -183,8 +183,8 @@ def _check_generator(path: str, generator: dict[str, Any], writer: DatasetWriter
     if writer.complete:
         stored = open_dataset(path).metadata.get("extra", {}).get("generator")
     else:
-        file = os.path.join(path, GENERATOR_FILE)
-        if not os.path.exists(file):
+        file = paths.join(path, GENERATOR_FILE)
+        if not paths.exists(file):
             try:
                 write_json_atomic(file, generator)  # a write killed half-way never leaves half a file
             except OSError as err:
@@ -193,8 +193,7 @@ def _check_generator(path: str, generator: dict[str, Any], writer: DatasetWriter
                     "run the same command again."
                 ) from err
             return
-        with open(file) as f:
-            stored = json.load(f)
+        stored = paths.read_json(file)
     if stored is not None and stored != generator:
         raise ConfigError(
             f"{path} was generated with {stored} but this config asks for {generator}; the sample values would "

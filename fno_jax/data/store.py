@@ -20,6 +20,9 @@ dtype and codecs against it: a damaged byte anywhere is an error, never differen
 happens chunk by chunk; ``progress.json`` records the chunks done so an
 interrupted write resumes by running the same command again. Reading is JSON + tensorstore only:
 opening a dataset never executes code stored with it.
+
+``DIR`` may be ``gs://bucket/path``: the JSON files go through `fno_jax.storage.paths`, the arrays through
+tensorstore's own gcs driver. Chunks are written whole (never read-modify-write), and metadata.json still comes last.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 import tensorstore as ts
 
 from fno_jax.runtime.cli_errors import UserError
+from fno_jax.storage import paths
 from fno_jax.storage.integrity import ChecksumError, seal, verify
 from fno_jax.storage.json_io import to_json, write_json_atomic
 from fno_jax.storage.version import package_version
@@ -115,8 +119,7 @@ def _array_dtype(name: str, dtype: str) -> str:
 
 
 def _read_json(path: str) -> dict[str, Any]:
-    with open(path) as f:
-        value = json.load(f)
+    value = json.loads(paths.read_bytes(path))
     if not isinstance(value, dict):
         raise ValueError(f"{path} does not hold a JSON object")
     return value
@@ -127,7 +130,7 @@ def _array_spec(
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "driver": "zarr3",
-        "kvstore": {"driver": "file", "path": os.path.join(root, split, name)},
+        "kvstore": paths.tensorstore_kvstore(paths.join(root, split, name)),
         # A missing chunk is an error, not silently the fill value; hence also store chunks equal
         # to the fill value (all-zero omega of a Poisson set, say): none is legitimately absent.
         "fill_missing_data_reads": False,
@@ -255,24 +258,24 @@ class DatasetWriter:
     def _resume_or_start(self) -> bool:
         """Finds the directory's state: complete (False: nothing to open), unfinished (its done chunks read), or new
         (created, progress.json written); True when the arrays are to be opened."""
-        metadata_path = os.path.join(self.path, METADATA_FILE)
-        progress_path = os.path.join(self.path, PROGRESS_FILE)
-        if os.path.exists(metadata_path):
+        metadata_path = paths.join(self.path, METADATA_FILE)
+        progress_path = paths.join(self.path, PROGRESS_FILE)
+        if paths.exists(metadata_path):
             self._check_same(_read_json(metadata_path), "complete dataset")
             self.complete = True
             return False
-        if os.path.exists(progress_path):
+        if paths.exists(progress_path):
             progress = _read_json(progress_path)
             self._check_same(progress.get("parameters", {}), "unfinished dataset")
             self._done = {s: sorted(int(i) for i in progress["done"].get(s, [])) for s in SPLITS}
-        elif os.path.isdir(self.path) and os.listdir(self.path):
+        elif paths.isdir(self.path) and paths.listdir(self.path):
             raise ValueError(
                 f"{self.path} exists, is not empty and holds no dataset (no {PROGRESS_FILE} or "
                 f"{METADATA_FILE}); choose a new path for the dataset"
             )
         else:
             try:
-                os.makedirs(self.path, exist_ok=True)
+                paths.makedirs(self.path)
             except OSError as err:
                 raise self._write_error(err, "the directory") from err
             self._save_progress()
@@ -283,7 +286,7 @@ class DatasetWriter:
         fno-jax that started the write), checking its shape and dtype."""
         shape = _array_shape(name, self.counts[split], self.resolution)
         dtype = _array_dtype(name, self.dtype)
-        exists = os.path.exists(os.path.join(self.path, split, name, "zarr.json"))
+        exists = paths.exists(paths.join(self.path, split, name, "zarr.json"))
         try:
             spec = _array_spec(self.path, split, name, None if exists else shape, dtype, self.chunk)
             array = ts.open(spec, create=not exists, open=exists).result()
@@ -308,7 +311,7 @@ class DatasetWriter:
     def _save_progress(self) -> None:
         try:
             write_json_atomic(
-                os.path.join(self.path, PROGRESS_FILE),
+                paths.join(self.path, PROGRESS_FILE),
                 {"parameters": self.parameters, "done": self._done},
             )
         except OSError as err:
@@ -414,7 +417,7 @@ class DatasetWriter:
         `norm_stats` is the dict of normalization statistics (NormStats.to_dict()), `extra` any
         further JSON-serialisable information. Raises ValueError while chunks are missing.
         """
-        metadata_path = os.path.join(self.path, METADATA_FILE)
+        metadata_path = paths.join(self.path, METADATA_FILE)
         if self.complete:
             return _read_json(metadata_path)
         missing = {s: v for s, v in self.missing_chunks().items() if v}
@@ -625,12 +628,12 @@ class StoredDataset:
 def open_dataset(path: str | os.PathLike[str]) -> StoredDataset:
     """Opens a complete dataset for reading; clear errors when it is missing/incomplete/unknown."""
     path = os.fspath(path)
-    if not os.path.isdir(path):
+    if not paths.isdir(path):
         raise DatasetNotFoundError(
             f"no dataset at {path}: the directory does not exist. Check the path, or generate the dataset there first."
         )
-    metadata_path = os.path.join(path, METADATA_FILE)
-    if not os.path.exists(metadata_path):
+    metadata_path = paths.join(path, METADATA_FILE)
+    if not paths.exists(metadata_path):
         raise IncompleteDatasetError(
             f"dataset {path} is incomplete (no {METADATA_FILE}): its write did not finish. "
             "Re-run the generate command to finish it."

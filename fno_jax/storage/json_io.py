@@ -5,6 +5,7 @@ a reader sees the old file or the new one, never half of one. The temporary name
 and a random part, so several processes (or hosts on a shared filesystem) writing the same file never collide on
 it; the last rename wins, whole. Runs and sweeps are stopped and restarted at any moment, so every JSON file of
 the project (config.json, summary.json, dataset metadata, plan.json, results.jsonl, reports) is written this way.
+A `gs://` path is written in one upload, which GCS makes visible whole or not at all (`fno_jax.storage.paths`).
 """
 
 import json
@@ -15,12 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from fno_jax.storage import paths
+
 __all__ = ["to_json", "write_json_atomic", "write_jsonl_atomic", "write_text_atomic"]
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Replace `path` by `text` atomically (fsync'd before the rename)."""
+    """Replace `path` by `text` atomically (fsync'd before the rename; on GCS one upload)."""
     path = os.fspath(path)
+    if paths.is_remote(path):
+        paths.write_text(path, text)
+        return
     directory, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{os.uname().nodename}.{os.getpid()}.tmp", dir=directory)
     try:

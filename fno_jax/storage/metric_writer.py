@@ -6,7 +6,8 @@
     writer.close()
 
 TensorBoard event files (`events.out.tfevents.*`) go into the workdir beside metrics.jsonl, written by tensorboardX
-(a maintained writer of TensorBoard's format without a TensorFlow dependency): `tensorboard --logdir WORKDIR`, or
+(a maintained writer of TensorBoard's format without a TensorFlow dependency); in a `gs://` workdir they are
+uploaded whole at most every 30 s and at the end (`fno_jax.storage.gcs_events`): `tensorboard --logdir WORKDIR`, or
 `--logdir SWEEP_DIR/runs` for every run of a sweep side by side. A resumed run passes the step it resumed from as
 `start_step`: TensorBoard then hides what the interrupted run had logged after that step (`purge_step`), just as
 metrics.jsonl drops those records.
@@ -17,7 +18,6 @@ with the run config; it needs the `wandb` package, which fno-jax does not depend
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from fno_jax.runtime.distributed import is_main_process
+from fno_jax.storage import paths
 
 __all__ = [
     "MetricWriter",
@@ -72,6 +73,10 @@ class _TensorBoardWriter:
     def __init__(self, logdir: str, start_step: int):
         from tensorboardX import SummaryWriter
 
+        if paths.is_remote(logdir):
+            from fno_jax.storage import gcs_events
+
+            gcs_events.use_path_layer(min_interval_s=30.0)
         # Event files are named by the second they were opened in; the start step after it keeps a resumed run's
         # file apart from (and sorted after) one opened in the same second, which it would otherwise overwrite.
         self._writer = SummaryWriter(
@@ -100,8 +105,9 @@ class _WandbWriter:
         import wandb
 
         self._wandb = wandb
-        name = os.path.basename(os.path.normpath(workdir))
-        self._run = wandb.init(project=project, name=name, dir=workdir, config=run_config, mode=mode or None)
+        name = paths.basename(workdir)
+        local_dir = None if paths.is_remote(workdir) else workdir  # W&B keeps its files locally
+        self._run = wandb.init(project=project, name=name, dir=local_dir, config=run_config, mode=mode or None)
 
     def scalars(self, step: int, values: Mapping[str, float | None]) -> None:
         self._run.log({k: float(v) for k, v in values.items() if v is not None}, step=int(step))

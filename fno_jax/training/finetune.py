@@ -14,7 +14,6 @@ pretrained `D` cannot be mapped (one number cannot say three): use the `mixed` l
 """
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +25,7 @@ from fno_jax.config import MODEL_SIZE_KEYS
 from fno_jax.model import channels
 from fno_jax.model.normalization import NormStats
 from fno_jax.runtime.cli_errors import UserError
+from fno_jax.storage import paths
 from fno_jax.storage.workdir import RunMeta
 from fno_jax.training.optim import param_path
 
@@ -47,7 +47,7 @@ def load_pretrained(init_from: str, init_step: int, *, model: Mapping[str, int],
     """The pretrained model `init_from` (a run's workdir at `init_step`, -1: its best-validation step; or a bundle of
     `fno_jax.pretrained`), checked to initialise a model of architecture `model` with input layout `layout`; a
     TransferError says what does not fit."""
-    if not os.path.isdir(init_from):
+    if not paths.isdir(init_from):
         raise TransferError(
             f"config.init_from={init_from!r} is not a directory; point it at the workdir of a finished pretraining run "
             "or at a pretrained bundle."

@@ -320,10 +320,13 @@ class _TrainLoop:
                 metrics["selection"] = metrics[group.configs[k].train.select_by]
                 if self.best[k] is None or metrics["selection"] < self.best[k]:
                     self.best[k], record["best"] = metrics["selection"], True
-            if cadence.checkpoint.due(step) or record.get("best"):
+            saved = cadence.checkpoint.due(step) or record.get("best")
+            if saved:
                 per_run = per_run or self._runs_to_save(state)
                 group.ckpts[k].save(step, per_run[k], group.metas[k], metrics)
             group.workdirs[k].metrics.append(record)
+            if saved:  # GCS: the records a resume from this step keeps, written while the checkpoint is (async)
+                group.workdirs[k].metrics.flush()
             group.writers[k].scalars(step, scalar_tags({name: v for name, v in record.items() if name[:4] != "val_"}))
         best = [b for b in self.best if b is not None]
         shown = {"val": min(best)} if best else {}
@@ -339,6 +342,8 @@ class _TrainLoop:
         if self.pending:  # the steps since the last record: checked finite before they are saved
             for wd, record in zip(group.workdirs, self._training_records(step), strict=True):
                 wd.metrics.append(record)
+        for wd in group.workdirs:
+            wd.metrics.flush()
         for ckpt, run_state, meta in zip(group.ckpts, self._runs_to_save(state), group.metas, strict=True):
             ckpt.save(step, run_state, meta, {})
         for ckpt in group.ckpts:
