@@ -12,7 +12,10 @@ What it does, timing each part:
      commit_success.txt (orbax writes no temporary directory and renames nothing on GCS).
   2. tensorstore: a zarr v3 array with the dataset store's codecs (zstd, crc32c), written in whole chunks and read
      back bitwise.
-  3. (--processes 2) two processes, two CPU devices each, save one array sharded over the 4 devices collectively
+  3. fno-jax itself: a tiny run (16 x 16 Poisson, 10 steps) in a gs:// workdir (lease, metrics.jsonl, event files,
+     checkpoints, summary), run again (it finds itself finished and resumes nothing), a second holder of its
+     workdir refused, its best checkpoint exported as a bundle to gs:// and loaded back.
+  4. (--processes 2) two processes, two CPU devices each, save one array sharded over the 4 devices collectively
      (each process writes its own shards, process 0 commits) and restore it.
 Prints one line per part and "gcs smoke: all passed" at the end; exits non-zero on the first failure.
 """
@@ -45,7 +48,7 @@ def orbax_round_trip(root: str) -> str:
     import orbax.checkpoint as ocp
     from orbax.checkpoint import checkpoint_managers as policies
 
-    from fno_jax.gcs_prototype import paths
+    from fno_jax.storage import paths
 
     directory = paths.join(root, "run", "checkpoints")
 
@@ -116,7 +119,7 @@ def tensorstore_round_trip(root: str) -> str:
     import numpy as np
     import tensorstore as ts
 
-    from fno_jax.gcs_prototype import paths
+    from fno_jax.storage import paths
 
     n, chunk, count = 16, 8, 20
     spec = {
@@ -201,6 +204,42 @@ def worker(process_id: int, coordinator: str, directory: str) -> None:
     print("worker ok", flush=True)
 
 
+def fno_jax_round_trip(root: str) -> str:
+    import numpy as np
+
+    from fno_jax import checkpoint, export, pretrained, train
+    from fno_jax.config import default_config
+    from fno_jax.storage import paths
+    from fno_jax.storage.workdir import Workdir, WorkdirLockedError
+
+    config = default_config()
+    config.update_from_flattened_dict(
+        {"data.resolution": 16, "data.num_train": 32, "data.num_val": 16, "data.num_test": 16,
+         "data.generate_chunk": 16, "model.width": 8, "model.modes": 4, "model.depth": 2, "model.fc_dim": 16,
+         "train.batch_size": 8, "train.eval_batch_size": 16, "train.num_steps": 10, "train.eval_every": 5,
+         "train.checkpoint_every": 5, "train.log_every": 5}
+    )  # fmt: skip
+    workdir = paths.join(root, "fno_run")
+    summary = train.train_and_evaluate(config, workdir)
+    again = train.train_and_evaluate(config, workdir)
+    assert again["test_rel_l2"] == summary["test_rel_l2"], (again, summary)
+    with Workdir(workdir, config):
+        try:
+            Workdir(workdir, config).__enter__()
+            raise AssertionError("a second holder of the workdir was not refused")
+        except WorkdirLockedError:
+            pass
+    records = paths.read_text(paths.join(workdir, "metrics.jsonl")).splitlines()
+    assert len(records) == 2, records
+    bundle = paths.join(root, "bundle")
+    export.export_bundle(workdir, bundle)
+    _, params, _ = pretrained.load(bundle)
+    saved = checkpoint.load_params(workdir, "best")
+    flat, flat_saved = pretrained.flatten_params(params), pretrained.flatten_params(saved)
+    assert all(np.array_equal(flat[k], flat_saved[k]) for k in flat)
+    return f"test rel L2 {summary['test_rel_l2']:.4g}, {sorted(paths.listdir(workdir))}"
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker(int(sys.argv[2]), sys.argv[3], sys.argv[4])
@@ -225,6 +264,7 @@ def main() -> None:
     try:
         _timed("orbax checkpoints", lambda: orbax_round_trip(root))
         _timed("tensorstore zarr v3", lambda: tensorstore_round_trip(root))
+        _timed("fno-jax run, lock and bundle", lambda: fno_jax_round_trip(root))
         if args.processes == 2:
             _timed("2-process orbax", lambda: two_processes(root))
     finally:

@@ -280,7 +280,7 @@ if [ -x $python ] && ! $python -c 'import sys; sys.exit(sys.version_info[:2] != 
   rm -rf $VENV_DIR
 fi
 [ -x $python ] || uv venv --python $PYTHON_VERSION $VENV_DIR
-uv pip install --python $python 'jax[tpu]==$JAX_VERSION' -e $REPO_DIR
+uv pip install --python $python 'jax[tpu]==$JAX_VERSION' -e \"$REPO_DIR[gcs]\"
 $python -c 'import sys, jax, fno_jax; assert jax.__version__ == \"$JAX_VERSION\", jax.__version__'
 echo \"\$(hostname): fno-jax \$(cat $REPO_DIR/COMMIT), \$($python --version), jax $JAX_VERSION\""
 }

@@ -52,7 +52,8 @@ def _ssh_script(argv: list[str]) -> str:
 
 
 def test_scripts_parse():
-    scripts = [os.path.join(REPO, "scripts", name) for name in sorted(os.listdir(os.path.join(REPO, "scripts")))]
+    names = sorted(os.listdir(os.path.join(REPO, "scripts")))
+    scripts = [os.path.join(REPO, "scripts", name) for name in names if name.endswith((".sh", ".sbatch"))]
     assert TPU in scripts and SBATCH in scripts
     for script in scripts:
         result = subprocess.run(["bash", "-n", script], capture_output=True, text=True)
@@ -82,7 +83,7 @@ def test_v5e_16_dry_run_prints_create_ship_install_run_delete():
     assert "git clone" not in _ssh_script(unpack)  # workers have no keys for a private remote
     script = _ssh_script(install)
     assert "uv python install 3.12" in script and "uv venv --python 3.12 $HOME/fno-jax-venv" in script
-    assert "'jax[tpu]==0.10.2' -e $HOME/fno-jax" in script
+    assert "'jax[tpu]==0.10.2' -e \"$HOME/fno-jax[gcs]\"" in script  # gcs: the gs:// workdir
 
     (run,) = _dry("run", name, zone, CONFIG, WORKDIR, "--config.train.batch_size=256")
     assert run[:7] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", name, f"--zone={zone}"] and "--worker=all" in run
