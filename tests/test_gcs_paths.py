@@ -39,8 +39,10 @@ def test_names_leave_gcs_urls_alone():
     assert paths.dirname("gs://b/run/config.json") == "gs://b/run"
     assert paths.dirname("gs://b/run") == "gs://b"
     assert paths.split_gcs("gs://b/run/x/") == ("b", "run/x")
-    with pytest.raises(ValueError, match="names no bucket"):
+    with pytest.raises(paths.GcsPathError, match="names no bucket"):
         paths.split_gcs("gs:///x")
+    with pytest.raises(paths.GcsPathError, match="names no bucket"):
+        paths.abspath("gs:///run")  # what every workdir, dataset and bundle path goes through first
     assert paths.tensorstore_kvstore("gs://b/ds/train") == {"driver": "gcs", "bucket": "b", "path": "ds/train/"}
     assert paths.tensorstore_kvstore("ds") == {"driver": "file", "path": os.path.abspath("ds")}
 

@@ -3,6 +3,9 @@ summary.json and the `RunMeta` saved with each checkpoint), TensorBoard event fi
 (`json_io`), integrity seals (`integrity`), model cards of pretrained bundles (`model_card`) and the package version
 recorded in all of them (`version`). Checkpoints themselves are `fno_jax.checkpoint`.
 
-May import: numpy, ml_collections, tensorboardX, and fno_jax's `runtime`, `model`, `config` and the metric catalogue
-(`fno_jax.training.metrics`, what a summary and a card hold). Submodules are imported by name.
+Local paths and `gs://` alike go through `paths` (GCS locks: `lease`; event files on GCS: `gcs_events`).
+
+May import: numpy, ml_collections, tensorboardX, etils.epath, gcsfs and google-cloud-storage (for gs://), and
+fno_jax's `runtime`, `model`, `config` and the metric catalogue (`fno_jax.training.metrics`, what a summary and a card
+hold). Submodules are imported by name.
 """

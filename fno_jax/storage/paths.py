@@ -49,6 +49,7 @@ from fno_jax.runtime.cli_errors import UserError
 
 __all__ = [
     "ConcurrentUpdateError",
+    "GcsPathError",
     "GcsUnavailableError",
     "abspath",
     "append_lines",
@@ -89,6 +90,10 @@ class GcsUnavailableError(UserError, ImportError):
     """A `gs://` path was used without the packages that reach GCS (the `gcs` extra)."""
 
 
+class GcsPathError(UserError, ValueError):
+    """A `gs://` URL that names no bucket."""
+
+
 class ConcurrentUpdateError(RuntimeError):
     """A conditional write found the object changed since it was read (HTTP 412 from GCS)."""
 
@@ -115,9 +120,13 @@ def is_remote(path: str | os.PathLike) -> bool:
 
 
 def abspath(path: str | os.PathLike) -> str:
-    """A local path made absolute; a `gs://` URL unchanged (`os.path.abspath` would turn it into ./gs:/...)."""
+    """A local path made absolute; a `gs://` URL unchanged but for trailing slashes (`os.path.abspath` would turn it
+    into ./gs:/...); GcsPathError for `gs://` without a bucket."""
     path = os.fspath(path)
-    return path.rstrip("/") if is_remote(path) else os.path.abspath(path)
+    if is_remote(path):
+        split_gcs(path)  # GcsPathError for a URL without a bucket
+        return path.rstrip("/")
+    return os.path.abspath(path)
 
 
 def join(path: str | os.PathLike, *parts: str) -> str:
@@ -168,7 +177,7 @@ def split_gcs(path: str | os.PathLike) -> tuple[str, str]:
         raise ValueError(f"{path} is not a gs:// URL")
     bucket, _, key = path[len(_SCHEME) :].partition("/")
     if not bucket:
-        raise ValueError(f"{path} names no bucket; write gs://BUCKET/PATH")
+        raise GcsPathError(f"{path} names no bucket; write gs://BUCKET/PATH.")
     return bucket, key.strip("/")
 
 
