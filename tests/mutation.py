@@ -95,8 +95,8 @@ MUTATIONS = (
         "epoch-counts-partial-batch",
         "an epoch is ceil(N / batch) steps: the last partial batch is not dropped",
         "fno_jax/training/cadence.py",
-        "per_epoch = max(int(config.data.num_train) // int(t.batch_size), 1)",
-        "per_epoch = max(-(-int(config.data.num_train) // int(t.batch_size)), 1)",
+        "per_epoch = max(epoch_size(config) // int(t.batch_size), 1)",
+        "per_epoch = max(-(-epoch_size(config) // int(t.batch_size)), 1)",
         (WIRING,),
     ),
     Mutation(
@@ -144,9 +144,9 @@ MUTATIONS = (
         "stats-of-the-subset",
         "the normalization statistics come from the N training samples, not the whole pool",
         "fno_jax/data/training_set.py",
-        "pools[pool_seed] = pool, shared_stats(lambda pool=pool: input_stats([pool], layout, d.length), layout)",
-        "pools[pool_seed] = pool, shared_stats(lambda pool=pool: input_stats([{k: v[: d.num_train] for k, v in "
-        "pool.items()}], layout, d.length), layout)",
+        "stats = shared_stats(lambda source=source: input_stats([source], layout, d.length), layout)",
+        "stats = shared_stats(lambda source=source: input_stats([{k: v[: d.num_train] for k, v in "
+        "source.items()}], layout, d.length), layout)",
         ("tests/test_train.py::test_runs_on_one_pool_normalize_alike",),
     ),
     Mutation(

@@ -138,3 +138,11 @@ def test_fno_jax_has_at_most_twelve_top_level_entries():
         or os.path.isfile(os.path.join(REPO, "fno_jax", name, "__init__.py"))
     ]
     assert len(entries) <= 12, sorted(entries)
+
+
+def test_the_mutation_table_fits_the_code():
+    """`make mutation` plants each bug by replacing an exact snippet: a refactor that moves one must update the
+    table (tests/mutation.py), or the run stops; checked here so that the table cannot rot between runs."""
+    import mutation  # tests/ is on the path, as for conftest
+
+    assert mutation.check_table(mutation.MUTATIONS) == []
