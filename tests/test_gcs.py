@@ -22,12 +22,13 @@ from conftest import FAST_COMPILE, REPO, params_equal, relative_difference, tiny
 from gcs_emulator import requires_preconditions
 
 from fno_jax import checkpoint, export, pretrained, train
-from fno_jax.config import task_of
+from fno_jax.config import model_size, task_of
 from fno_jax.data import SPLITS, generate_dataset, open_dataset
 from fno_jax.data.generate import generate_split
 from fno_jax.storage import paths
 from fno_jax.storage.lease import LeaseLostError
 from fno_jax.storage.workdir import Workdir, WorkdirLockedError
+from fno_jax.training.finetune import load_pretrained
 
 RTOL = 1e-5  # float32 reduction order on 2 devices against 1 (tests/test_distributed.py)
 
@@ -161,6 +162,9 @@ def test_export_to_gcs_and_load_from_it(gcs_root, tiny_run, tmp_path):
     assert params_equal(params, local_params) and card == remote and model.width == 8
     with pytest.raises(pretrained.BundleError, match="already exists"):
         export.export_bundle(workdir, f"{gcs_root}/bundle")
+    # config.init_from may name it: the pretrained model a fine-tuning run starts from.
+    found = load_pretrained(f"{gcs_root}/bundle", -1, model=model_size(tiny_config()), layout="poisson")
+    assert params_equal(found.params, local_params)
     # A bundle cut short (no card.json, which is written last) is no bundle.
     paths.write_bytes(f"{gcs_root}/partial/params.safetensors", b"x")
     assert not pretrained.is_bundle(f"{gcs_root}/partial")
