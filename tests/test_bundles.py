@@ -49,7 +49,7 @@ def test_export_then_load_gives_the_runs_model_parameter_count_and_test_error(ti
 def test_card_and_model_card_say_what_the_model_is(tiny_run, bundle):
     workdir, summary = tiny_run
     card = json.loads(open(os.path.join(bundle, "card.json")).read())
-    assert card["model"] == {"width": 8, "modes": 4, "depth": 2, "fc_dim": 16, "out_dim": 1}
+    assert card["model"] == {"width": 8, "modes": 4, "depth": 2, "fc_dim": 16, "out_dim": 1, "padding": 0}
     assert card["layout"] == "poisson" and card["channels"] == ["source", "K11", "K22", "K12"]
     assert card["task_spec"]["eigenvalue_range"] == [1.0, 5.0] and card["task_ranges"]["eigenvalue_range"] == [1, 5]
     assert card["training_data"] | {"source": None} == {

@@ -106,3 +106,18 @@ def test_shipped_bundles_exist_and_keep_the_package_small():
         os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(pretrained.SHIPPED_DIR) for f in files
     )
     assert size < 12 * 2**20, size
+
+
+def test_the_inverse_problem_recovers_the_eigenvalue_through_the_shipped_operator():
+    """Gradient descent on (e, t) through the shipped Poisson operator recovers e within 5% and t within 0.05 rad;
+    through the spectral solver, to 1e-3."""
+    from experiments import inverse_problem as inv
+
+    true_e, true_t = 3.0, 0.7
+    source, observed = inv.observe(true_e, true_t, num=2, resolution=32)
+    exact = inv.recover(inv.solver_forward, source, observed, steps=200)
+    surrogate = inv.recover(inv.operator_forward(pretrained.operator("poisson-e1_5-32")), source, observed, steps=200)
+    e_err, t_err = exact.errors(true_e, true_t)
+    assert e_err < 1e-3 and t_err < 1e-3, exact
+    e_err, t_err = surrogate.errors(true_e, true_t)
+    assert e_err < 0.05 and t_err < 0.05, surrogate

@@ -21,6 +21,14 @@ def _in_float32_rounding(printed, namespace):
     assert 0 <= value < 1e-6, value  # "~1e-7 in float32": a few float32 roundings of O(1e-2) values
 
 
+def _darcy_iterations_and_agreement(printed, namespace):
+    iterations, difference = printed
+    # "~13 iterations each": the PCG count of every problem; "~1e-9": the sampler's solve and this one agree to
+    # float32 rounding of u ~ 1e-2 (the same solver, the same inputs).
+    assert np.all(np.abs(np.asarray(iterations) - 13) <= 1), iterations
+    assert 0 <= difference < 1e-7, difference
+
+
 def _recovered_coefficients(printed, namespace):
     (params,) = printed
     np.testing.assert_allclose(np.asarray(params), [3.0, 0.4], rtol=0, atol=0.05)
@@ -61,6 +69,9 @@ def _resonance_message(printed, namespace):
 CLAIMS = {
     'print(float(abs(u - batch["solution"]).max()))  # ~1e-7 in float32': _in_float32_rounding,
     "print(params)  # ~[3.0, 0.4]": _recovered_coefficients,
+    'print(info.iterations, float(abs(u - batch["solution"]).max()))  # ~13 iterations each; ~1e-9 in float32': (
+        _darcy_iterations_and_agreement
+    ),
     "print(u.shape, float(jnp.max(jnp.abs(u - same))), v.shape)": _vmap_and_batched_shapes_and_equality,
     "print(err.get())  # diffusion must be positive definite: ... (err.throw() raises it)": _positive_definite_message,
     "print(solvers.resonant_omegas(6))  # [0. 0.395 0.790 1.579 1.974 3.158]": _resonant_omegas,
