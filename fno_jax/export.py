@@ -16,6 +16,7 @@ exactly those pretrained weights (export the pretraining run first when the run 
 from __future__ import annotations
 
 import argparse
+import logging as std_logging
 import os
 import sys
 from collections.abc import Sequence
@@ -145,9 +146,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--base", default=None, help="an adapter run's base bundle (default: its init_from)")
     args = parser.parse_args(argv)
     # Orbax warns that it opens the checkpoints read-only, which is the point here.
-    logging.set_verbosity(logging.ERROR)
-    with exit_on_expected_errors(parser.prog):
-        card = export_bundle(args.workdir, args.out, args.step, args.base)
+    # Set back afterwards: main may be called in-process (a notebook, a script, the tests).
+    absl_logger = logging.get_absl_logger()
+    level = absl_logger.level
+    absl_logger.setLevel(std_logging.ERROR)
+    try:
+        with exit_on_expected_errors(parser.prog):
+            card = export_bundle(args.workdir, args.out, args.step, args.base)
+    finally:
+        absl_logger.setLevel(level)
     metric = card["test_metrics"].get("test_rel_l2")
     tested = f", test rel L2 {metric:.4g}" if metric is not None else ""
     print(f"wrote {paths.abspath(args.out)} (step {card['training']['step']}, {card['num_params']:,} params{tested})")

@@ -62,7 +62,7 @@ def test_card_and_model_card_say_what_the_model_is(tiny_run, bundle):
     assert card["provenance"]["workdir"] == os.path.abspath(workdir) and card["fno_jax_version"]
     readme = open(os.path.join(bundle, "README.md")).read()
     for words in ("## Trained on", "## How well", "## Intended use and limits", "## How to load",
-                  f"{summary['test_rel_l2']:.4g}", "32 training problems", "fno_jax.pretrained.load"):  # fmt: skip
+                  f"{summary['test_rel_l2']:.4g}", "32 training problems", "fno_jax.pretrained.operator"):  # fmt: skip
         assert words in readme, words
 
 

@@ -65,6 +65,11 @@ def _resonance_message(printed, namespace):
     assert isinstance(error, ValueError) and str(error).startswith("helmholtz: omega = 1.973921 is resonant: "), error
 
 
+def _shipped_bundles(printed, namespace):
+    (names,) = printed
+    assert names == ["poisson-e1_5-32"], names
+
+
 # The text of each printing README line -> its check(printed values, the block's variables after it ran).
 CLAIMS = {
     'print(float(abs(u - batch["solution"]).max()))  # ~1e-7 in float32': _in_float32_rounding,
@@ -77,6 +82,7 @@ CLAIMS = {
     "print(solvers.resonant_omegas(6))  # [0. 0.395 0.790 1.579 1.974 3.158]": _resonant_omegas,
     "print(float(solvers.helmholtz_dropped_fraction(f, omega)))  # the part of f with no solution": _dropped_fraction,
     "print(err)  # helmholtz: omega = 1.973921 is resonant: ...": _resonance_message,
+    "print(fno_jax.pretrained.available())                 # ['poisson-e1_5-32']": _shipped_bundles,
 }
 
 
