@@ -22,7 +22,7 @@ from experiments.study import downstream_group, new_study, pretrain_entry
 ARGS = study_scale.args()
 
 # Sizes the quickstart changes per scale: at the cpu scale it fits `make quickstart`'s few minutes, which the
-# converged cpu scale (12,800-step pretraining, 5 seeds with a pool each, two 3-rate grids, the length check) does
+# converged cpu scale (12,800-step pretraining, 5 seeds with a pool each, two 4-rate grids, the length check) does
 # not: 2,048 pretraining samples for 20 epochs, N = 2, 8, 32 for 25 epochs (at least 200 steps), one grid
 # {1e-4, 1e-3}, 3 seeds on one pool, no length check. Its runs are not converged: it shows the tool end to end, and
 # RQ1 at the cpu scale is the evidence (docs/STUDY.md).

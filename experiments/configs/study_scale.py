@@ -175,8 +175,10 @@ GPU_MINUTES = PAPER.replace(
 # pretraining does). Reduced against PAPER (docs/FIDELITY.md, "Reduced scales"): 32 x 32 grid; width 16 / 8 modes;
 # pretraining 512 samples for 800 epochs at batch 32 (12,800 steps); validation 64 and test 256 samples; N = 2, 8,
 # 32, 128 for 100 epochs at batch min(N, 32) and at least 200 steps (100 epochs of N <= 32 are 100 steps or fewer);
-# separate 3-rate grids for scratch {1e-3, 3e-3, 1e-2} and fine-tuned runs {1e-4, 3e-4, 1e-3} (a probe with one
-# grid {3e-4, 1e-3, 3e-3} put most scratch seeds on its top rate and most fine-tuned ones on its bottom rate); at
+# separate 4-rate grids for scratch {1e-3, 3e-3, 1e-2, 3e-2} and fine-tuned runs {1e-4, 3e-4, 1e-3, 3e-3} (the
+# 3-rate grids {1e-3, 3e-3, 1e-2} and {1e-4, 3e-4, 1e-3} of the 2026-12-06 RQ1 sweep left scratch at N = 128 with 3
+# of 5 seeds, and fine-tuning at N = 8, 32, 128 with 4-5 of 5 seeds, on their top rate; fine-tuning at N = 2 picks
+# 3e-4, so its bottom rate stays); at
 # most 20 evaluations per run; 5 seeds per point, each with its own training pool; the RQ2 ladder (8, 4), (8, 8),
 # (16, 8). Study configs shorten the ladder further.
 CPU = PAPER.replace(
@@ -190,8 +192,8 @@ CPU = PAPER.replace(
     num_val=64,
     num_test=256,
     num_train=(2, 8, 32, 128),
-    learning_rates=(1e-3, 3e-3, 1e-2),
-    finetune_learning_rates=(1e-4, 3e-4, 1e-3),
+    learning_rates=(1e-3, 3e-3, 1e-2, 3e-2),
+    finetune_learning_rates=(1e-4, 3e-4, 1e-3, 3e-3),
     epochs=100,
     batch_size=32,
     min_steps=200,
