@@ -82,7 +82,7 @@ CLAIMS = {
     "print(solvers.resonant_omegas(6))  # [0. 0.395 0.790 1.579 1.974 3.158]": _resonant_omegas,
     "print(float(solvers.helmholtz_dropped_fraction(f, omega)))  # the part of f with no solution": _dropped_fraction,
     "print(err)  # helmholtz: omega = 1.973921 is resonant: ...": _resonance_message,
-    "print(fno_jax.pretrained.available())                 # ['poisson-e1_5-32']": _shipped_bundles,
+    "print(fno_jax.pretrained.available())  # ['poisson-e1_5-32']": _shipped_bundles,
 }
 
 
