@@ -24,6 +24,8 @@ Layout of SWEEP_DIR:
                         sweep_failure.json while its last attempt failed (the error, host, time)
     results.jsonl       one record per finished run: its summary.json merged with its meta, in plan order
     failures.jsonl      one record per run whose last attempt failed (name, error, ...); absent when none did
+    stale/<name>-lr<r>/ a length-check run set aside because its seed's grid now chooses another rate (the grid
+                        grew); it runs again at the chosen rate
     .sweep.lock         serializes the shards' rewrites of the files above
 
 Shards write one SWEEP_DIR at the same time safely: every run writes only its own folder, and results.jsonl and
@@ -357,6 +359,7 @@ class _Sweep:
             prefix = f"[{first}/{len(mine)}] {label}" if len(unit) == 1 else f"[{first}-{done}/{len(mine)}] {label}"
             for spec in unit:
                 self._reuse(spec, prefix)
+                self._retire_stale_rate(spec, prefix)
             todo = [spec for spec in unit if _read_summary(self.workdir(spec.name)) is None]
             if len(todo) < len(unit):
                 finished = f"{len(unit) - len(todo)} of {len(unit)} " if len(unit) > 1 else ""
@@ -385,6 +388,27 @@ class _Sweep:
         paths.rmtree(workdir)
         paths.copytree(source, workdir)
         logging.info(f"{prefix} ... {spec.name} reused from {source}")
+
+    def _retire_stale_rate(self, spec: RunSpec, prefix: str) -> None:
+        """A finished length-check run whose learning rate is no longer the one its seed's grid chooses (the grid grew
+        since it ran) is moved to SWEEP_DIR/stale/ and runs again at the chosen rate; the report would otherwise set
+        a doubled run at one rate beside a point at another."""
+        workdir = self.workdir(spec.name)
+        summary = _read_summary(workdir) if spec.select_lr_from else None
+        if summary is None or any(_read_summary(self.workdir(name)) is None for name in spec.select_lr_from):
+            return
+        chosen = resolve_learning_rate(spec, self.sweep_dir).meta["learning_rate"]
+        if float(summary["learning_rate"]) == chosen:
+            return
+        aside = paths.join(self.sweep_dir, "stale", f"{spec.name}-lr{summary['learning_rate']:g}")
+        if paths.exists(aside):
+            paths.rmtree(aside)
+        paths.makedirs(paths.dirname(aside))
+        paths.move(workdir, aside)
+        logging.info(
+            f"{prefix} ... {spec.name} ran at lr {summary['learning_rate']:g}, its seed now chooses {chosen:g}: "
+            f"moved to {aside}, runs again"
+        )
 
     def _finished_elsewhere(self) -> dict[str, str]:
         """config key -> run folder, for the finished runs without init_from of the `reuse_from` sweeps."""
