@@ -417,12 +417,25 @@ def length_check(records: Sequence[dict], points: Sequence[dict]) -> list[dict]:
     point's median over seeds (the same seeds, their chosen learning rates, twice the steps)."""
     out = []
     regular = {r["name"]: r for r in records if r.get("name") and not r.get("length_check")}
+    # Pretraining: per pretrain entry and model, the median over its seeds' runs beside the median of the same
+    # seeds' doubled runs.
+    pretrain: dict[str, list[tuple[dict, dict]]] = defaultdict(list)
     for r in records:
         if r.get("kind") == "pretrain" and r.get("length_check"):
             base = regular.get(r["name"].removesuffix("-x2"))
             if base is not None:
-                entry = _length_entry("pretrain", base, [base["test_rel_l2"]], [r["test_rel_l2"]], [r["seed"]])
-                out.append({**entry, "epochs": base.get("epochs"), "epochs_doubled": r.get("epochs")})
+                pretrain[re.sub(r"-s\d+$", "", base["name"])].append((base, r))
+    for _, pairs in sorted(pretrain.items()):
+        pairs.sort(key=lambda pair: pair[0]["seed"])
+        bases, doubled_runs = [b for b, _ in pairs], [d for _, d in pairs]
+        entry = _length_entry(
+            "pretrain",
+            bases[0],
+            [b["test_rel_l2"] for b in bases],
+            [d["test_rel_l2"] for d in doubled_runs],
+            [b["seed"] for b in bases],
+        )
+        out.append({**entry, "epochs": bases[0].get("epochs"), "epochs_doubled": doubled_runs[0].get("epochs")})
     doubled: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         if r.get("kind") != "pretrain" and r.get("length_check"):

@@ -18,10 +18,10 @@ A *study* is an `ml_collections.ConfigDict` with
                     model, as the paper fine-tunes.
     vary_pool       True: each downstream seed draws its own training pool (`data.pool_seed`), so the intervals
                     also cover which problems the downstream pool holds; False (default): one pool per group.
-    length_check    True: the study also reruns, with their length doubled, the first pretraining run of every
-                    pretrain entry and model, and the smallest and largest N of scratch and fine-tuned runs of every
-                    group (every seed, at the learning rate its grid chose); the report compares them
-                    (`length_check` in report.json).
+    length_check    True: the study also reruns, with their length doubled, the pretraining runs (every seed) of
+                    every pretrain entry and model, and the smallest and largest N of scratch and fine-tuned runs
+                    of every group (every seed, at the learning rate its grid chose); the report compares the
+                    medians over the same seeds (`length_check` in report.json).
     data_seed       pretrain, downstream: the `data.seed` of pretraining and of downstream runs. They differ, so
                     the downstream pool never repeats the pretraining pool's sources (the paper generated every
                     dataset with seed 0, so its downstream sources were its pretraining sources; equal seeds give
@@ -387,14 +387,15 @@ def expand_study(study: ml_collections.ConfigDict, sweep_dir: str) -> list[RunSp
         if entry.task not in TASK_NAMES:
             raise ConfigError(f"{where}: pretrain {pname!r} has task {entry.task!r}; use one of {TASK_NAMES}.")
         for mi, (width, modes) in enumerate(ex.model_list):
-            first = None
+            seeds = []
             for seed in ex.pretrain_seeds:
                 spec = _pretrain_run(ex, pname, entry, width, modes, seed)
                 runs.append(spec)
-                first = first or spec
+                seeds.append(spec)
                 pretrained[(pname, mi, seed)] = (spec.name, spec.config)
             if study.get("length_check", False):
-                runs.append(_doubled(first, ()))
+                # Every seed: two pretraining runs of one length can differ by more than a doubling changes one.
+                runs += [_doubled(spec, ()) for spec in seeds]
 
     for gname, group in study.downstream.items():
         runs += _group_runs(ex, gname, group, pretrained)

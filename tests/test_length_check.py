@@ -17,6 +17,7 @@ from fno_jax.storage.json_io import write_json_atomic
 def _rq1(*, rates=(1e-3, 3e-3), finetune_rates=(1e-4, 3e-4)):
     study = importlib.import_module("experiments.configs.rq1_data_size").get_config("poisson,runlocal")
     study.length_check = True
+    study.pretrain_seeds = 2
     group = study.downstream.poisson
     group.learning_rates = tuple(rates)
     group.finetune_learning_rates = tuple(finetune_rates)
@@ -37,7 +38,7 @@ class StepDependentRun(FakeRun):
         if steps <= 0:  # a run length in epochs: whole batches per epoch
             n = config.data.num_train
             steps = config.train.num_epochs * (n // min(n, config.train.batch_size))
-        summary["test_rel_l2"] *= steps**-self.power
+        summary["test_rel_l2"] *= steps**-self.power * (1.0 + config.seed)  # seeds differ
         lr = config.train.learning_rate
         summary["val_rel_l2"] = 1.0 / (1.0 + lr) if lr != self.best_lr else 1e-3
         write_json_atomic(os.path.join(workdir, "summary.json"), summary)
@@ -49,14 +50,16 @@ def _summary(sweep, name):
         return json.load(f)
 
 
-def test_the_study_doubles_the_first_pretraining_and_the_smallest_and_largest_n_of_each_mode():
+def test_the_study_doubles_every_pretraining_seed_and_the_smallest_and_largest_n_of_each_mode():
     runs = study_lib.expand_study(_rq1(), "/tmp/unused-sweep")
     checks = [r for r in runs if r.meta.get("length_check")]
     by_name = {r.name: r for r in runs}
     pretrain = [r for r in checks if r.meta["kind"] == "pretrain"]
-    assert [r.name for r in pretrain] == ["pretrain-poisson-s0-x2"]
-    base = by_name["pretrain-poisson-s0"]
-    assert pretrain[0].meta["num_steps"] == 2 * base.meta["num_steps"] and pretrain[0].config.train.num_steps > 0
+    assert [r.name for r in pretrain] == ["pretrain-poisson-s0-x2", "pretrain-poisson-s1-x2"]
+    for r in pretrain:
+        base = by_name[r.name.removesuffix("-x2")]
+        assert r.meta["num_steps"] == 2 * base.meta["num_steps"] and r.config.train.num_steps > 0
+        assert r.config.seed == base.config.seed
     downstream = [r for r in checks if r.meta["kind"] == "downstream"]
     sizes = sorted({r.meta["num_train"] for r in runs if r.meta["kind"] == "downstream" and r.meta["num_train"]})
     assert {(r.meta["mode"], r.meta["num_train"]) for r in downstream} == {
@@ -81,6 +84,10 @@ def test_the_report_sets_each_doubled_run_beside_what_it_reports(tmp_path, power
     report = build_report(str(tmp_path), plots=False)
     checks = report["length_check"]
     assert {c["kind"] for c in checks} == {"pretrain", "downstream"} and len(checks) == 5
+    (pretrain,) = [c for c in checks if c["kind"] == "pretrain"]
+    assert pretrain["seeds"] == [0, 1]  # the median over both pretraining seeds, and over their doubled runs
+    values = [_summary(str(tmp_path), f"pretrain-poisson-s{seed}")["test_rel_l2"] for seed in (0, 1)]
+    assert pretrain["test_rel_l2"] == pytest.approx((values[0] + values[1]) / 2) and values[0] != values[1]
     for c in checks:
         # steps are doubled exactly (the 200-step floor doubles too), so the fake error changes by 2**-power - 1
         assert c["relative_change"] == pytest.approx(2**-power - 1, rel=1e-6), c

@@ -293,9 +293,9 @@ CPU_STUDY_ORDER = (
 # Minutes each sweep may take on 2 cores by the throughput model above (about 5% over its estimate), and all six
 # together: a guard against a config change that grows a study unnoticed. The four paper questions were asked to fit
 # 3 hours; at the converged scale (12,800-step pretraining and its doubled check, 5 seeds with a pool each, two 4-rate
-# grids, the length check) the model puts them at about 7.8 hours, and docs/STUDY.md says where the time goes.
+# grids, the length check) the model puts them at about 8.0 hours, and docs/STUDY.md says where the time goes.
 CPU_STUDY_BUDGET_MIN = {
-    "rq1_data_size": 120,
+    "rq1_data_size": 135,
     "rq6_darcy_transfer": 140,
     "rq5_finetune_modes": 185,
     "rq3_ood_shift": 125,

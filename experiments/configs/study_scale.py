@@ -73,7 +73,7 @@ class Scale:
       seeds: seeds per downstream point (study.seeds).
       pretrain_seeds: pretraining runs per pretrain entry (study.pretrain_seeds; a study config may ask for more).
       vary_pool: each downstream seed draws its own training pool (study.vary_pool).
-      length_check: the study reruns its first pretraining runs and its smallest and largest N with twice the
+      length_check: the study reruns its pretraining runs (every seed) and its smallest and largest N with twice the
         steps (study.length_check).
       generate_chunk: samples generated per device call.
       models: the RQ2 ladder of (width, modes).
