@@ -65,7 +65,7 @@ from ml_collections import config_flags
 from experiments import plan as plan_lib
 from experiments.study import RunSpec, expand_study, run_workdir
 from fno_jax.config import ConfigError, with_defaults
-from fno_jax.runtime.distributed import maybe_initialize, on_main_process
+from fno_jax.runtime.distributed import barrier, maybe_initialize, on_main_process
 from fno_jax.runtime.log_setup import configure_logging
 from fno_jax.runtime.preemption import exit_on_preemption
 from fno_jax.storage import paths
@@ -280,6 +280,13 @@ def resolve_learning_rate(spec: RunSpec, sweep_dir: str) -> RunSpec:
     return dataclasses.replace(spec, config=config, meta=meta)
 
 
+def _move_aside(workdir: str, aside: str) -> None:
+    if paths.exists(aside):
+        paths.rmtree(aside)
+    paths.makedirs(paths.dirname(aside))
+    paths.move(workdir, aside)
+
+
 def _finite_or_inf(value) -> float:
     return float(value) if value is not None and math.isfinite(float(value)) else math.inf
 
@@ -401,10 +408,10 @@ class _Sweep:
         if float(summary["learning_rate"]) == chosen:
             return
         aside = paths.join(self.sweep_dir, "stale", f"{spec.name}-lr{summary['learning_rate']:g}")
-        if paths.exists(aside):
-            paths.rmtree(aside)
-        paths.makedirs(paths.dirname(aside))
-        paths.move(workdir, aside)
+        # Multi-host: every process has read the same files and decided alike; process 0 moves, the others wait.
+        barrier(f"stale-rate-read:{spec.name}")
+        on_main_process(_move_aside)(workdir, aside)
+        barrier(f"stale-rate-moved:{spec.name}")
         logging.info(
             f"{prefix} ... {spec.name} ran at lr {summary['learning_rate']:g}, its seed now chooses {chosen:g}: "
             f"moved to {aside}, runs again"
