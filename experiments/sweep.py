@@ -280,6 +280,11 @@ def resolve_learning_rate(spec: RunSpec, sweep_dir: str) -> RunSpec:
     return dataclasses.replace(spec, config=config, meta=meta)
 
 
+def _copy_run(source: str, workdir: str) -> None:
+    paths.rmtree(workdir)
+    paths.copytree(source, workdir)
+
+
 def _move_aside(workdir: str, aside: str) -> None:
     if paths.exists(aside):
         paths.rmtree(aside)
@@ -392,8 +397,10 @@ class _Sweep:
         source = self._finished_elsewhere().get(_config_key(to_json(spec.config.to_dict())))
         if source is None:
             return
-        paths.rmtree(workdir)
-        paths.copytree(source, workdir)
+        # Multi-host: every process found the same source; process 0 copies, the others wait.
+        barrier(f"reuse-read:{spec.name}")
+        on_main_process(_copy_run)(source, workdir)
+        barrier(f"reuse-copied:{spec.name}")
         logging.info(f"{prefix} ... {spec.name} reused from {source}")
 
     def _retire_stale_rate(self, spec: RunSpec, prefix: str) -> None:
