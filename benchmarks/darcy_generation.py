@@ -53,22 +53,10 @@ def _parser() -> argparse.ArgumentParser:
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     import jax
 
+    from benchmarks.generate import time_sampling
     from solvers import tasks
 
-    task = tasks.Darcy()
-    sample = jax.jit(lambda key: task.sample(key, args.batch, args.resolution))
-    key = jax.random.key(args.seed)
-    start = time.perf_counter()
-    compiled = sample.lower(key).compile()
-    compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(jax.random.fold_in(key, 10**6)))  # warm-up
-    times = []
-    for i in range(args.repeats):
-        k = jax.random.fold_in(key, i)
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(k))
-        times.append(time.perf_counter() - start)
-    step = statistics.median(times)
+    compile_s, step = time_sampling(tasks.Darcy(), args.batch, args.resolution, args.seed, args.repeats)
     device = jax.devices()[0]
     return {
         "side": "ours",

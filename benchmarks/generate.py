@@ -42,22 +42,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Time generation; returns samples_per_s, step_ms_median, compile_s, device, ...."""
-    task = _task(args.pde)
-    sample = jax.jit(lambda key: task.sample(key, args.batch, args.resolution))
-    key = jax.random.key(args.seed)
+def time_sampling(task, batch: int, resolution: int, seed: int, repeats: int) -> tuple[float, float]:
+    """(compile seconds, median seconds per batch) of `task.sample` for `batch` problems at `resolution`, compiled
+    once, warmed up on another key, then timed over `repeats` keys."""
+    sample = jax.jit(lambda key: task.sample(key, batch, resolution))
+    key = jax.random.key(seed)
     start = time.perf_counter()
     compiled = sample.lower(key).compile()
     compile_s = time.perf_counter() - start
     jax.block_until_ready(compiled(jax.random.fold_in(key, 10**6)))  # warm-up
     times = []
-    for i in range(args.repeats):
+    for i in range(repeats):
         k = jax.random.fold_in(key, i)
         start = time.perf_counter()
         jax.block_until_ready(compiled(k))
         times.append(time.perf_counter() - start)
-    step = statistics.median(times)
+    return compile_s, statistics.median(times)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Time generation; returns samples_per_s, step_ms_median, compile_s, device, ...."""
+    compile_s, step = time_sampling(_task(args.pde), args.batch, args.resolution, args.seed, args.repeats)
     device = jax.devices()[0]
     result: dict[str, Any] = {
         "benchmark": "generate",
