@@ -6,6 +6,7 @@ environment variables below are inherited), so a program the suite compiles once
 is loaded from disk by every later process that needs it.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -127,6 +128,22 @@ def run_python(args: list[str], *, devices: int | None = None, timeout: float = 
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+def last_json_lines(procs, *, timeout: float = 600) -> list[dict]:
+    """Wait for each process (killing every one still running if one fails) and return the JSON object each printed
+    last; a process that exits non-zero fails the test with the end of its stderr."""
+    results = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, err[-4000:]
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    return results
 
 
 def main_cli(workdir, *flags: str, config: str = "experiments/configs/base.py") -> list[str]:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FAST_COMPILE, REPO, relative_difference, tiny_config
+from conftest import FAST_COMPILE, REPO, last_json_lines, relative_difference, tiny_config
 from multihost_worker import CHAIN, RACE_RUNS, corrupt_step, race_template
 from test_train import crash_after
 
@@ -232,20 +232,6 @@ def _start_workers(root) -> list[subprocess.Popen]:
     return procs
 
 
-def _finish(procs) -> list[dict]:
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=600)
-            assert proc.returncode == 0, err[-4000:]
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    return results
-
-
 def _metrics_steps(workdir) -> list[int]:
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line)["step"] for line in f if line.strip()]
@@ -276,7 +262,7 @@ def test_multi_host_job_resumes_across_topologies_and_recovers(tmp_path, monkeyp
     # The reference: one process, one device, uninterrupted, device-resident data.
     reference = str(tmp_path / "reference")
     train_and_evaluate(tiny_config(**{**CHAIN, "data.loader": "device"}), reference)
-    results = _finish(procs)
+    results = last_json_lines(procs)
     # The finished 2-process run as a 2-process run killed after its checkpoint of step 6: its later checkpoints
     # and summary gone, its metrics past step 6 still there. One process on one device finishes it again.
     two_to_one = str(tmp_path / "two_to_one")

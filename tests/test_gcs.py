@@ -18,7 +18,7 @@ import uuid
 import ml_collections
 import numpy as np
 import pytest
-from conftest import FAST_COMPILE, REPO, params_equal, relative_difference, tiny_config
+from conftest import FAST_COMPILE, REPO, last_json_lines, params_equal, relative_difference, tiny_config
 from gcs_emulator import requires_preconditions
 
 from fno_jax import checkpoint, export, pretrained, train
@@ -204,16 +204,7 @@ def test_two_processes_train_in_one_gcs_workdir_and_refuse_an_unshared_one(
         args = [sys.executable, worker, gcs_root, str(tmp_path), gcs_dataset.path]
         pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
         procs.append(subprocess.Popen(args, cwd=REPO, env=env, text=True, **pipes))
-    results = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=300)
-            assert proc.returncode == 0, err[-4000:]
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    results = last_json_lines(procs, timeout=300)
     assert [r["process"] for r in results] == [0, 1] and all(r["devices"] == 2 for r in results)
     for r in results:
         own = str(tmp_path / f"process{r['process']}")
