@@ -8,9 +8,9 @@ the project (config.json, summary.json, dataset metadata, plan.json, results.jso
 A `gs://` path is written in one upload, which GCS makes visible whole or not at all (`fno_jax.storage.paths`).
 """
 
+import errno
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,23 +22,13 @@ __all__ = ["to_json", "write_json_atomic", "write_jsonl_atomic", "write_text_ato
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Replace `path` by `text` atomically (fsync'd before the rename; on GCS one upload)."""
+    """Replace `path` by `text` atomically (`paths.write_bytes`: fsync'd before the rename; on GCS one upload).
+    Locally its folder must exist: a file is never the first thing written to a folder that has gone."""
     path = os.fspath(path)
-    if paths.is_remote(path):
-        paths.write_text(path, text)
-        return
-    directory, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{os.uname().nodename}.{os.getpid()}.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    directory = os.path.dirname(os.path.abspath(path))
+    if not paths.is_remote(path) and not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, "no such folder to write into", directory)
+    paths.write_text(path, text)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, sort_keys: bool = True) -> None:
