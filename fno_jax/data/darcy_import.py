@@ -157,6 +157,22 @@ def _volume_fraction(a: np.ndarray) -> np.ndarray:
     return np.mean(a >= np.sqrt(low * high), axis=(1, 2))
 
 
+def _open_splits(files, splits, seed, a_key, u_key):
+    """({split: opened file}, {split: its rows}, the split seed or None): one file per split in file order, or one
+    file split by `splits` in an order drawn with `seed` (None: file order)."""
+    if isinstance(files, Mapping):
+        if set(files) != set(SPLITS):
+            raise ValueError(f"one file per split is needed, for exactly {SPLITS}; got files for {sorted(files)}")
+        opened = {s: _open(os.fspath(files[s]), a_key, u_key) for s in SPLITS}
+        return opened, {s: np.arange(opened[s].count) for s in SPLITS}, None
+    one = _open(os.fspath(files), a_key, u_key)
+    counts = split_counts(one.count, splits)
+    order = np.arange(one.count) if seed is None else np.random.default_rng(seed).permutation(one.count)
+    starts = np.cumsum([0, *(counts[s] for s in SPLITS)])
+    rows = {s: order[starts[i] : starts[i + 1]] for i, s in enumerate(SPLITS)}
+    return {s: one for s in SPLITS}, rows, seed
+
+
 def import_darcy(
     files: PathLike | Mapping[str, PathLike],
     out_dir: PathLike,
@@ -191,20 +207,7 @@ def import_darcy(
         raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}.")
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride must be an integer >= 1, got {stride!r}.")
-    if isinstance(files, Mapping):
-        if set(files) != set(SPLITS):
-            raise ValueError(f"one file per split is needed, for exactly {SPLITS}; got files for {sorted(files)}")
-        opened = {s: _open(os.fspath(files[s]), a_key, u_key) for s in SPLITS}
-        rows = {s: np.arange(opened[s].count) for s in SPLITS}
-        split_seed = None
-    else:
-        one = _open(os.fspath(files), a_key, u_key)
-        counts = split_counts(one.count, splits)
-        order = np.arange(one.count) if seed is None else np.random.default_rng(seed).permutation(one.count)
-        starts = np.cumsum([0, *(counts[s] for s in SPLITS)])
-        opened = {s: one for s in SPLITS}
-        rows = {s: order[starts[i] : starts[i + 1]] for i, s in enumerate(SPLITS)}
-        split_seed = seed
+    opened, rows, split_seed = _open_splits(files, splits, seed, a_key, u_key)
     sizes = {f.size for f in opened.values()}
     if len(sizes) != 1:
         raise DarcyImportError(f"the split files differ in grid size: { {s: f.size for s, f in opened.items()} }")
