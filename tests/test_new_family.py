@@ -4,15 +4,11 @@ exports a bundle, runs as an operator and is scored by the residual metric, with
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 
-from conftest import REPO
-
-IGNORED = (".git", ".venv", ".pytest_cache", ".hypothesis", ".ruff_cache", "__pycache__", "*.egg-info", "runs",
-           "build", "dist", ".whl")  # fmt: skip
+from mutation import copy_repo
 
 # Screened Poisson, -D lap u + c u = f with c ~ U(screening_range): the Helmholtz operator with omega = -c < 0, so it
 # carries the existing coefficients D and omega and needs no new channel.
@@ -85,8 +81,7 @@ CHECK = textwrap.dedent(
 
 
 def _copy_with_a_new_family(tmp_path) -> str:
-    root = str(tmp_path / "repo")
-    shutil.copytree(REPO, root, ignore=shutil.ignore_patterns(*IGNORED), symlinks=True)
+    root = copy_repo(str(tmp_path))  # the working tree, without .git, .venv, runs/ and caches
     with open(os.path.join(root, "solvers", "tasks.py"), "a") as f:
         f.write(SAMPLER)
     path = os.path.join(root, "solvers", "families.py")
