@@ -108,8 +108,10 @@ def test_host_fed_and_device_resident_groups_train_alike(stored, tmp_path):
         return [checkpoint.load_params(p) for p in paths]
 
     # The same batches in the same order: the host feed reads on the host what the device feed gathers in the step.
+    # The two feeds compile to different programs, which XLA may round differently (bitwise equal under its default
+    # CPU flags, 7e-8 apart under the suite's fast-compile flags); a batch out of place moves the params by ~1e-2.
     for host, device in zip(run("host"), run("device"), strict=True):
-        assert params_equal(host, device)
+        assert relative_difference(host, device) < 1e-6
 
 
 def test_the_summaries_say_how_many_runs_trained_together(group):

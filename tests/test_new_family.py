@@ -71,8 +71,8 @@ CHECK = textwrap.dedent(
                     f"--workdir={workdir}", *flags], check=True, capture_output=True)
     summary = json.load(open(f"{workdir}/summary.json"))
     assert summary["task"] == "screened" and np.isfinite(summary["test_rel_l2"]), summary
-    subprocess.run([sys.executable, "-m", "fno_jax.export", "--workdir", workdir, "--out", f"{workdir}-bundle"],
-                   check=True, capture_output=True)
+    from fno_jax import export  # the command line `python -m fno_jax.export`, in this interpreter
+    export.main(["--workdir", workdir, "--out", f"{workdir}-bundle"])
     op = pretrained.operator(f"{workdir}-bundle")
     assert op.card["layout"] == "screened" and op(batch).shape == (4, 32, 32)
     print("ok")
