@@ -155,7 +155,7 @@ MUTATIONS = (
         "fno_jax/training/trainer.py",
         "jax.random.fold_in(jax.random.PRNGKey(c.seed), 3000) for c in group.configs",
         "jax.random.fold_in(jax.random.PRNGKey(c0.seed), 3000) for c in group.configs",
-        ("tests/test_packed.py", WIRING),
+        ("tests/test_group.py", WIRING),
     ),
     Mutation(
         "packed-runs-share-order",
@@ -163,7 +163,7 @@ MUTATIONS = (
         "fno_jax/data/loader.py",
         "    seeds = [int(c.seed) for c in configs]",
         "    seeds = [int(configs[0].seed) for c in configs]",
-        ("tests/test_packed.py", WIRING),
+        ("tests/test_group.py", WIRING),
     ),
     Mutation(
         "readme-claims-another-number",

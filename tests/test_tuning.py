@@ -178,7 +178,7 @@ def test_a_packed_group_of_mixed_losses_trains_each_run_as_alone(tiny_run, tmp_p
     assert [s["loss"] for s in grouped] == ["data", "hybrid"] and grouped[1]["packed_runs"] == 2
     alone = train.train_and_evaluate(configs[1], str(tmp_path / "alone"))
     together, apart = checkpoint.load_params(tmp_path / "1"), checkpoint.load_params(tmp_path / "alone")
-    assert relative_difference(together, apart) < 1e-4  # a vmapped step sums in another order (test_packed)
+    assert relative_difference(together, apart) < 1e-4  # a vmapped step sums in another order (tests/test_group.py)
     np.testing.assert_allclose(grouped[1]["test_rel_l2"], alone["test_rel_l2"], rtol=1e-4)
 
 

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import generated_split, params_equal, poisson_pool_stats, relative_difference, tiny_config
-from test_packed import RTOL as PACKED_RTOL
+from test_group import RTOL as PACKED_RTOL
 
 import fno_jax
 from fno_jax import checkpoint, train
@@ -134,7 +134,7 @@ def test_packed_runs_with_different_best_steps_each_report_their_own(alone, pack
     for k, ((workdir, summary), (alone_dir, alone_summary)) in enumerate(zip(packed, alone, strict=True)):
         assert summary["best_step"] == best[k] == alone_summary["best_step"]
         assert checkpoint.load_meta(workdir, "best")[0] == best[k]
-        # The same run trained alone, to the packed-vs-single tolerance of tests/test_packed.py.
+        # The same run trained alone, to the packed-vs-single tolerance of tests/test_group.py.
         assert (
             relative_difference(checkpoint.load_params(workdir, "best"), checkpoint.load_params(alone_dir, "best"))
             < PACKED_RTOL

@@ -7,7 +7,7 @@ leading run axis and the step is `jax.vmap`ped over it (each run's rate is a lea
 program, is trained in several parts (`plan_parts`).
 
 Packed runs' final params equal those of one-at-a-time runs to float32 rounding, not bitwise: a vmapped matmul may
-sum in another order. tests/test_packed.py bounds the difference. A group of one carries no run axis and is bitwise
+sum in another order. tests/test_group.py bounds the difference. A group of one carries no run axis and is bitwise
 the run trained alone.
 """
 
