@@ -24,11 +24,12 @@ os.environ["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
 def _fast_compile_flags() -> str:
     """XLA flags for the suite's small programs, which run a few steps: no CPU backend optimizations, and the CPU
     backend's older loop emitters (its fusion emitters take about 3x longer to compile the train step: 1.6 s against
-    0.4 s; the whole suite on a clean clone 437 s against 337 s on the 2-core VM, 2026-12-06). Every test process
-    and subprocess compiles the same way: one program gives the same bits in every process (two programs that
-    compute the same thing may still round differently, under any flags). The second flag is
-    checked once, in a throwaway interpreter, because a jaxlib that no longer knows a flag stops at start-up; the
-    answer is kept in the environment, so pytest-xdist workers and the tests' subprocesses inherit it."""
+    0.4 s; the whole suite on a clean clone 437 s against 337 s on the 2-core VM, 2026-12-06).
+
+    Every test process and subprocess compiles the same way: one program gives the same bits in every process (two
+    programs that compute the same thing may still round differently, under any flags). The emitter flag is checked
+    once, in a throwaway interpreter, because a jaxlib that no longer knows a flag stops at start-up; the answer is
+    kept in the environment, so pytest-xdist workers and the tests' subprocesses inherit it."""
     known = os.environ.get("FNO_TEST_XLA_FLAGS")
     if known is not None:
         return known

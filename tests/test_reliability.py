@@ -229,7 +229,7 @@ def test_nan_in_a_batch_stops_the_run_naming_step_and_batch(tmp_path, monkeypatc
 
 # Long enough to be signalled mid-way; no checkpoint or evaluation is due before the last step.
 UNTIL_THE_END = {
-    "train.num_steps": 400,
+    "train.num_steps": 600,
     "train.checkpoint_every": 100_000,
     "train.eval_every": 100_000,
     "train.log_every": 50,
@@ -258,7 +258,7 @@ def test_sigterm_saves_the_step_reached_exits_143_and_the_same_command_resumes_b
     assert proc.returncode == 143, stderr[-3000:]
     assert stopped_s < 60
     steps = checkpoint_steps(workdir)
-    assert len(steps) == 1 and 50 <= steps[0] < 400, steps  # the step reached: none was due
+    assert len(steps) == 1 and 50 <= steps[0] < 600, steps  # the step reached: none was due
     assert f"preempted at step {steps[0]}; run the same command to resume" in stderr
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
 
@@ -268,7 +268,7 @@ def test_sigterm_saves_the_step_reached_exits_143_and_the_same_command_resumes_b
     assert f"resuming {workdir} from step {steps[0]}" in done.stderr
     baseline = str(tmp_path / "baseline")
     summary = train_and_evaluate(tiny_config(**{**LONGER, **UNTIL_THE_END}), baseline)
-    assert_params_equal(baseline, workdir, 400)
+    assert_params_equal(baseline, workdir, 600)
     with open(os.path.join(workdir, "summary.json")) as f:
         assert json.load(f)["test_rel_l2"] == summary["test_rel_l2"]
 
