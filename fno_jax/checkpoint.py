@@ -214,9 +214,13 @@ class Checkpointer:
         directory locally, committed by its marker file on GCS), so the newest listed step is whole."""
         kept = self.latest_step()
         resume = f"the newest complete checkpoint, step {kept}, is intact" if kept is not None else "none was complete"
+        if isinstance(err, TimeoutError):  # orbax's deadline for a save: a stalled process or slow storage
+            cause = "The save did not finish in time: was the process stopped or suspended, or the storage slow?"
+        else:
+            cause = "If the disk is full or the directory not writable, fix that."
         return CheckpointWriteError(
             f"cannot write a checkpoint in {self.directory} ({type(err).__name__}: {str(err)[:300]}); {resume}. "
-            "If the disk is full or the directory not writable, fix that and run the same command again to resume."
+            f"{cause} Run the same command again to resume."
         )
 
     def close(self) -> None:

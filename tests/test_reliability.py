@@ -300,6 +300,23 @@ def test_sigint_raises_preempted_carrying_the_signal_after_saving_the_step(tmp_p
     assert [r["step"] for r in metric_lines(workdir)] == [7, 50, 100]
 
 
+def test_a_save_that_times_out_says_so_and_how_to_resume(tmp_path, monkeypatch):
+    """Orbax gives up on a save past its deadline (seen when a sweep was stopped with SIGSTOP for ten minutes
+    mid-save): the error names the directory, says the save timed out and that the same command resumes."""
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+
+    def timed_out():
+        raise TimeoutError("ChainedFuture completed 2/6 futures but timed out after 0.00 seconds.")
+
+    monkeypatch.setattr(ckpt.manager, "wait_until_finished", timed_out)
+    with pytest.raises(checkpoint.CheckpointWriteError) as info:
+        ckpt.wait()
+    message = str(info.value)
+    assert f"cannot write a checkpoint in {tmp_path}/checkpoints (TimeoutError: ChainedFuture" in message
+    assert "none was complete. The save did not finish in time" in message
+    assert message.endswith("Run the same command again to resume.") and "disk is full" not in message
+
+
 # ---- a full disk --------------------------------------------------------------------------------------------------
 
 
