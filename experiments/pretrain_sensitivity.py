@@ -3,8 +3,8 @@
 The length check of a study (`study.length_check`) doubles every pre-training run (`pretrain-<family>-s<k>-x2`).
 When pre-training still moves by more than the check's tolerance, what matters is whether the downstream numbers
 move: this command fine-tunes again, from the doubled pretrained models, each seed's chosen run (its best-validation
-learning rate) of the given downstream sizes, and prints the reported median beside the median from the doubled
-pre-training.
+learning rate) of the given downstream sizes, and prints, per point (task, shift, pretrained model, FNO size,
+fine-tuning mode, loss) and size, the reported median beside the median from the doubled pre-training.
 
     python -m experiments.pretrain_sensitivity --sweep runs/rq1_data_size --num_train 2,128
 
@@ -29,17 +29,25 @@ from fno_jax.storage.json_io import write_text_atomic
 from fno_jax.train import train_and_evaluate
 
 
-def chosen_runs(report: dict, num_train: Sequence[int]) -> list[dict]:
-    """The report's chosen fine-tuned run of every seed at each of `num_train` (not the length check's)."""
-    runs = [
-        r
-        for r in report["runs"]
-        if r["mode"] == "finetune" and not r["length_check"] and r["num_train"] in set(num_train)
-    ]
-    missing = set(num_train) - {r["num_train"] for r in runs}
+def point_of(run: dict) -> str:
+    """A report run's point, as a label: task, shift, pretrained model, FNO size, fine-tuning mode, loss, variant."""
+    model = run["model"]
+    parts = [run["task"], run["shift"], f"from {run['pretrain']}", f"w{model['width']}m{model['modes']}"]
+    parts += [run["finetune_mode"], run["loss"], run.get("variant") or ""]
+    return " ".join(part for part in parts if part)
+
+
+def chosen_runs(report: dict, num_train: Sequence[int]) -> dict[tuple[str, int], list[dict]]:
+    """The report's chosen fine-tuned run of every seed at each of `num_train` (not the length check's), by point and
+    N, in seed order."""
+    points: dict[tuple[str, int], list[dict]] = {}
+    for r in report["runs"]:
+        if r["mode"] == "finetune" and not r["length_check"] and r["num_train"] in set(num_train):
+            points.setdefault((point_of(r), r["num_train"]), []).append(r)
+    missing = set(num_train) - {n for _, n in points}
     if missing:
         raise UserError(f"the report has no fine-tuned runs at N = {sorted(missing)}; choose among its sizes.")
-    return sorted(runs, key=lambda r: (r["num_train"], r["seed"]))
+    return {key: sorted(runs, key=lambda r: r["seed"]) for key, runs in sorted(points.items())}
 
 
 def doubled(init_from: str) -> str:
@@ -75,19 +83,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with exit_on_expected_errors(parser.prog):
         rows = _compare(args.sweep, [int(n) for n in args.num_train.split(",") if n.strip()])
-    print("| N | reported | from doubled pre-training | change |")
-    print("| --- | --- | --- | --- |")
+    print("| point | N | reported | from doubled pre-training | change |")
+    print("| --- | --- | --- | --- | --- |")
     for row in rows:
         a, b = row["reported"], row["doubled_pretraining"]
         print(
-            f"| {row['num_train']} | {row['median_reported']:.3g} [{min(a):.3g}, {max(a):.3g}] "
+            f"| {row['point']} | {row['num_train']} | {row['median_reported']:.3g} [{min(a):.3g}, {max(a):.3g}] "
             f"| {row['median_doubled_pretraining']:.3g} [{min(b):.3g}, {max(b):.3g}] "
             f"| {100 * row['relative_change']:+.1f}% |"
         )
 
 
 def _compare(sweep: str, sizes: list[int]) -> list[dict]:
-    """Per size: the seeds' reported errors and their errors fine-tuned from the doubled pre-training."""
+    """Per point and size: the seeds' reported errors and their errors fine-tuned from the doubled pre-training."""
     report_path = os.path.join(sweep, "report.json")
     if not os.path.exists(report_path):
         raise UserError(f"{report_path} does not exist: run `python -m experiments.report --sweep {sweep}`.")
@@ -95,12 +103,12 @@ def _compare(sweep: str, sizes: list[int]) -> list[dict]:
         report = json.load(f)
     out = os.path.join(sweep, "pretrain_sensitivity")
     rows = []
-    for n in sizes:
-        runs = chosen_runs(report, [n])
+    for (point, n), runs in chosen_runs(report, sizes).items():
         reported = [r["test_rel_l2"] for r in runs]
         again = [rerun(sweep, r, out) for r in runs]
         rows.append(
             {
+                "point": point,
                 "num_train": n,
                 "seeds": [r["seed"] for r in runs],
                 "learning_rates": [r["learning_rate"] for r in runs],

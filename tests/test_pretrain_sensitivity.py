@@ -10,21 +10,30 @@ from experiments import pretrain_sensitivity as ps
 from fno_jax.runtime.cli_errors import UserError, is_expected
 
 
-def _run(mode, n, seed, *, length_check=False):
-    return {"mode": mode, "num_train": n, "seed": seed, "length_check": length_check, "name": f"{mode}-{n}-{seed}"}
+def _run(mode, n, seed, *, length_check=False, width=16):
+    return {
+        "mode": mode, "num_train": n, "seed": seed, "length_check": length_check, "name": f"{mode}-{n}-{seed}-w{width}",
+        "task": "poisson", "shift": "e5-10", "pretrain": "poisson", "model": {"width": width, "modes": 8},
+        "finetune_mode": "full", "loss": "data", "variant": "",
+    }  # fmt: skip
 
 
-def test_chosen_runs_are_the_fine_tuned_ones_of_the_asked_sizes_in_seed_order():
+def test_chosen_runs_are_the_fine_tuned_ones_of_the_asked_sizes_by_point_in_seed_order():
     report = {
         "runs": [
             _run("finetune", 2, 1),
             _run("finetune", 2, 0),
+            _run("finetune", 2, 0, width=8),
             _run("finetune", 2, 0, length_check=True),
             _run("scratch", 2, 0),
             _run("finetune", 8, 0),
         ]
     }
-    assert [r["name"] for r in ps.chosen_runs(report, [2])] == ["finetune-2-0", "finetune-2-1"]
+    chosen = ps.chosen_runs(report, [2])
+    assert {key: [r["name"] for r in runs] for key, runs in chosen.items()} == {
+        ("poisson e5-10 from poisson w16m8 full data", 2): ["finetune-2-0-w16", "finetune-2-1-w16"],
+        ("poisson e5-10 from poisson w8m8 full data", 2): ["finetune-2-0-w8"],
+    }
     with pytest.raises(UserError, match=r"no fine-tuned runs at N = \[32\]"):
         ps.chosen_runs(report, [2, 32])
 
