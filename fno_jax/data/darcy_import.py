@@ -173,6 +173,56 @@ def _open_splits(files, splits, seed, a_key, u_key):
     return {s: one for s in SPLITS}, rows, seed
 
 
+def _check_options(boundary: str, stride: int) -> None:
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}.")
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be an integer >= 1, got {stride!r}.")
+
+
+def _interior_grid(first, train_rows: np.ndarray, stride: int, boundary: str) -> tuple[bool, int]:
+    """(strip the boundary nodes?, interior nodes per side), from the first training rows after `stride`."""
+    _, probe_u = first.rows(train_rows[:8] if len(train_rows) else np.arange(min(8, first.count)))
+    probe_u = probe_u[:, ::stride, ::stride]
+    strip = _strip(boundary, probe_u, first.path)
+    resolution = probe_u.shape[-1] - (2 if strip else 0)
+    if resolution < 3:
+        raise DarcyImportError(f"{first.path}: {resolution} interior nodes per side after stride {stride}; use less.")
+    return strip, resolution
+
+
+def _batch_reader(opened, rows, stride: int, cut: slice, source: float):
+    """make_batch(split, start, count) of `write_dataset`: rows [start, start + count) of a split, strided, cut to
+    the interior, checked (a finite and > 0, u finite), in the dataset's schema."""
+    pde_id = FAMILIES["darcy"].pde_id
+
+    def make_batch(split: str, start: int, count: int) -> dict[str, Any]:
+        a, u = opened[split].rows(rows[split][start : start + count])
+        a = a[:, ::stride, ::stride][:, cut, cut]
+        u = u[:, ::stride, ::stride][:, cut, cut]
+        if not (np.all(np.isfinite(a)) and np.all(a > 0) and np.all(np.isfinite(u))):
+            raise DarcyImportError(f"{opened[split].path}: a must be finite and > 0 and u finite (split {split}).")
+        return {
+            "source": np.full_like(u, source),
+            "solution": u,
+            "diffusion": np.zeros((count, 2, 2)),
+            "velocity": np.zeros((count, 2)),
+            "omega": np.zeros((count,)),
+            "permeability": a,
+            "pde": np.full((count,), pde_id, np.int32),
+            "volume_fraction": _volume_fraction(a),
+        }
+
+    return make_batch
+
+
+def _close(opened) -> None:
+    """Close each opened file once (one file may serve every split)."""
+    for f in {id(f): f for f in opened.values()}.values():
+        if f.handle is not None:
+            f.handle.close()
+
+
 def import_darcy(
     files: PathLike | Mapping[str, PathLike],
     out_dir: PathLike,
@@ -203,41 +253,13 @@ def import_darcy(
     Returns:
       The written dataset, opened; its task spec is {"name": "darcy", "bc": "dirichlet", "imported_from": names}.
     """
-    if boundary not in BOUNDARIES:
-        raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}.")
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride must be an integer >= 1, got {stride!r}.")
+    _check_options(boundary, stride)
     opened, rows, split_seed = _open_splits(files, splits, seed, a_key, u_key)
     sizes = {f.size for f in opened.values()}
     if len(sizes) != 1:
         raise DarcyImportError(f"the split files differ in grid size: { {s: f.size for s, f in opened.items()} }")
-    first = opened["train"]
-    _, probe_u = first.rows(rows["train"][:8] if len(rows["train"]) else np.arange(min(8, first.count)))
-    probe_u = probe_u[:, ::stride, ::stride]
-    strip = _strip(boundary, probe_u, first.path)
-    resolution = probe_u.shape[-1] - (2 if strip else 0)
-    if resolution < 3:
-        raise DarcyImportError(f"{first.path}: {resolution} interior nodes per side after stride {stride}; use less.")
-    cut = slice(1, -1) if strip else slice(None)
-    pde_id = FAMILIES["darcy"].pde_id
-
-    def make_batch(split: str, start: int, count: int) -> dict[str, Any]:
-        a, u = opened[split].rows(rows[split][start : start + count])
-        a = a[:, ::stride, ::stride][:, cut, cut]
-        u = u[:, ::stride, ::stride][:, cut, cut]
-        if not (np.all(np.isfinite(a)) and np.all(a > 0) and np.all(np.isfinite(u))):
-            raise DarcyImportError(f"{opened[split].path}: a must be finite and > 0 and u finite (split {split}).")
-        return {
-            "source": np.full_like(u, source),
-            "solution": u,
-            "diffusion": np.zeros((count, 2, 2)),
-            "velocity": np.zeros((count, 2)),
-            "omega": np.zeros((count,)),
-            "permeability": a,
-            "pde": np.full((count,), pde_id, np.int32),
-            "volume_fraction": _volume_fraction(a),
-        }
-
+    strip, resolution = _interior_grid(opened["train"], rows["train"], stride, boundary)
+    make_batch = _batch_reader(opened, rows, stride, slice(1, -1) if strip else slice(None), source)
     names = sorted({os.path.basename(f.path) for f in opened.values()})
     try:
         return write_dataset(
@@ -259,9 +281,7 @@ def import_darcy(
             dtype=dtype,
         )
     finally:
-        for f in {id(f): f for f in opened.values()}.values():
-            if f.handle is not None:
-                f.handle.close()
+        _close(opened)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
