@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 from collections.abc import Sequence
 
@@ -25,6 +24,7 @@ import ml_collections
 
 from fno_jax.config import with_defaults
 from fno_jax.runtime.cli_errors import UserError, exit_on_expected_errors
+from fno_jax.storage import paths
 from fno_jax.storage.json_io import write_text_atomic
 from fno_jax.train import train_and_evaluate
 
@@ -53,7 +53,7 @@ def chosen_runs(report: dict, num_train: Sequence[int]) -> dict[tuple[str, int],
 def doubled(init_from: str) -> str:
     """The doubled pre-training run of the length check beside `init_from`; an error if it has not finished."""
     path = init_from.rstrip("/") + "-x2"
-    if not os.path.exists(os.path.join(path, "summary.json")):
+    if not paths.exists(paths.join(path, "summary.json")):
         raise UserError(
             f"{path} has no summary.json: the doubled pre-training run has not finished; run the study's sweep "
             "with its length check (study.length_check) first."
@@ -63,15 +63,15 @@ def doubled(init_from: str) -> str:
 
 def rerun(sweep: str, run: dict, out: str) -> float:
     """Fine-tune `run` again from the doubled pretrained model; its test relative L2 error."""
-    workdir = os.path.join(out, run["name"])
-    summary_path = os.path.join(workdir, "summary.json")
-    if not os.path.exists(summary_path):
-        with open(os.path.join(sweep, "runs", run["name"], "config.json")) as f:
-            config = ml_collections.ConfigDict(with_defaults(json.load(f)))
+    workdir = paths.join(out, run["name"])
+    summary_path = paths.join(workdir, "summary.json")
+    if not paths.exists(summary_path):
+        config = ml_collections.ConfigDict(
+            with_defaults(paths.read_json(paths.join(sweep, "runs", run["name"], "config.json")))
+        )
         config.init_from = doubled(run["init_from"])
         train_and_evaluate(config, workdir)
-    with open(summary_path) as f:
-        return float(json.load(f)["test_rel_l2"])
+    return float(paths.read_json(summary_path)["test_rel_l2"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -96,12 +96,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _compare(sweep: str, sizes: list[int]) -> list[dict]:
     """Per point and size: the seeds' reported errors and their errors fine-tuned from the doubled pre-training."""
-    report_path = os.path.join(sweep, "report.json")
-    if not os.path.exists(report_path):
+    report_path = paths.join(sweep, "report.json")
+    if not paths.exists(report_path):
         raise UserError(f"{report_path} does not exist: run `python -m experiments.report --sweep {sweep}`.")
-    with open(report_path) as f:
-        report = json.load(f)
-    out = os.path.join(sweep, "pretrain_sensitivity")
+    report = paths.read_json(report_path)
+    out = paths.join(sweep, "pretrain_sensitivity")
     rows = []
     for (point, n), runs in chosen_runs(report, sizes).items():
         reported = [r["test_rel_l2"] for r in runs]
@@ -119,7 +118,7 @@ def _compare(sweep: str, sizes: list[int]) -> list[dict]:
                 "relative_change": statistics.median(again) / statistics.median(reported) - 1,
             }
         )
-    write_text_atomic(os.path.join(out, "results.json"), json.dumps(rows, indent=2) + "\n")
+    write_text_atomic(paths.join(out, "results.json"), json.dumps(rows, indent=2) + "\n")
     return rows
 
 
