@@ -519,9 +519,10 @@ def _trained_points(group: ml_collections.ConfigDict, sizes: tuple[int, ...]):
     base_variant = {"label": "", "overrides": {}}
     for mode in [m for m in MODES if m in group.modes and m != "zeroshot"]:
         variants = (base_variant,) if mode == "scratch" else tuple(group.get("variants", ())) or (base_variant,)
-        for n in _all_sizes(group, sizes) if mode == "scratch" else sorted({*sizes, *_variant_sizes(variants)}):
+        mode_sizes = _all_sizes(group, sizes) if mode == "scratch" else sizes
+        for n in mode_sizes if mode == "scratch" else sorted({*sizes, *_variant_sizes(variants)}):
             for variant in variants:
-                if n not in (variant.get("num_train") or sizes):
+                if n not in (variant.get("num_train") or mode_sizes):
                     continue
                 for pname in group.pretrained if mode == "finetune" else ("",):
                     yield mode, n, variant, pname
