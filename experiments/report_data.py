@@ -110,8 +110,11 @@ def select_best_lr(records: Sequence[dict]) -> list[dict]:
         group = buckets[key]
         best = dict(min(group, key=lambda r: (_finite(r["val_rel_l2"]), r.get("learning_rate") or 0.0)))
         rates = sorted({r["learning_rate"] for r in group if r.get("learning_rate") is not None})
-        # A chosen rate at either end of a grid of three or more: the grid may not bracket the best rate.
-        best["lr_at_edge"] = len(rates) >= 3 and best.get("learning_rate") in (rates[0], rates[-1])
+        # A chosen rate at either end of a grid of three or more: the grid may not bracket the best rate. Which end
+        # says where a wider grid would look.
+        lr = best.get("learning_rate")
+        edge = None if len(rates) < 3 else "bottom" if lr == rates[0] else "top" if lr == rates[-1] else None
+        best["lr_at_edge"], best["lr_edge"] = edge is not None, edge
         best["lr_grid"] = sorted(
             (
                 {
@@ -126,6 +129,16 @@ def select_best_lr(records: Sequence[dict]) -> list[dict]:
         )
         selected.append(best)
     return selected
+
+
+def _edge_side(runs: Sequence[dict]) -> str | None:
+    """The end of the grid most seeds of a point chose: "top", "bottom", "both" (most at an end, neither end a
+    majority by itself), or None when most seeds chose a rate inside the grid."""
+    n = len(runs)
+    top, bottom = (sum(r.get("lr_edge") == side for r in runs) for side in ("top", "bottom"))
+    if top + bottom <= n / 2:
+        return None
+    return "top" if top > n / 2 else "bottom" if bottom > n / 2 else "both"
 
 
 def _finite(x: Any) -> float:
@@ -213,6 +226,7 @@ def aggregate_points(runs: Sequence[dict]) -> list[dict]:
                 # Seeds whose chosen learning rate sits at an end of the grid; most of them: the grid may be too narrow.
                 "lr_edge_seeds": edges,
                 "lr_at_edge": edges > len(rs) / 2,
+                "lr_edge_side": _edge_side(rs),
                 "metrics": metrics,
             }
         )

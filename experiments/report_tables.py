@@ -57,7 +57,12 @@ def _metric_cell(p: dict | None, metric: str) -> str:
         return "-"
     m = p["metrics"][metric]
     # A point whose chosen learning rate sits at an end of its grid for most seeds is marked: the grid may be narrow.
-    return _cell(m["median"], m["ci_low"], m["ci_high"]) + (" (LR edge)" if p.get("lr_at_edge") else "")
+    return _cell(m["median"], m["ci_low"], m["ci_high"]) + edge_mark(p)
+
+
+def edge_mark(point: dict) -> str:
+    """ " (LR edge: top)" for a point whose seeds mostly chose the top of the grid (bottom, or both ends); "" else."""
+    return f" (LR edge: {point['lr_edge_side']})" if point.get("lr_at_edge") else ""
 
 
 def _savings_cell(s: dict | None) -> str:
@@ -184,7 +189,7 @@ def _lr_table(runs: Sequence[dict]) -> str:
         if r["mode"] == "zeroshot":
             continue
         grid = ", ".join(f"{g['learning_rate']:g}: {_fmt(g['val_rel_l2'])}" for g in r["lr_grid"])
-        chosen = f"{r['learning_rate']:g}" + (" (edge)" if r.get("lr_at_edge") else "")
+        chosen = f"{r['learning_rate']:g}" + (f" ({r['lr_edge']} edge)" if r.get("lr_edge") else "")
         rows.append([r["task"], r["shift"], r["mode"], source_of(r), r["num_train"], r["seed"], chosen, grid])
     return _table(["task", "shift", "mode", "pretrain", "N", "seed", "chosen LR", "val error by LR"], rows)
 
@@ -215,8 +220,9 @@ def markdown(report: dict, tables: list[tuple[str, str]]) -> str:
         "# Report",
         "",
         f"Test relative L2 error (the paper's metric) of the best-validation learning rate per point and seed: the "
-        f"median over the seeds {seeds}, in brackets {report['statistic']['interval']} `(LR edge)` marks a point "
-        "whose chosen learning rate sits at an end of its grid for most seeds.",
+        f"median over the seeds {seeds}, in brackets {report['statistic']['interval']} `(LR edge: top)` marks a "
+        "point whose chosen learning rate sits at the top of its grid for most seeds (`bottom`, or `both` ends): a "
+        "wider grid should look there.",
         "",
         "## Error by downstream size",
         "",

@@ -230,6 +230,36 @@ def test_points_are_medians_over_seeds_with_the_range_as_interval(tmp_path):
     assert (again["points"], again["data_savings"]) == (report["points"], report["data_savings"])
 
 
+def test_a_point_whose_seeds_chose_an_end_of_the_grid_is_marked_with_that_end(tmp_path):
+    """Per N, five seeds over the grid (1e-4, 1e-3, 1e-2): the chosen rate is each seed's lowest validation error."""
+    choices = {  # N -> the rate each seed's validation prefers
+        2: [1e-2, 1e-2, 1e-2, 1e-3, 1e-4],  # top for 3 of 5
+        8: [1e-4, 1e-4, 1e-4, 1e-2, 1e-3],  # bottom for 3 of 5
+        32: [1e-2, 1e-2, 1e-4, 1e-4, 1e-3],  # 4 of 5 at an end, neither end a majority
+        128: [1e-3, 1e-3, 1e-3, 1e-2, 1e-4],  # inside for 3 of 5: not marked
+    }
+    records = []
+    for n, best in choices.items():
+        for seed, chosen in enumerate(best):
+            for lr in (1e-4, 1e-3, 1e-2):
+                records.append(_record("finetune", n, 0.1, lr, val=0.1 if lr == chosen else 0.2, seed=seed))
+    _write(tmp_path, records)
+    report = build_report(str(tmp_path), plots=False)
+    points = {p["num_train"]: p for p in report["points"]}
+    assert {n: (p["lr_at_edge"], p["lr_edge_side"], p["lr_edge_seeds"]) for n, p in points.items()} == {
+        2: (True, "top", 4),
+        8: (True, "bottom", 4),
+        32: (True, "both", 4),
+        128: (False, None, 2),
+    }
+    rows = {line.split("|")[1].strip(): line for line in (tmp_path / "report.md").read_text().splitlines()
+            if line.startswith("| ") and line.split("|")[3].strip().startswith("0.1")}  # fmt: skip
+    assert "(LR edge: top)" in rows["2"] and "(LR edge: bottom)" in rows["8"] and "(LR edge: both)" in rows["32"]
+    assert "LR edge" not in rows["128"]
+    chosen = {(r["num_train"], r["seed"]): r for r in report["runs"]}
+    assert [chosen[(n, 0)]["lr_edge"] for n in (2, 8, 128)] == ["top", "bottom", None]
+
+
 def test_savings_beyond_the_extrapolation_limit_are_a_lower_bound(tmp_path):
     # A nearly flat scratch curve and a far better fine-tuned one: the power law would put N_scratch at ~1e8.
     sizes = [2, 8, 32]
