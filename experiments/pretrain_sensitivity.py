@@ -20,13 +20,10 @@ import json
 import statistics
 from collections.abc import Sequence
 
-import ml_collections
-
-from fno_jax.config import with_defaults
+from experiments.rerun import read_report, rerun
 from fno_jax.runtime.cli_errors import UserError, exit_on_expected_errors
 from fno_jax.storage import paths
 from fno_jax.storage.json_io import write_text_atomic
-from fno_jax.train import train_and_evaluate
 
 
 def point_of(run: dict) -> str:
@@ -61,17 +58,14 @@ def doubled(init_from: str) -> str:
     return path
 
 
-def rerun(sweep: str, run: dict, out: str) -> float:
+def _from_doubled(sweep: str, run: dict, out: str) -> float:
     """Fine-tune `run` again from the doubled pretrained model; its test relative L2 error."""
-    workdir = paths.join(out, run["name"])
-    summary_path = paths.join(workdir, "summary.json")
-    if not paths.exists(summary_path):
-        config = ml_collections.ConfigDict(
-            with_defaults(paths.read_json(paths.join(sweep, "runs", run["name"], "config.json")))
-        )
-        config.init_from = doubled(run["init_from"])
-        train_and_evaluate(config, workdir)
-    return float(paths.read_json(summary_path)["test_rel_l2"])
+    doubled_path = doubled(run["init_from"])
+
+    def edit(config):
+        config.init_from = doubled_path
+
+    return float(rerun(sweep, run["name"], paths.join(out, run["name"]), edit)["test_rel_l2"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -96,15 +90,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _compare(sweep: str, sizes: list[int]) -> list[dict]:
     """Per point and size: the seeds' reported errors and their errors fine-tuned from the doubled pre-training."""
-    report_path = paths.join(sweep, "report.json")
-    if not paths.exists(report_path):
-        raise UserError(f"{report_path} does not exist: run `python -m experiments.report --sweep {sweep}`.")
-    report = paths.read_json(report_path)
+    report = read_report(sweep)
     out = paths.join(sweep, "pretrain_sensitivity")
     rows = []
     for (point, n), runs in chosen_runs(report, sizes).items():
         reported = [r["test_rel_l2"] for r in runs]
-        again = [rerun(sweep, r, out) for r in runs]
+        again = [_from_doubled(sweep, r, out) for r in runs]
         rows.append(
             {
                 "point": point,

@@ -91,7 +91,7 @@ def source_of(r: dict) -> str:
     return label
 
 
-def _point_key(r: dict) -> tuple:
+def point_key(r: dict) -> tuple:
     """(task, shift, model key, mode, source, N): one point of a curve (`source_of`)."""
     return (r["task"], r["shift"], model_key(r["model"]), r["mode"], source_of(r), int(r["num_train"]))
 
@@ -104,7 +104,7 @@ def select_best_lr(records: Sequence[dict]) -> list[dict]:
     buckets: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         if r.get("kind") != "pretrain" and not r.get("length_check"):
-            buckets[(*_point_key(r), int(r["seed"]))].append(r)
+            buckets[(*point_key(r), int(r["seed"]))].append(r)
     selected = []
     for key in sorted(buckets, key=lambda k: (k[0], k[1], k[2], k[3], k[4], k[5], k[6])):
         group = buckets[key]
@@ -131,7 +131,7 @@ def select_best_lr(records: Sequence[dict]) -> list[dict]:
     return selected
 
 
-def _edge_side(runs: Sequence[dict]) -> str | None:
+def edge_side(runs: Sequence[dict]) -> str | None:
     """The end of the grid most seeds of a point chose: "top", "bottom", "both" (most at an end, neither end a
     majority by itself), or None when most seeds chose a rate inside the grid."""
     n = len(runs)
@@ -184,7 +184,7 @@ def aggregate_points(runs: Sequence[dict]) -> list[dict]:
     """One entry per (task, shift, pretrain, model, mode, N) over the per-seed best runs: median and interval."""
     by_point: dict[tuple, list[dict]] = defaultdict(list)
     for r in runs:
-        by_point[_point_key(r)].append(r)
+        by_point[point_key(r)].append(r)
     points = []
     for key in sorted(by_point):
         rs = sorted(by_point[key], key=lambda r: r["seed"])
@@ -226,7 +226,7 @@ def aggregate_points(runs: Sequence[dict]) -> list[dict]:
                 # Seeds whose chosen learning rate sits at an end of the grid; most of them: the grid may be too narrow.
                 "lr_edge_seeds": edges,
                 "lr_at_edge": edges > len(rs) / 2,
-                "lr_edge_side": _edge_side(rs),
+                "lr_edge_side": edge_side(rs),
                 "metrics": metrics,
             }
         )
@@ -453,7 +453,7 @@ def length_check(records: Sequence[dict], points: Sequence[dict]) -> list[dict]:
     doubled: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         if r.get("kind") != "pretrain" and r.get("length_check"):
-            doubled[_point_key(r)].append(r)
+            doubled[point_key(r)].append(r)
     by_key = {(p["task"], p["shift"], model_key(p["model"]), p["mode"], p["source"], p["num_train"]): p for p in points}
     for key, runs in sorted(doubled.items(), key=lambda item: tuple(natural_key(x) for x in item[0])):
         point = by_key.get(key)
