@@ -7,7 +7,7 @@ rate beyond continues the grid's spacing at that end and is rounded to the 1-3-1
 point's median is recomputed with each moving seed's new choice. A point where no seed moves stands as reported: its
 mark is the end of a grid that brackets every seed's best rate.
 
-    python -m experiments.lr_edge_check --sweep runs/rq5_finetune_modes [--num_train 32]
+    python -m experiments.lr_edge_check --sweep runs/rq5_finetune_modes [--num_train 32] [--only e10-20]
 
 The runs go to SWEEP_DIR/lr_edge_check/<run name>-beyond<rate> (a finished one is kept, so the command resumes) and
 the table to SWEEP_DIR/lr_edge_check/results.json. Requires the sweep's report (experiments.report).
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 from collections.abc import Sequence
 
@@ -37,8 +38,9 @@ def beyond(grid: Sequence[float], end: str) -> float:
     return float(f"{min(candidates, key=lambda c: abs(math.log(c / raw))):.0e}")
 
 
-def edge_points(report: dict, num_train: Sequence[int] = ()) -> dict[str, list[dict]]:
-    """The report's chosen runs (one per seed) of every point marked at an edge, by point label, in seed order."""
+def edge_points(report: dict, num_train: Sequence[int] = (), only: str = "") -> dict[str, list[dict]]:
+    """The report's chosen runs (one per seed) of every point marked at an edge (of the sizes `num_train` and with a
+    label matching the regex `only`, when given), by point label, in seed order."""
     points: dict[str, list[dict]] = {}
     for r in report["runs"]:
         if r["mode"] == "zeroshot" or r.get("length_check") or (num_train and r["num_train"] not in set(num_train)):
@@ -46,15 +48,19 @@ def edge_points(report: dict, num_train: Sequence[int] = ()) -> dict[str, list[d
         task, shift, _, mode, source, n = point_key(r)
         label = f"{task} {shift} {model_label(r['model'])} {mode}" + (f" ({source})" if source else "") + f", N = {n}"
         points.setdefault(label, []).append(r)
-    marked = {k: sorted(rs, key=lambda r: r["seed"]) for k, rs in points.items() if edge_side(rs) is not None}
+    marked = {
+        k: sorted(rs, key=lambda r: r["seed"])
+        for k, rs in points.items()
+        if edge_side(rs) is not None and re.search(only, k)
+    }
     return dict(sorted(marked.items(), key=lambda item: natural_key(item[0])))
 
 
-def check(sweep: str, num_train: Sequence[int] = ()) -> list[dict]:
+def check(sweep: str, num_train: Sequence[int] = (), only: str = "") -> list[dict]:
     """Per marked point: each seed at an end trained one rate beyond it, and the point's median before and after."""
     out = paths.join(sweep, "lr_edge_check")
     rows = []
-    for label, runs in edge_points(read_report(sweep), num_train).items():
+    for label, runs in edge_points(read_report(sweep), num_train, only).items():
         seeds, after = [], []
         for r in runs:
             test = r["test_rel_l2"]
@@ -88,9 +94,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments.lr_edge_check", description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", required=True, help="a sweep directory with report.json")
     parser.add_argument("--num_train", default="", help="comma-separated downstream sizes (default: all)")
+    parser.add_argument("--only", default="", help="a regex over the point labels, e.g. 'e10-20' (default: all)")
     args = parser.parse_args(argv)
     with exit_on_expected_errors(parser.prog):
-        rows = check(args.sweep, [int(n) for n in args.num_train.split(",") if n.strip()])
+        rows = check(args.sweep, [int(n) for n in args.num_train.split(",") if n.strip()], args.only)
     print(
         "| point | end | seeds at an end: beyond rate, val there vs chosen | moved | median, range: reported -> after |"
     )

@@ -73,6 +73,7 @@ def test_seeds_at_an_end_train_beyond_it_and_a_seed_that_prefers_it_moves_the_me
     assert row["median_after"] == pytest.approx((0.2 + 0.3) / 2) and row["range_after"] == [0.05, 0.5]
     assert json.loads((tmp_path / "lr_edge_check" / "results.json").read_text()) == rows
     assert lec.check(str(tmp_path), num_train=[8]) == []  # no marked point at N = 8
+    assert lec.check(str(tmp_path), only="e10-20") == [] and len(lec.check(str(tmp_path), only="e5-10")) == 1
 
 
 def test_a_sweep_without_its_report_is_refused_with_the_command_that_writes_it(tmp_path):
