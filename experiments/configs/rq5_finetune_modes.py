@@ -13,8 +13,9 @@ several ways, at N = 2, 8, 32 labelled examples and label-free (N = 0):
                    the validation residual (no solution is ever read but to report the test error)
 
 beside the zero-shot model (both statistics rules). Each point: 5 seeds, each with its own pool draw; full, hybrid
-and label-free runs take the scale's fine-tuning grid, the adapters and the head a decade-wide 3-rate one.
-`data.num_unlabelled` inputs are drawn for every run (the hybrid and label-free runs read them).
+and label-free runs take the scale's fine-tuning grid, the adapters and the head a decade-wide 3-rate one (at the
+cpu scale both with one rate more above the top, label-free excepted: BEYOND_TOP below). `data.num_unlabelled`
+inputs are drawn for every run (the hybrid and label-free runs read them).
 
 Every run here keeps the pretrained model's input statistics (`finetune.norm_stats="pretrained"`), where RQ1 follows
 the paper and normalizes with the downstream pool's. A frozen base cannot learn a new input scaling, and the
