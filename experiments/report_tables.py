@@ -214,7 +214,8 @@ def _length_table(entries: Sequence[dict]) -> str:
     return _table(header, rows)
 
 
-def markdown(report: dict, tables: list[tuple[str, str]]) -> str:
+def _headline(report: dict, tables: list[tuple[str, str]]) -> list[str]:
+    """The report's opening: what a cell means, the error-by-N tables, and what the savings column means."""
     seeds = sorted({s for p in report["points"] for s in p["seeds"]})
     out = [
         "# Report",
@@ -237,6 +238,41 @@ def markdown(report: dict, tables: list[tuple[str, str]]) -> str:
         "the scratch N range: `>=` marks a value held at that limit, a lower bound.",
         "",
     ]
+    return out
+
+
+def _appendix(report: dict) -> list[str]:
+    """The report's closing sections: power-law fits, the learning-rate selection, pretraining runs and plots."""
+    out: list[str] = []
+    if report["fits"]:
+        out += ["## Power-law fits err = a N^-b (medians)", ""]
+        rows = [
+            [f["task"], f["shift"], model_label(f["model"]), f["mode"], f["pretrain"], f["a"], f["b"], f["r2"]]
+            for f in report["fits"]
+        ]
+        out += [_table(["task", "shift", "model", "mode", "pretrain", "a", "b", "r2"], rows), ""]
+    out += ["## Learning-rate selection (validation error per LR)", "", _lr_table(report["runs"]), ""]
+    if report["pretrain"]:
+        out += ["## Pretraining runs", ""]
+        rows = [
+            [
+                p.get("name", ""),
+                p["task"],
+                p["num_train"],
+                model_label(p["model"]),
+                p.get("num_params"),
+                p["test_rel_l2"],
+            ]
+            for p in report["pretrain"]
+        ]
+        out += [_table(["run", "task", "N", "model", "params", "test error"], rows), ""]
+    if report["plots"]:
+        out += ["## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]] + [""]
+    return out
+
+
+def markdown(report: dict, tables: list[tuple[str, str]]) -> str:
+    out = _headline(report, tables)
     if report.get("length_check"):
         out += [
             "## Length check: the same runs with twice the steps",
@@ -265,28 +301,5 @@ def markdown(report: dict, tables: list[tuple[str, str]]) -> str:
     further = _metric_tables(report["points"])
     if further:
         out += ["## Further test metrics", ""] + further
-    if report["fits"]:
-        out += ["## Power-law fits err = a N^-b (medians)", ""]
-        rows = [
-            [f["task"], f["shift"], model_label(f["model"]), f["mode"], f["pretrain"], f["a"], f["b"], f["r2"]]
-            for f in report["fits"]
-        ]
-        out += [_table(["task", "shift", "model", "mode", "pretrain", "a", "b", "r2"], rows), ""]
-    out += ["## Learning-rate selection (validation error per LR)", "", _lr_table(report["runs"]), ""]
-    if report["pretrain"]:
-        out += ["## Pretraining runs", ""]
-        rows = [
-            [
-                p.get("name", ""),
-                p["task"],
-                p["num_train"],
-                model_label(p["model"]),
-                p.get("num_params"),
-                p["test_rel_l2"],
-            ]
-            for p in report["pretrain"]
-        ]
-        out += [_table(["run", "task", "N", "model", "params", "test error"], rows), ""]
-    if report["plots"]:
-        out += ["## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]] + [""]
+    out += _appendix(report)
     return "\n".join(out)
