@@ -275,6 +275,12 @@ def darcy(
     )
     if return_info:
         return u, info
+    _require_converged(info, tol)
+    return u
+
+
+def _require_converged(info: DarcyInfo, tol: float) -> None:
+    """`darcy` without return_info: a problem that stopped at maxiter above tol is an error that says what to do."""
     _checks.require(
         jnp.all(info.converged),
         "darcy: conjugate gradients stopped at maxiter = {} with relative residual {:.3g} > tol = "
@@ -283,7 +289,6 @@ def darcy(
         jnp.max(info.iterations),
         jnp.max(info.residual),
     )
-    return u
 
 
 def darcy_residual(
