@@ -159,28 +159,47 @@ def _error_vs_model_size(plot_dir: str, points: Sequence[dict]) -> list[str]:
     return written
 
 
+# Zero-shot bars by the normalization statistics they were evaluated with (a sweep may hold both rules).
+_ZEROSHOT_COLORS = {"pretrain": "C2", "downstream": "C1"}
+
+
+def zeroshot_label(point: dict, multi_model: bool) -> str:
+    """A zero-shot bar's label: task, shift, source, the model where several are plotted, and the statistics."""
+    from experiments.report_data import model_label
+
+    label = f"{point['task']} {point['shift']}\nfrom {point['pretrain']}"
+    if multi_model:
+        label += f" {model_label(point['model'])}"
+    if point.get("zeroshot_stats"):
+        label += f"\n{point['zeroshot_stats']} stats"
+    return label
+
+
 def _zeroshot(plot_dir: str, points: Sequence[dict], multi_model: bool) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from experiments.report_data import model_key, model_label, natural_key
+    from experiments.report_data import model_key, natural_key
 
     zeroshot = sorted(
         (p for p in points if p["mode"] == "zeroshot"),
-        key=lambda p: tuple(natural_key(x) for x in (p["task"], p["shift"], p["pretrain"], model_key(p["model"]))),
+        key=lambda p: tuple(
+            natural_key(x)
+            for x in (p["task"], p["shift"], p["pretrain"], model_key(p["model"]), p.get("zeroshot_stats") or "")
+        ),
     )
     if not zeroshot:
         return []
-    labels = [
-        f"{p['task']} {p['shift']}\nfrom {p['pretrain']}" + (f" {model_label(p['model'])}" if multi_model else "")
-        for p in zeroshot
-    ]
+    labels = [zeroshot_label(p, multi_model) for p in zeroshot]
     mid = np.array([p["test_rel_l2"] for p in zeroshot])
     yerr = np.clip(np.stack([mid - [p["ci_low"] for p in zeroshot], [p["ci_high"] for p in zeroshot] - mid]), 0, None)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(zeroshot) + 1.5), 4.2))
-    ax.bar(range(len(zeroshot)), mid, yerr=yerr, capsize=3, color="C2")
+    colors = [_ZEROSHOT_COLORS.get(p.get("zeroshot_stats") or "", "C2") for p in zeroshot]
+    ax.bar(range(len(zeroshot)), mid, yerr=yerr, capsize=3, color=colors)
     ax.set_xticks(range(len(zeroshot)))
     ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("test relative L2 error")
+    if mid.min() > 0 and mid.max() / mid.min() > 20:
+        ax.set_yscale("log")  # errors from in range to far out span decades
     ax.set_title("zero-shot error of pretrained models")
     return [_save(fig, plot_dir, "zeroshot.png")]
 

@@ -318,3 +318,15 @@ def test_further_metrics_get_a_table_each_and_missing_ones_are_tolerated(tmp_pat
     for title in ("relative H1", "relative L-infinity", "relative L2, low frequency band", "relative L2, high"):
         assert f"### {title}" in markdown
     assert "PDE residual" not in markdown
+
+
+def test_zero_shot_bars_say_which_statistics_they_were_evaluated_with():
+    from experiments.report_plots import zeroshot_label
+
+    point = {"task": "poisson", "shift": "e5-10", "pretrain": "poisson", "model": {"width": 16, "modes": 8}}
+    both = [
+        zeroshot_label({**point, "zeroshot_stats": stats}, multi_model=False) for stats in ("pretrain", "downstream")
+    ]
+    assert both == ["poisson e5-10\nfrom poisson\npretrain stats", "poisson e5-10\nfrom poisson\ndownstream stats"]
+    # A sweep from before the second rule has no statistics on its points: the label is the point's alone.
+    assert zeroshot_label(point, multi_model=False) == "poisson e5-10\nfrom poisson"
