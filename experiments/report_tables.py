@@ -177,8 +177,8 @@ def _model_size_table(points: Sequence[dict]) -> str | None:
         f"{model_label(models[k]['model'])} ({_fmt(models[k].get('num_params'))} p)" for k in mkeys
     ]
     cells: dict[tuple, dict] = defaultdict(dict)
-    for p in points:
-        cells[(p["task"], p["shift"], p["mode"], p["pretrain"], p["num_train"])][model_key(p["model"])] = p
+    for p in points:  # the source tells apart fine-tuning variants and the two zero-shot statistics rules
+        cells[(p["task"], p["shift"], p["mode"], source_of(p), p["num_train"])][model_key(p["model"])] = p
     rows = [list(k) + [_metric_cell(cells[k].get(m), HEADLINE) for m in mkeys] for k in sorted(cells)]
     return _table(header, rows)
 
@@ -195,11 +195,14 @@ def _lr_table(runs: Sequence[dict]) -> str:
 
 
 def _length_table(entries: Sequence[dict]) -> str:
+    # A study of several models (RQ2) checks each one: the model column tells their rows apart.
+    multi_model = len({model_key(e["model"]) for e in entries}) > 1
     rows = [
         [
             e["kind"],
             e["task"],
             e["shift"],
+            *([model_label(e["model"])] if multi_model else []),
             e["mode"] + (f" ({e['source']})" if e.get("source") else ""),
             e["num_train"],
             _fmt(e.get("epochs"), 3),
@@ -210,7 +213,8 @@ def _length_table(entries: Sequence[dict]) -> str:
         ]
         for e in entries
     ]
-    header = ["kind", "task", "shift", "mode", "N", "epochs", "seeds", "reported", "doubled", "change"]
+    header = ["kind", "task", "shift", *(["model"] if multi_model else []), "mode", "N", "epochs", "seeds"]
+    header += ["reported", "doubled", "change"]
     return _table(header, rows)
 
 

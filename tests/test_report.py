@@ -330,3 +330,31 @@ def test_zero_shot_bars_say_which_statistics_they_were_evaluated_with():
     assert both == ["poisson e5-10\nfrom poisson\npretrain stats", "poisson e5-10\nfrom poisson\ndownstream stats"]
     # A sweep from before the second rule has no statistics on its points: the label is the point's alone.
     assert zeroshot_label(point, multi_model=False) == "poisson e5-10\nfrom poisson"
+
+
+def test_a_study_of_several_models_keeps_their_zero_shot_rules_and_length_checks_apart(tmp_path):
+    small = {"width": 8, "modes": 4, "depth": 4, "fc_dim": 64}
+    records = []
+    for model, params, scale in ((MODEL, 1000, 1.0), (small, 100, 2.0)):
+        records += _power_law_records(model=model, num_params=params, scale=scale)[:-1]  # zero-shot below
+        for stats, err in (("pretrain", 0.1 * scale), ("downstream", 1.3 * scale)):
+            zeroshot = _record("zeroshot", 0, err, 1e-3, model=model, num_params=params)
+            records.append({**zeroshot, "zeroshot_stats": stats, "name": f"{zeroshot['name']}-{stats}"})
+        name = f"pretrain-poisson-{model['width']}-s0"
+        pretrain = dict(_record("scratch", 512, 0.02 * scale, 1e-3, model=model), kind="pretrain", shift="pretrain")
+        records += [
+            {**pretrain, "name": name, "seed": 0},
+            {**pretrain, "name": f"{name}-x2", "seed": 0, "length_check": True, "test_rel_l2": 0.015 * scale},
+        ]
+    with open(tmp_path / "results.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    build_report(str(tmp_path))
+    markdown = (tmp_path / "report.md").read_text()
+
+    model_table = markdown.split("## Error by model size")[1]
+    assert "| poisson | e5-10 | zeroshot | poisson, pretrain stats | 0 | 0.2 | 0.1 |" in model_table
+    assert "| poisson | e5-10 | zeroshot | poisson, downstream stats | 0 | 2.6 | 1.3 |" in model_table
+    length_table = markdown.split("## Length check")[1].split("\n## ")[0]
+    assert "| kind | task | shift | model | mode |" in length_table
+    assert "| pretrain | poisson | pretrain | w8m4 | scratch | 512 |" in length_table
+    assert "| pretrain | poisson | pretrain | w16m8 | scratch | 512 |" in length_table
