@@ -131,22 +131,27 @@ def _error_vs_model_size(plot_dir: str, points: Sequence[dict]) -> list[str]:
     """Per (task, shift): a line per (mode, pretrain, N) over the parameter count, with interval bars."""
     import matplotlib.pyplot as plt
 
+    from experiments.report_data import source_of
+
     written = []
     for task, shift in sorted({(p["task"], p["shift"]) for p in points}):
         lines: dict[tuple, list[dict]] = defaultdict(list)
-        for p in points:
+        for p in points:  # the source keeps fine-tuning variants and the two zero-shot statistics rules apart
             if (p["task"], p["shift"]) == (task, shift) and p.get("num_params"):
-                lines[(p["mode"], p["pretrain"], p["num_train"])].append(p)
+                lines[(p["mode"], source_of(p), p["num_train"])].append(p)
         if not lines:
             continue
-        fig, ax = plt.subplots(figsize=(7.0, 4.2))
+        fig, ax = plt.subplots(figsize=(8.5, 4.2))
         # Colour = N (same colour for every mode at one N), line style = mode.
         sizes = sorted({key[2] for key in lines})
         cmap = plt.get_cmap("viridis")
         for (mode, pretrain, n), pts in sorted(lines.items()):
             pts.sort(key=lambda p: p["num_params"])
             style = {"scratch": "o-", "finetune": "s--", "zeroshot": "^:"}[mode]
-            color = "k" if mode == "zeroshot" else cmap(sizes.index(n) / max(1, len(sizes) - 1))
+            if mode == "zeroshot":
+                color = _ZEROSHOT_COLORS.get(pts[0].get("zeroshot_stats") or "", "k")
+            else:
+                color = cmap(sizes.index(n) / max(1, len(sizes) - 1))
             label = mode + (f" ({pretrain})" if pretrain else "") + (f" N={n}" if mode != "zeroshot" else "")
             x = [p["num_params"] for p in pts]
             mid = np.array([p["test_rel_l2"] for p in pts])
