@@ -358,3 +358,27 @@ def test_a_study_of_several_models_keeps_their_zero_shot_rules_and_length_checks
     assert "| kind | task | shift | model | mode |" in length_table
     assert "| pretrain | poisson | pretrain | w8m4 | scratch | 512 |" in length_table
     assert "| pretrain | poisson | pretrain | w16m8 | scratch | 512 |" in length_table
+
+
+def test_the_model_size_plot_draws_a_line_per_zero_shot_statistics_rule(tmp_path, monkeypatch):
+    from experiments import report_plots
+
+    legends = {}
+
+    def keep_legend(fig, plot_dir, name):
+        legends[name] = [text.get_text() for ax in fig.axes if ax.get_legend() for text in ax.get_legend().get_texts()]
+        return original(fig, plot_dir, name)
+
+    original = report_plots._save
+    monkeypatch.setattr(report_plots, "_save", keep_legend)
+    small = {"width": 8, "modes": 4, "depth": 4, "fc_dim": 64}
+    records = []
+    for model, params in ((MODEL, 1000), (small, 100)):
+        records += _power_law_records(model=model, num_params=params)[:-1]
+        for stats in ("pretrain", "downstream"):
+            zeroshot = _record("zeroshot", 0, 0.3, 1e-3, model=model, num_params=params)
+            records.append({**zeroshot, "zeroshot_stats": stats, "name": f"{zeroshot['name']}-{stats}"})
+    _write(tmp_path, records)
+    build_report(str(tmp_path))
+    zeroshot_lines = [label for label in legends["error_vs_model_size_poisson_e5-10.png"] if "zeroshot" in label]
+    assert zeroshot_lines == ["zeroshot (poisson, downstream stats)", "zeroshot (poisson, pretrain stats)"]
