@@ -439,7 +439,7 @@ def length_check(records: Sequence[dict], points: Sequence[dict]) -> list[dict]:
             base = regular.get(r["name"].removesuffix("-x2"))
             if base is not None:
                 pretrain[re.sub(r"-s\d+$", "", base["name"])].append((base, r))
-    for _, pairs in sorted(pretrain.items()):
+    for _, pairs in sorted(pretrain.items(), key=lambda item: natural_key(item[0])):  # w8m4 before w16m8
         pairs.sort(key=lambda pair: pair[0]["seed"])
         bases, doubled_runs = [b for b, _ in pairs], [d for _, d in pairs]
         entry = _length_entry(
