@@ -184,14 +184,17 @@ def _model_size_table(points: Sequence[dict]) -> str | None:
 
 
 def _lr_table(runs: Sequence[dict]) -> str:
+    multi_model = len({model_key(r["model"]) for r in runs}) > 1  # a model column tells RQ2's rows apart
     rows = []
     for r in runs:
         if r["mode"] == "zeroshot":
             continue
         grid = ", ".join(f"{g['learning_rate']:g}: {_fmt(g['val_rel_l2'])}" for g in r["lr_grid"])
         chosen = f"{r['learning_rate']:g}" + (f" ({r['lr_edge']} edge)" if r.get("lr_edge") else "")
-        rows.append([r["task"], r["shift"], r["mode"], source_of(r), r["num_train"], r["seed"], chosen, grid])
-    return _table(["task", "shift", "mode", "pretrain", "N", "seed", "chosen LR", "val error by LR"], rows)
+        model = [model_label(r["model"])] if multi_model else []
+        rows.append([r["task"], r["shift"], *model, r["mode"], source_of(r), r["num_train"], r["seed"], chosen, grid])
+    header = ["task", "shift", *(["model"] if multi_model else []), "mode", "pretrain", "N", "seed", "chosen LR"]
+    return _table(header + ["val error by LR"], rows)
 
 
 def _length_table(entries: Sequence[dict]) -> str:

@@ -332,7 +332,7 @@ def test_zero_shot_bars_say_which_statistics_they_were_evaluated_with():
     assert zeroshot_label(point, multi_model=False) == "poisson e5-10\nfrom poisson"
 
 
-def test_a_study_of_several_models_keeps_their_zero_shot_rules_and_length_checks_apart(tmp_path):
+def test_a_study_of_several_models_keeps_models_and_zero_shot_rules_apart_in_every_table(tmp_path):
     small = {"width": 8, "modes": 4, "depth": 4, "fc_dim": 64}
     records = []
     for model, params, scale in ((MODEL, 1000, 1.0), (small, 100, 2.0)):
@@ -354,6 +354,12 @@ def test_a_study_of_several_models_keeps_their_zero_shot_rules_and_length_checks
     model_table = markdown.split("## Error by model size")[1]
     assert "| poisson | e5-10 | zeroshot | poisson, pretrain stats | 0 | 0.2 | 0.1 |" in model_table
     assert "| poisson | e5-10 | zeroshot | poisson, downstream stats | 0 | 2.6 | 1.3 |" in model_table
+    lr_table = markdown.split("## Learning-rate selection")[1].split("\n## ")[0]
+    assert "| task | shift | model | mode | pretrain | N | seed | chosen LR |" in lr_table
+    assert (
+        "| poisson | e5-10 | w8m4 | scratch |  | 2 |" in lr_table
+        and "| poisson | e5-10 | w16m8 | scratch |  | 2 |" in lr_table
+    )
     length_table = markdown.split("## Length check")[1].split("\n## ")[0]
     assert "| kind | task | shift | model | mode |" in length_table
     # The smaller model's row first: the numbers in the names are ordered by value.
