@@ -183,8 +183,13 @@ def _model_size_table(points: Sequence[dict]) -> str | None:
     return _table(header, rows)
 
 
+def _several_models(items: Sequence[dict]) -> bool:
+    """Whether the runs or entries span more than one model (then tables name the model in a column)."""
+    return len({model_key(item["model"]) for item in items}) > 1
+
+
 def _lr_table(runs: Sequence[dict]) -> str:
-    multi_model = len({model_key(r["model"]) for r in runs}) > 1  # a model column tells RQ2's rows apart
+    multi_model = _several_models(runs)  # a model column tells RQ2's rows apart
     rows = []
     for r in runs:
         if r["mode"] == "zeroshot":
@@ -198,8 +203,7 @@ def _lr_table(runs: Sequence[dict]) -> str:
 
 
 def _length_table(entries: Sequence[dict]) -> str:
-    # A study of several models (RQ2) checks each one: the model column tells their rows apart.
-    multi_model = len({model_key(e["model"]) for e in entries}) > 1
+    multi_model = _several_models(entries)  # RQ2 checks each model: the model column tells their rows apart
     rows = [
         [
             e["kind"],
