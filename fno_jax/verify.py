@@ -27,7 +27,7 @@ from fno_jax import pretrained
 from fno_jax.runtime.cli_errors import exit_on_expected_errors
 from solvers.schema import FIELDS
 
-__all__ = ["main", "verify"]
+__all__ = ["card_test_data", "main", "per_sample_test_metrics", "verify"]
 
 EXACT_RTOL = 1e-4
 STANDARD_ERRORS = 4.0
@@ -35,7 +35,7 @@ EXIT_MISMATCH = 1
 CHUNK = 256  # test samples evaluated at a time
 
 
-def _test_data(card: dict[str, Any], num: int) -> dict[str, np.ndarray]:
+def card_test_data(card: dict[str, Any], num: int) -> dict[str, np.ndarray]:
     """The card's first `num` test samples, made again from its data spec."""
     from fno_jax.data.generate import generate_split
     from solvers.families import task_from_spec
@@ -91,7 +91,7 @@ def verify(path_or_name: str, num: int | None = None) -> tuple[bool, list[str]]:
     num = total if num is None else min(int(num), total)
     if num < 2:
         raise pretrained.BundleError(f"--num must be at least 2 (the card's test set has {total} samples).")
-    values = per_sample_test_metrics(op, _test_data(card, num))
+    values = per_sample_test_metrics(op, card_test_data(card, num))
     ok, lines = True, []
     for key, value in claimed.items():
         name = key.removeprefix("test_")
