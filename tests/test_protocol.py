@@ -357,6 +357,25 @@ def test_scratch_runs_extend_to_the_groups_scratch_sizes_and_share_its_pool():
         assert len(largest) == 4 * 5 and {r.config.data.num_train for r in largest} == {max(extra)}
 
 
+def test_rq4_pretrain_stats_is_the_studys_fine_tuning_keeping_the_pretrained_statistics():
+    """`rq4_mixed.py:cpu,helmholtz,pretrain_stats` trains RQ4's Helmholtz fine-tuned runs again, each differing from
+    its RQ4 run only in `finetune.norm_stats` (same pool, examples, seeds and grid), and nothing else downstream; its
+    pre-trainings are RQ4's (reused)."""
+    study = {r.name: r for r in _runs("rq4_mixed", "cpu")}
+    keep = _runs("rq4_mixed", "cpu,helmholtz,pretrain_stats")
+    assert {r.meta["mode"] for r in _downstream(keep)} == {"finetune"}
+    assert len([r for r in _downstream(keep) if not r.meta["length_check"]]) == 2 * 3 * 4 * 5
+    for run in keep:
+        mine, theirs = run.config.to_dict(), study[run.name].config.to_dict()
+        if run.meta["kind"] == "pretrain":
+            assert mine == theirs, run.name
+            continue
+        assert (
+            mine["finetune"].pop("norm_stats") == "pretrained" and theirs["finetune"].pop("norm_stats") == "downstream"
+        )
+        assert mine == theirs, run.name
+
+
 def _seeds_per_point(runs):
     out = defaultdict(set)
     for r in runs:

@@ -20,7 +20,13 @@ size of one family's set in total instead.
     python -m experiments.report --sweep runs/rq4
 
 ARG (comma-separated): the downstream families (default all three; Poisson and Helmholtz at the cpu scale) and/or a
-scale (runlocal | cpu | gpu_minutes; none = the paper's).
+scale (runlocal | cpu | gpu_minutes; none = the paper's); `pretrain_stats` makes the fine-tuning-only counterpart:
+every fine-tuned run keeps its pretrained model's input statistics (`finetune.norm_stats="pretrained"`, as in RQ5)
+where the paper's protocol renormalizes with the downstream pool's; no scratch or zero-shot runs (those are the
+study's own, whose pre-trainings it reuses):
+
+    python -m experiments.sweep --config=experiments/configs/rq4_mixed.py:cpu,helmholtz,pretrain_stats \
+        --workdir=runs/rq4_pretrain_stats --reuse_from=runs/rq4_mixed
 """
 
 import ml_collections
@@ -30,7 +36,8 @@ from experiments.configs.rq1_data_size import DOWNSTREAM
 from experiments.study import downstream_group, new_study, pretrain_entry
 from solvers.families import MIXED, MIXTURE
 
-ARGS = study_scale.args(MIXTURE)
+PRETRAIN_STATS = "pretrain_stats"
+ARGS = study_scale.args(MIXTURE, (PRETRAIN_STATS,))
 # Sizes this study changes per scale: N = 2, 8, 32 at the cpu scale.
 CHANGES = {"cpu": {"num_train": (2, 8, 32)}}
 # Scales where the mixture trains for as many steps as a single-family run (its epochs divided by the number of
@@ -49,8 +56,9 @@ SCRATCH_SIZES = {"cpu": {"poisson": (128,), "helmholtz": (128, 512)}}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    scale, options = study_scale.parse(arg, MIXTURE, changes=CHANGES)
+    scale, options = study_scale.parse(arg, (*MIXTURE, PRETRAIN_STATS), changes=CHANGES)
     families = [f for f in MIXTURE if f in options] or list(DEFAULT_FAMILIES.get(scale.name, MIXTURE))
+    keep_stats = {"modes": ("finetune",), "finetune": {"norm_stats": "pretrained"}} if PRETRAIN_STATS in options else {}
 
     study = new_study("rq4_mixed")
     study.description = "Mixed-operator vs single-family pre-training, fine-tuned and zero-shot per family."
@@ -69,6 +77,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             DOWNSTREAM[family],
             pretrained=(MIXED, family),
             scratch_num_train=SCRATCH_SIZES.get(scale.name, {}).get(family, ()),
+            **keep_stats,
             **study_scale.downstream_sizes(scale),
         )
     return study
