@@ -7,7 +7,7 @@ median over seeds of each seed's mean error at that value. Each pre-training the
 itself) is evaluated zero-shot on the same downstream test set with its own (pre-training) statistics. A value outside
 the pre-training range is one the pretrained model never saw.
 
-    python -m experiments.error_by_coefficient --sweep runs/rq4_mixed --task helmholtz [--by omega]
+    python -m experiments.error_by_coefficient --sweep runs/rq4_mixed --task helmholtz [--by omega] [--shift w5-15]
 
 Writes SWEEP_DIR/error_by_<by>.json and prints a table. Requires the sweep's report (experiments.report); a run
 must have kept its checkpoints.
@@ -51,17 +51,21 @@ def mean_by_value(op: pretrained.Operator, batch: dict[str, np.ndarray], by: str
     return {f"{v:g}": float(np.mean(groups[v])) for v in sorted(groups)}
 
 
-def by_coefficient(sweep: str, task: str, by: str) -> dict:
-    """Per point of `task` (and per pre-training, zero-shot with its own statistics): the error per value of `by`."""
+def by_coefficient(sweep: str, task: str, by: str, shift: str = "") -> dict:
+    """Per point of `task` at `shift` (needed when the task has several), and per pre-training (zero-shot with its
+    own statistics on that shift's test set): the error per value of `by`."""
     report = read_report(sweep)
-    points: dict[str, list[dict]] = defaultdict(list)
-    for r in report["runs"]:
-        if r["task"] != task or r["mode"] == "zeroshot" or r.get("length_check"):
-            continue
-        _, shift, _, mode, source, n = point_key(r)
-        points[f"{shift} {mode}" + (f" from {source}" if source else "") + f", N = {n}"].append(r)
-    if not points:
+    runs = [r for r in report["runs"] if r["task"] == task and r["mode"] != "zeroshot" and not r.get("length_check")]
+    if not runs:
         raise UserError(f"{sweep}/report.json has no runs of task {task!r}; its tasks: {_tasks(report)}.")
+    shifts = sorted({r["shift"] for r in runs})
+    if shift not in shifts and (shift or len(shifts) > 1):
+        raise UserError(f"{task} in {sweep} has the shifts {shifts}; name one with --shift (got {shift!r}).")
+    points: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        _, point_shift, _, mode, source, n = point_key(r)
+        if point_shift == (shift or shifts[0]):
+            points[f"{point_shift} {mode}" + (f" from {source}" if source else "") + f", N = {n}"].append(r)
     rows, cards = [], {}
     for label, runs in sorted(points.items(), key=lambda item: natural_key(item[0])):
         per_seed = []
@@ -81,7 +85,10 @@ def by_coefficient(sweep: str, task: str, by: str) -> dict:
         row["pretrain_task_spec"] = op.card.get("task_spec")
         rows.append(row)
     counts = {f"{v:g}": int(c) for v, c in zip(*np.unique(test[by], return_counts=True), strict=True)}
-    out = {"task": task, "by": by, "task_spec": cards["test"].get("task_spec"), "test_samples": counts, "rows": rows}
+    out = {
+        "task": task, "shift": shift or shifts[0], "by": by, "task_spec": cards["test"].get("task_spec"),
+        "test_samples": counts, "rows": rows,
+    }  # fmt: skip
     write_text_atomic(paths.join(sweep, f"error_by_{by}.json"), json.dumps(out, indent=2) + "\n")
     return out
 
@@ -107,9 +114,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sweep", required=True, help="a sweep directory with report.json")
     parser.add_argument("--task", required=True, help="the downstream task (family) whose points to split")
     parser.add_argument("--by", default="omega", help="a scalar coefficient of the task's samples (default omega)")
+    parser.add_argument("--shift", default="", help="the task's shift, e.g. w5-15 (needed when it has several)")
     args = parser.parse_args(argv)
     with exit_on_expected_errors(parser.prog):
-        out = by_coefficient(args.sweep, args.task, args.by)
+        out = by_coefficient(args.sweep, args.task, args.by, args.shift)
     values = list(out["test_samples"])
     print("| point | " + " | ".join(f"{args.by} = {v}" for v in values) + " |")
     print("| --- " * (len(values) + 1) + "|")

@@ -1,5 +1,6 @@
 """experiments.error_by_coefficient: a run's per-value errors, weighted by their test sample counts, give back the test
-error the trainer reported; a coefficient that is not a per-sample scalar, or a task the sweep lacks, is refused."""
+error the trainer reported; a coefficient that is not a per-sample scalar, or a task or shift the sweep lacks, is
+refused."""
 
 import json
 
@@ -32,6 +33,7 @@ def sweep(tmp_path_factory):
 def test_per_value_errors_weighted_by_their_counts_give_the_reported_test_error(sweep):
     root, summary = sweep
     out = ebc.by_coefficient(root, "helmholtz", "omega")
+    assert out["shift"] == "w1-4" and ebc.by_coefficient(root, "helmholtz", "omega", shift="w1-4") == out
     counts = out["test_samples"]
     assert sum(counts.values()) == 48 and set(counts) <= {"1", "2", "3", "4"} and len(counts) > 1
     scratch, zeroshot = out["rows"]
@@ -51,3 +53,5 @@ def test_a_coefficient_that_is_no_per_sample_scalar_or_a_missing_task_is_refused
     assert is_expected(info.value)
     with pytest.raises(UserError, match=r"no runs of task 'poisson'; its tasks: \['helmholtz'\]"):
         ebc.by_coefficient(root, "poisson", "omega")
+    with pytest.raises(UserError, match=r"has the shifts \['w1-4'\]; name one with --shift \(got 'w5-15'\)"):
+        ebc.by_coefficient(root, "helmholtz", "omega", shift="w5-15")
