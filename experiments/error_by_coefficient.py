@@ -66,15 +66,15 @@ def by_coefficient(sweep: str, task: str, by: str, shift: str = "") -> dict:
         _, point_shift, _, mode, source, n = point_key(r)
         if point_shift == (shift or shifts[0]):
             points[f"{point_shift} {mode}" + (f" from {source}" if source else "") + f", N = {n}"].append(r)
-    rows, cards = [], {}
+    rows, cards, tests = [], [], {}  # the test sets made so far, by data spec (a shift's points share one)
     for label, runs in sorted(points.items(), key=lambda item: natural_key(item[0])):
         per_seed = []
         for r in sorted(runs, key=lambda r: r["seed"]):
             op = _operator(paths.join(sweep, "runs", r["name"]))
-            cards.setdefault("test", op.card)
-            per_seed.append(mean_by_value(op, _own_test_data(op.card), by))
+            cards.append(op.card)
+            per_seed.append(mean_by_value(op, _own_test_data(op.card, tests), by))
         rows.append(_row(label, per_seed, [r["seed"] for r in runs]))
-    test = _own_test_data(cards["test"])
+    test = _own_test_data(cards[0], tests)
     # The pre-trainings the points start from, or of the task itself (another family's model lacks its inputs).
     sources = {task} | {r.get("pretrain") for runs in points.values() for r in runs}
     for p in report.get("pretrain", []):
@@ -86,15 +86,22 @@ def by_coefficient(sweep: str, task: str, by: str, shift: str = "") -> dict:
         rows.append(row)
     counts = {f"{v:g}": int(c) for v, c in zip(*np.unique(test[by], return_counts=True), strict=True)}
     out = {
-        "task": task, "shift": shift or shifts[0], "by": by, "task_spec": cards["test"].get("task_spec"),
+        "task": task, "shift": shift or shifts[0], "by": by, "task_spec": cards[0].get("task_spec"),
         "test_samples": counts, "rows": rows,
     }  # fmt: skip
     write_text_atomic(paths.join(sweep, f"error_by_{by}.json"), json.dumps(out, indent=2) + "\n")
     return out
 
 
-def _own_test_data(card: dict) -> dict[str, np.ndarray]:
-    return verify.card_test_data(card, int(card["training_data"]["num_test"]))
+def _own_test_data(card: dict, made: dict[str, dict]) -> dict[str, np.ndarray]:
+    """The test set of a run's card, made once per data spec (`made` keeps them)."""
+    data = card["training_data"]
+    chunk = ((card.get("run_config") or {}).get("data") or {}).get("generate_chunk")
+    spec = [card.get("task_spec"), data.get("data_seed"), data.get("num_test"), data.get("resolution"), chunk]
+    key = json.dumps(spec, sort_keys=True, default=str)
+    if key not in made:
+        made[key] = verify.card_test_data(card, int(data["num_test"]))
+    return made[key]
 
 
 def _row(label: str, per_seed: list[dict[str, float]], seeds: list[int]) -> dict:
